@@ -1,0 +1,103 @@
+"""Every setting of the service in one typed object.
+
+Values come from environment variables named `BOOKING_RPC_<FIELD>` (`DATABASE_URL` for the database),
+with CLI flags on top. A bad value stops the start with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+ENV_PREFIX = "BOOKING_RPC_"
+# Settings read from a variable without the prefix (the conventional name).
+UNPREFIXED = {"database_url": "DATABASE_URL"}
+
+
+class SettingsError(Exception):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- transport
+    host: str = Field("127.0.0.1", description="Address the TCP listener binds ('localhost' binds IPv4 and IPv6)")
+    port: int = Field(3000, ge=0, le=65535, description="NestJS TCP (JSON) port")
+    msgpack_port: int = Field(0, ge=0, le=65535, description="Second listener with msgpack frames; 0 = off")
+    max_frame_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest declared frame length accepted")
+    incomplete_message_timeout: float = Field(30.0, ge=0, description="Seconds a peer may stall mid-frame; 0 = off")
+    max_send_buffer: int = Field(128 * 1024 * 1024, gt=0, description="Unread reply bytes before a peer is dropped")
+    max_in_flight: int = Field(256, gt=0, description="Requests in flight per connection before reading pauses")
+    idle_timeout: float = Field(0.0, ge=0, description="Close connections idle this long (seconds); 0 = never")
+    max_connections: int = Field(0, ge=0, description="Open connections accepted at once; 0 = unlimited")
+    tls_cert: Path | None = Field(None, description="PEM certificate: serve TLS from the first byte")
+    tls_key: Path | None = Field(None, description="PEM private key for tls_cert")
+    tls_ca: Path | None = Field(None, description="PEM CA bundle: require client certificates (mTLS)")
+    shutdown_timeout: float = Field(10.0, ge=0, description="Seconds in-flight requests get on SIGTERM")
+
+    # --- database
+    database_url: SecretStr | None = Field(None, description="PostgreSQL URL; unset = embedded PostgreSQL")
+    data_dir: Path | None = Field(None, description="Embedded PostgreSQL data folder (default: per-user data dir)")
+    sql_dir: Path | None = Field(None, description="Folder holding migrations/ and queries/ (default: the repo's sql/)")
+    db_pool_min_size: int = Field(2, ge=0, description="Connections the pool keeps open")
+    db_pool_max_size: int = Field(10, gt=0, description="Most connections the pool opens")
+    migrate_on_start: bool = Field(True, description="Apply pending migrations when serving starts")
+
+    # --- booking rules
+    hold_ttl_seconds: int = Field(600, gt=0, description="How long a reservation holds a unit of capacity")
+    currency: str = Field("IDR", min_length=3, max_length=3, description="Currency of prices and payments")
+    platform_fee_percent: Decimal = Field(Decimal("10"), ge=0, le=100, description="Platform fee, % of the price")
+    tax_percent: Decimal = Field(Decimal("11"), ge=0, le=100, description="Tax, % of the price (inclusive)")
+    full_refund_hours: float = Field(24.0, ge=0, description="Cancelling this many hours ahead refunds in full")
+    late_refund_percent: Decimal = Field(Decimal("50"), ge=0, le=100, description="Refund % when cancelled later")
+
+    # --- ops
+    metrics_port: int = Field(9464, ge=0, le=65535, description="HTTP port of /metrics, /healthz, /readyz; 0 = off")
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics HTTP server binds")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged")
+    log_format: Literal["auto", "json", "console"] = Field("auto", description="auto = console on a TTY, else JSON")
+
+    # --- events and jobs
+    subscribers: str = Field("", description="Static subscribers: name=host:port:pattern,pattern;...")
+    outbox_batch_size: int = Field(500, gt=0, description="Outbox rows claimed per relay batch")
+    outbox_poll_interval: float = Field(2.0, gt=0, description="Relay poll fallback when no NOTIFY arrives (s)")
+    outbox_max_attempts: int = Field(10, gt=0, description="Delivery attempts before an event is parked as dead")
+    outbox_backoff_base: float = Field(0.5, gt=0, description="First retry delay (s), doubled per attempt")
+    outbox_backoff_max: float = Field(300.0, gt=0, description="Longest retry delay (s)")
+    expiry_interval: float = Field(5.0, gt=0, description="Seconds between reservation expiry sweeps")
+    reminder_interval: float = Field(30.0, gt=0, description="Seconds between due-reminder sweeps")
+    views_refresh_interval: float = Field(300.0, gt=0, description="Seconds between materialized view refreshes")
+    jobs_enabled: bool = Field(True, description="Run background jobs and the outbox relay in this process")
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return UNPREFIXED.get(field, ENV_PREFIX + field.upper())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment, with `overrides` (CLI flags) on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(cls.env_name(name))
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors(include_url=False):
+                field = str(err["loc"][0]) if err["loc"] else "?"
+                source = cls.env_name(field) if field in values and field not in overrides else f"--{field}"
+                problems.append(f"{source}: {err['msg']}")
+            raise SettingsError("invalid configuration: " + "; ".join(problems)) from exc
+
+    def database_dsn(self) -> str | None:
+        return self.database_url.get_secret_value() if self.database_url else None

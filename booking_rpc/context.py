@@ -1,0 +1,34 @@
+"""What a handler may use: the pool, the named SQL statements, the settings. Nothing of the transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from booking_rpc.config import Settings
+from booking_rpc.db.queries import Queries
+
+
+@dataclass(slots=True)
+class Context:
+    pool: asyncpg.Pool
+    sql: Queries
+    settings: Settings
+    # Process-wide singletons other layers hang here (metrics, relay wake-up); handlers don't need them.
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def transaction(self, *, isolation: str = "read_committed") -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside one explicit transaction, committed on success."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation=isolation):
+            yield conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for reads that need no transaction."""
+        async with self.pool.acquire() as conn:
+            yield conn

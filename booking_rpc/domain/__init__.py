@@ -1,0 +1,1 @@
+"""Pure booking rules (no I/O): money, refunds, state machines, slot generation."""

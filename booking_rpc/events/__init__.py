@@ -1,0 +1,1 @@
+"""Events: outbox writes, the relay to subscribers, consumed-event handling."""

@@ -1,0 +1,1 @@
+"""Background jobs, each safe with several replicas."""

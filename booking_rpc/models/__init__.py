@@ -1,0 +1,1 @@
+"""Pydantic payload and reply models, one module per aggregate."""

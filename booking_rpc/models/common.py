@@ -1,0 +1,71 @@
+"""Models shared by every aggregate: the caller, pagination, money."""
+
+from __future__ import annotations
+
+import base64
+from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from booking_rpc.errors import RpcError
+
+# Money is exact: parsed from strings or numbers into Decimal, sent back as a string ("12.50").
+Money = Annotated[Decimal, PlainSerializer(lambda d: str(d), return_type=str, when_used="json")]
+CENT = Decimal("0.01")
+
+
+def to_cents(value: Decimal) -> Decimal:
+    """Round to 2 places, half-even (banker's rounding) — the one rounding rule for money."""
+    return value.quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+class Role(StrEnum):
+    USER = "user"
+    CLINIC_STAFF = "clinic_staff"
+    ADMIN = "admin"
+    SERVICE = "service"
+
+
+class Model(BaseModel):
+    """Base for payloads: unknown fields are refused so a typo is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Actor(Model):
+    """Who is calling, as the gateway authenticated them."""
+
+    id: UUID
+    role: Role
+    clinic_id: UUID | None = None
+
+
+class ActorRequest(Model):
+    """A payload carrying the caller; `actor` may be absent, and handlers that need one refuse it then."""
+
+    actor: Actor | None = None
+
+
+class PageRequest(Model):
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = None
+
+
+def encode_cursor(values: list[Any]) -> str:
+    """An opaque keyset cursor: the sort key of the last row of a page."""
+    return base64.urlsafe_b64encode(orjson.dumps(values, default=str)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
+    if not isinstance(values, list) or len(values) != arity:
+        raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"})
+    return values

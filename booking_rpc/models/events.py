@@ -1,0 +1,160 @@
+"""Payloads of the events booking-rpc publishes, exactly the seed's JSON shapes.
+
+`event_type`, `event_id` and `occurred_at` are added by `events.outbox.enqueue` when the row is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from booking_rpc.models.common import Money
+
+
+class EventPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event_type: ClassVar[str]
+    aggregate_type: ClassVar[str]
+
+
+class ReservationCreated(EventPayload):
+    event_type = "reservation.created"
+    aggregate_type = "reservation"
+    reservation_id: UUID
+    user_id: UUID
+    pet_id: UUID
+    service_id: UUID
+    slot_id: UUID
+    expires_at: dt.datetime
+    created_at: dt.datetime
+
+
+class ReservationExpired(EventPayload):
+    event_type = "reservation.expired"
+    aggregate_type = "reservation"
+    reservation_id: UUID
+    user_id: UUID
+    pet_id: UUID
+    service_id: UUID
+    slot_id: UUID
+    expired_at: dt.datetime
+
+
+class ReservationCancelled(EventPayload):
+    event_type = "reservation.cancelled"
+    aggregate_type = "reservation"
+    reservation_id: UUID
+    user_id: UUID
+    slot_id: UUID
+    cancelled_at: dt.datetime
+
+
+class BookingConfirmed(EventPayload):
+    event_type = "booking.confirmed"
+    aggregate_type = "booking"
+    booking_id: UUID
+    reference_code: str
+    user_id: UUID
+    pet_id: UUID
+    clinic_id: UUID
+    service_id: UUID
+    slot_date: dt.date
+    slot_time: dt.time
+    amount: Money
+    created_at: dt.datetime
+
+
+class BookingCancelled(EventPayload):
+    event_type = "booking.cancelled"
+    aggregate_type = "booking"
+    booking_id: UUID
+    reference_code: str
+    user_id: UUID
+    pet_id: UUID
+    clinic_id: UUID
+    cancellation_reason: str
+    refund_amount: Money
+    refund_status: str | None
+    cancelled_at: dt.datetime
+
+
+class BookingCompleted(EventPayload):
+    event_type = "booking.completed"
+    aggregate_type = "booking"
+    booking_id: UUID
+    reference_code: str
+    user_id: UUID
+    pet_id: UUID
+    clinic_id: UUID
+    service_id: UUID
+    service_name: str
+    completed_at: dt.datetime
+
+
+class BookingStatusChanged(EventPayload):
+    """Written by the bookings table trigger (sql/migrations); modelled here for the contract."""
+
+    event_type = "booking.status_changed"
+    aggregate_type = "booking"
+    booking_id: UUID
+    reference_code: str
+    previous_status: str
+    new_status: str
+    changed_at: dt.datetime
+
+
+class BookingCreated(EventPayload):
+    """Written by the bookings table trigger (sql/migrations); modelled here for the contract."""
+
+    event_type = "booking.created"
+    aggregate_type = "booking"
+    booking_id: UUID
+    reference_code: str
+    user_id: UUID
+    pet_id: UUID
+    clinic_id: UUID
+    service_id: UUID
+    amount: Money
+    status: str
+    created_at: dt.datetime
+
+
+class PaymentProcessed(EventPayload):
+    event_type = "payment.processed"
+    aggregate_type = "booking"  # ordered with the booking's other events
+    payment_id: UUID
+    booking_id: UUID
+    amount: Money
+    currency: str
+    payment_method: str
+    status: str
+    processed_at: dt.datetime
+
+
+class ReviewSubmitted(EventPayload):
+    event_type = "review.submitted"
+    aggregate_type = "booking"
+    review_id: UUID
+    booking_id: UUID
+    user_id: UUID
+    clinic_id: UUID
+    service_id: UUID
+    rating: int
+    submitted_at: dt.datetime
+
+
+PUBLISHED_EVENTS: list[type[EventPayload]] = [
+    ReservationCreated,
+    ReservationExpired,
+    ReservationCancelled,
+    BookingCreated,
+    BookingConfirmed,
+    BookingStatusChanged,
+    BookingCancelled,
+    BookingCompleted,
+    PaymentProcessed,
+    ReviewSubmitted,
+]

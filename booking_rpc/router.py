@@ -1,0 +1,161 @@
+"""Pattern → handler, payload validation and the mapping of every failure to the one error shape.
+
+The server hands a route string and the raw `data`; a `Route` validates `data` into the handler's
+annotated pydantic model, awaits the handler and returns its value. Whatever goes wrong leaves here as
+an `RpcError`, so the transport only ever writes `{"err": {...}}` frames of one shape.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_type_hints
+
+import structlog
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from booking_rpc.errors import INTERNAL_ERROR, RpcError
+from booking_rpc.wire.patterns import route_for_registration
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[..., Any]
+Kind = Literal["message", "event"]
+
+class _NoResponse:
+    """What a handler returning None produces: NestJS then replies `{"isDisposed":true,"id":..}`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_RESPONSE"
+
+NO_RESPONSE: Any = _NoResponse()
+
+def validation_error(exc: ValidationError) -> RpcError:
+    details = [
+        {"field": ".".join(str(part) for part in err["loc"]), "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    return RpcError("VALIDATION_FAILED", "The payload is invalid", details)
+
+def _is_connection_error(exc: BaseException) -> bool:
+    from booking_rpc.db.pool import is_connection_error
+
+    return is_connection_error(exc)
+
+def map_exception(exc: BaseException, route: str) -> RpcError:
+    """Turn any exception from a handler into the structured error the caller sees."""
+    if isinstance(exc, RpcError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return validation_error(exc)
+    if _is_connection_error(exc):
+        log.warning("database unavailable", route=route, error=repr(exc))
+        return RpcError("SERVICE_UNAVAILABLE", "The database is unavailable, try again later")
+    log.error("unexpected error in handler", route=route, exc_info=exc)
+    return INTERNAL_ERROR
+
+@dataclass(slots=True)
+class Route:
+    """One registered pattern: how to validate its payload and which coroutine answers it."""
+
+    route: str
+    kind: Kind
+    handler: Handler
+    adapter: TypeAdapter[Any] | None
+    model: type[BaseModel] | None
+    streaming: bool
+
+    def parse(self, data: Any) -> Any:
+        if self.model is not None:
+            if isinstance(data, dict):
+                return self.model.model_validate(data)
+            return self.model.model_validate(data if data is not None else {})
+        if self.adapter is not None:
+            return self.adapter.validate_python(data)
+        return data
+
+    async def invoke(self, data: Any, ctx: Any) -> Any:
+        """The handler's value, `NO_RESPONSE`, or an async iterator for streams; raises only RpcError."""
+        try:
+            payload = self.parse(data)
+            if self.streaming:
+                return _guard_stream(self.handler(payload, ctx), self.route)
+            result = await self.handler(payload, ctx)
+        except RpcError:
+            raise
+        except Exception as exc:
+            raise map_exception(exc, self.route) from exc
+        return NO_RESPONSE if result is None else result
+
+async def _guard_stream(stream: AsyncIterator[Any], route: str) -> AsyncIterator[Any]:
+    try:
+        async for item in stream:
+            yield item
+    except RpcError:
+        raise
+    except Exception as exc:
+        raise map_exception(exc, route) from exc
+
+def _payload_type(handler: Handler) -> Any:
+    params = list(inspect.signature(handler).parameters.values())
+    if not params:
+        raise TypeError(f"handler {handler.__qualname__} must take (payload, ctx)")
+    hints = get_type_hints(handler)
+    return hints.get(params[0].name, Any)
+
+class Router:
+    """Registration by decorator; lookup by the normalised NestJS route string."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+
+    def _register(self, pattern: Any, kind: Kind) -> Callable[[Handler], Handler]:
+        route = route_for_registration(pattern)
+
+        def decorate(handler: Handler) -> Handler:
+            if route in self.routes:
+                raise ValueError(f"pattern {route!r} is registered twice")
+            payload_type = _payload_type(handler)
+            model: type[BaseModel] | None = None
+            adapter: TypeAdapter[Any] | None = None
+            if isinstance(payload_type, type) and issubclass(payload_type, BaseModel):
+                model = payload_type
+            elif payload_type is not Any:
+                adapter = TypeAdapter(payload_type)
+            self.routes[route] = Route(
+                route=route,
+                kind=kind,
+                handler=handler,
+                adapter=adapter,
+                model=model,
+                streaming=inspect.isasyncgenfunction(handler),
+            )
+            return handler
+
+        return decorate
+
+    def message(self, pattern: Any) -> Callable[[Handler], Handler]:
+        """A request/response pattern (`ClientProxy.send`)."""
+        return self._register(pattern, "message")
+
+    def event(self, pattern: Any) -> Callable[[Handler], Handler]:
+        """An event pattern (`ClientProxy.emit`): the result is dropped."""
+        return self._register(pattern, "event")
+
+    def include(self, other: Router) -> None:
+        for route, entry in other.routes.items():
+            if route in self.routes:
+                raise ValueError(f"pattern {route!r} is registered twice")
+            self.routes[route] = entry
+
+    def lookup(self, route: str | None) -> Route | None:
+        if route is None:
+            return None
+        return self.routes.get(route)
+
+    def models(self) -> dict[str, tuple[Kind, type[BaseModel] | None, Handler]]:
+        """Every route with its payload model (for the published contract in schemas/)."""
+        return {r: (e.kind, e.model, e.handler) for r, e in self.routes.items()}
