@@ -96,9 +96,14 @@ def is_connection_error(exc: BaseException) -> bool:
         return False  # statement_timeout / lock_timeout is a query problem, not a lost database
     if isinstance(exc, _CONNECTION_ERRORS):
         return True
+    if isinstance(exc, asyncpg.InternalClientError):
+        # asyncpg raises this when the server's "terminating connection" message (57P01) has been read but
+        # the socket's close has not yet: the next query finds the protocol mid error-handling. The
+        # connection is unusable either way, so it counts as lost.
+        return "cannot switch to state" in str(exc)
     if isinstance(exc, asyncpg.InterfaceError):
         text = str(exc).lower()
-        return "closed" in text or "connection" in text and "lost" in text
+        return "closed" in text or ("connection" in text and "lost" in text)
     return False
 
 

@@ -1,0 +1,1 @@
+"""Database layer: embedded PostgreSQL, the asyncpg pool, migrations and named SQL statements."""

@@ -1,0 +1,212 @@
+"""`booking.reservation.create` / `.cancel`: the hold engine.
+
+A hold takes one unit of slot capacity with a single conditional UPDATE (it waits only on that slot's row
+and can never push `booked_count` past `capacity`), in the same transaction that first gives back the
+slot's holds past their TTL (so capacity never drifts while the expiry job is late), inserts the
+reservation and writes `reservation.created` to the outbox. Errors are decided after the fact from one
+diagnostic read, so the fast path is: release-expired, take, insert, enqueue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import NoReturn
+
+import asyncpg
+
+from booking_rpc.auth import is_privileged, require_actor, require_self
+from booking_rpc.context import Context
+from booking_rpc.errors import RpcError, not_found
+from booking_rpc.events.outbox import enqueue
+from booking_rpc.handlers.slots import REASON_MESSAGES, unavailable_reason
+from booking_rpc.models.events import ReservationCancelled, ReservationCreated, ReservationExpired
+from booking_rpc.models.reservations import (
+    ReservationCancelRequest,
+    ReservationCreateRequest,
+    ReservationOut,
+)
+from booking_rpc.router import Router
+
+router = Router()
+
+IDEMPOTENCY_CONSTRAINT = "uq_reservations_user_idempotency"
+ONE_HOLD_CONSTRAINT = "uq_reservations_pending_user_slot"
+CREATE_ERROR_CODE = {"SERVICE_UNAVAILABLE": "SERVICE_UNAVAILABLE_FOR_BOOKING"}
+
+
+def new_lock_id() -> str:
+    """An unguessable hold token (192 bits)."""
+    return secrets.token_urlsafe(24)
+
+
+def fingerprint(payload: ReservationCreateRequest) -> str:
+    """What makes two creates "the same request" for idempotency (the user is part of the key)."""
+    text = f"v1|{payload.pet_id}|{payload.service_id}|{payload.slot_id}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def reservation_out(row: asyncpg.Record) -> ReservationOut:
+    return ReservationOut(
+        id=row["id"],
+        user_id=row["user_id"],
+        pet_id=row["pet_id"],
+        service_id=row["service_id"],
+        slot_id=row["slot_id"],
+        lock_id=row["lock_id"],
+        status=row["status"],
+        expires_at=row["expires_at"],
+        idempotency_key=row["idempotency_key"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _replay(row: asyncpg.Record, fp: str) -> ReservationOut:
+    if row["request_fingerprint"] != fp:
+        raise RpcError(
+            "IDEMPOTENCY_CONFLICT",
+            "This idempotency key was already used for a different reservation request",
+            {"reservation_id": str(row["id"])},
+        )
+    return reservation_out(row)
+
+
+async def release_expired(conn: asyncpg.Connection, ctx: Context, slot_id: object) -> int:
+    """Give back the slot's expired holds in the caller's transaction; one reservation.expired each."""
+    rows = await conn.fetch(ctx.sql["reservations.release_expired_for_slot"], slot_id)
+    for r in rows:
+        await enqueue(
+            conn,
+            ctx.sql,
+            r["id"],
+            ReservationExpired(
+                reservation_id=r["id"],
+                user_id=r["user_id"],
+                pet_id=r["pet_id"],
+                service_id=r["service_id"],
+                slot_id=r["slot_id"],
+                expired_at=r["expires_at"],
+            ),
+        )
+    return len(rows)
+
+
+async def _refuse(conn: asyncpg.Connection, ctx: Context, payload: ReservationCreateRequest) -> NoReturn:
+    """The take found nothing to update: say precisely why (read after the fact, same transaction)."""
+    row = await conn.fetchrow(ctx.sql["slots.diagnose"], payload.slot_id, payload.user_id)
+    details = {"slot_id": str(payload.slot_id)}
+    if row is None or row["service_id"] != payload.service_id:
+        raise not_found("Slot", details)
+    reason = unavailable_reason(row)
+    if reason is not None and reason != "SLOT_FULL":
+        if reason == "AVAILABILITY_EXCEPTION" and row["exception_reason"]:
+            details["exception_reason"] = row["exception_reason"]
+        raise RpcError(CREATE_ERROR_CODE.get(reason, reason), REASON_MESSAGES[reason], details)
+    if row["held_by_user"]:
+        raise RpcError("ALREADY_HELD", "You already hold this slot", details)
+    raise RpcError("SLOT_FULL", REASON_MESSAGES["SLOT_FULL"], details)
+
+
+@router.message("booking.reservation.create")
+async def create_reservation(payload: ReservationCreateRequest, ctx: Context) -> ReservationOut:
+    require_self(payload.actor, payload.user_id)
+    fp = fingerprint(payload)
+    key = payload.idempotency_key
+    try:
+        async with ctx.transaction() as conn:
+            if key is not None:
+                first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)
+                if first is not None:
+                    return _replay(first, fp)
+            await release_expired(conn, ctx, payload.slot_id)
+            taken = await conn.fetchrow(ctx.sql["slots.take_unit"], payload.slot_id, payload.service_id)
+            if taken is None:
+                if key is not None:  # a racing twin with this key may have taken the last unit
+                    first = await conn.fetchrow(
+                        ctx.sql["reservations.get_by_idempotency"], payload.user_id, key
+                    )
+                    if first is not None:
+                        return _replay(first, fp)
+                await _refuse(conn, ctx, payload)
+            row = await conn.fetchrow(
+                ctx.sql["reservations.insert"],
+                payload.user_id,
+                payload.pet_id,
+                payload.service_id,
+                payload.slot_id,
+                new_lock_id(),
+                ctx.settings.hold_ttl_seconds,
+                key,
+                fp,
+            )
+            assert row is not None
+            await enqueue(
+                conn,
+                ctx.sql,
+                row["id"],
+                ReservationCreated(
+                    reservation_id=row["id"],
+                    user_id=row["user_id"],
+                    pet_id=row["pet_id"],
+                    service_id=row["service_id"],
+                    slot_id=row["slot_id"],
+                    expires_at=row["expires_at"],
+                    created_at=row["created_at"],
+                ),
+            )
+            return reservation_out(row)
+    except asyncpg.UniqueViolationError as exc:
+        # The transaction rolled back, so the unit it took is back: nothing changed.
+        if exc.constraint_name == IDEMPOTENCY_CONSTRAINT and key is not None:
+            async with ctx.connection() as conn:
+                first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)
+            if first is not None:
+                return _replay(first, fp)
+            raise RpcError("CONFLICT", "A concurrent request with this idempotency key failed; retry") from exc
+        if exc.constraint_name == ONE_HOLD_CONSTRAINT:
+            raise RpcError("ALREADY_HELD", "You already hold this slot", {"slot_id": str(payload.slot_id)}) from exc
+        raise RpcError("CONFLICT", "The reservation conflicts with another one") from exc
+    except asyncpg.CheckViolationError as exc:  # the capacity CHECKs: cannot happen after the guarded take
+        raise RpcError("SLOT_FULL", REASON_MESSAGES["SLOT_FULL"], {"slot_id": str(payload.slot_id)}) from exc
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise not_found("Slot", {"slot_id": str(payload.slot_id)}) from exc
+
+
+@router.message("booking.reservation.cancel")
+async def cancel_reservation(payload: ReservationCancelRequest, ctx: Context) -> ReservationOut:
+    actor = require_actor(payload.actor)
+    details = {"reservation_id": str(payload.reservation_id)}
+    async with ctx.transaction() as conn:
+        current = await conn.fetchrow(ctx.sql["reservations.get"], payload.reservation_id)
+        if current is None:
+            raise not_found("Reservation", details)
+        if not is_privileged(actor):
+            require_self(actor, current["user_id"])
+        if not secrets.compare_digest(current["lock_id"], payload.lock_id):
+            raise RpcError("LOCK_MISMATCH", "The lock_id does not match this reservation", details)
+        row = await conn.fetchrow(ctx.sql["reservations.cancel"], payload.reservation_id, payload.lock_id)
+        if row is None:
+            # re-read: the state may have moved since the first read (confirm, expiry, another cancel)
+            now = await conn.fetchrow(ctx.sql["reservations.get"], payload.reservation_id)
+            assert now is not None
+            if now["status"] == "cancelled":
+                return reservation_out(now)  # a double cancel is idempotent
+            if now["status"] == "confirmed":
+                raise RpcError(
+                    "ILLEGAL_TRANSITION", "The reservation is confirmed; cancel the booking instead", details
+                )
+            raise RpcError("RESERVATION_EXPIRED", "The reservation has expired", details)
+        await conn.execute(ctx.sql["slots.release_unit"], row["slot_id"], 1)
+        await enqueue(
+            conn,
+            ctx.sql,
+            row["id"],
+            ReservationCancelled(
+                reservation_id=row["id"],
+                user_id=row["user_id"],
+                slot_id=row["slot_id"],
+                cancelled_at=row["updated_at"],
+            ),
+        )
+        return reservation_out(row)

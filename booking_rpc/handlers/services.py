@@ -1,0 +1,94 @@
+"""`booking.services.*`: the clinics' service catalogue."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from booking_rpc.auth import require_clinic_staff
+from booking_rpc.context import Context
+from booking_rpc.errors import RpcError
+from booking_rpc.models.catalog import (
+    AvailabilityException,
+    ServiceOut,
+    ServicesFindRequest,
+    ServicesPage,
+    ServiceUpsertRequest,
+)
+from booking_rpc.models.common import decode_cursor, encode_cursor
+from booking_rpc.router import Router
+
+router = Router()
+
+NIL_UUID = uuid.UUID(int=0)
+
+
+def service_out(row: asyncpg.Record) -> ServiceOut:
+    raw = row["availability_exceptions"]
+    exceptions = [AvailabilityException.model_validate(e) for e in raw if isinstance(e, dict)] if isinstance(
+        raw, list
+    ) else []
+    return ServiceOut(
+        id=row["id"],
+        clinic_id=row["clinic_id"],
+        name=row["name"],
+        description=row["description"],
+        price=row["price"],
+        duration_minutes=row["duration_minutes"],
+        requires_approval=row["requires_approval"],
+        is_available=row["is_available"],
+        availability_exceptions=exceptions,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+@router.message("booking.services.find")
+async def find_services(payload: ServicesFindRequest, ctx: Context) -> ServicesPage:
+    after_name, after_id = "", NIL_UUID
+    if payload.cursor is not None:
+        values = decode_cursor(payload.cursor, 2)
+        try:
+            after_name, after_id = str(values[0]), uuid.UUID(str(values[1]))
+        except ValueError as exc:
+            raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
+    async with ctx.connection() as conn:
+        rows = await conn.fetch(
+            ctx.sql["services.find"], payload.clinic_id, payload.available_only, after_name, after_id,
+            payload.limit + 1,
+        )
+    items = [service_out(r) for r in rows[: payload.limit]]
+    next_cursor = None
+    if len(rows) > payload.limit:
+        last = items[-1]
+        next_cursor = encode_cursor([last.name, str(last.id)])
+    return ServicesPage(items=items, next_cursor=next_cursor)
+
+
+@router.message("booking.services.upsert")
+async def upsert_service(payload: ServiceUpsertRequest, ctx: Context) -> ServiceOut:
+    require_clinic_staff(payload.actor, payload.clinic_id)
+    service_id = payload.id or uuid.uuid4()
+    exceptions: list[dict[str, Any]] = [
+        e.model_dump(mode="json", exclude_none=True) for e in payload.availability_exceptions
+    ]
+    async with ctx.transaction() as conn:
+        row = await conn.fetchrow(
+            ctx.sql["services.upsert"],
+            service_id,
+            payload.clinic_id,
+            payload.name,
+            payload.description,
+            payload.price,
+            payload.duration_minutes,
+            payload.requires_approval,
+            payload.is_available,
+            exceptions,
+        )
+    if row is None:
+        raise RpcError(
+            "CONFLICT", "This service belongs to another clinic", {"service_id": str(service_id)}
+        )
+    return service_out(row)

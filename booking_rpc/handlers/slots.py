@@ -1,0 +1,251 @@
+"""`booking.slots.*` and `booking.availability.check`: generation, block/unblock, search, availability."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+
+from booking_rpc.auth import require_clinic_staff
+from booking_rpc.context import Context
+from booking_rpc.domain.schedule import DailyWindow, generate_slots
+from booking_rpc.errors import RpcError, not_found
+from booking_rpc.models.catalog import (
+    AvailabilityCheckRequest,
+    AvailabilityReply,
+    SlotAvailability,
+    SlotBlockRequest,
+    SlotOut,
+    SlotsFindRequest,
+    SlotsGenerateReply,
+    SlotsGenerateRequest,
+    SlotsPage,
+    UnavailableReason,
+)
+from booking_rpc.models.common import decode_cursor, encode_cursor
+from booking_rpc.router import Router
+
+router = Router()
+
+NIL_UUID = uuid.UUID(int=0)
+MIDNIGHT = dt.time(0, 0)
+
+REASON_MESSAGES: dict[str, str] = {
+    "SERVICE_UNAVAILABLE": "The service is not available for booking",
+    "AVAILABILITY_EXCEPTION": "The service is not offered on this date",
+    "SLOT_IN_PAST": "The slot has already started",
+    "SLOT_BLOCKED": "The slot is blocked by the clinic",
+    "SLOT_FULL": "The slot is fully booked",
+}
+
+
+def remaining_of(row: asyncpg.Record) -> int:
+    """Units still free: holds past their TTL (`stale`) no longer count, given back or not."""
+    return max(0, int(row["capacity"]) - int(row["booked_count"]) + int(row["stale"]))
+
+
+def unavailable_reason(row: asyncpg.Record) -> UnavailableReason | None:
+    """Why a slot (a `slots.diagnose` row) cannot take a hold now; None when it can."""
+    if not row["service_available"]:
+        return "SERVICE_UNAVAILABLE"
+    if row["on_exception"]:
+        return "AVAILABILITY_EXCEPTION"
+    if row["in_past"]:
+        return "SLOT_IN_PAST"
+    if row["status"] == "blocked":
+        return "SLOT_BLOCKED"
+    if remaining_of(row) <= 0:
+        return "SLOT_FULL"
+    return None
+
+
+def slot_out(row: asyncpg.Record) -> SlotOut:
+    return SlotOut(
+        id=row["id"],
+        service_id=row["service_id"],
+        staff_id=row["staff_id"],
+        slot_date=row["slot_date"],
+        slot_start_time=row["slot_start_time"],
+        slot_end_time=row["slot_end_time"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        status=row["status"],
+        capacity=row["capacity"],
+        booked_count=row["booked_count"],
+        remaining=row["remaining"] if "remaining" in row else row["capacity"] - row["booked_count"],
+    )
+
+
+# --- search
+
+
+@router.message("booking.slots.find")
+async def find_slots(payload: SlotsFindRequest, ctx: Context) -> SlotsPage:
+    after: tuple[dt.date, dt.time, uuid.UUID] = (payload.date_from, MIDNIGHT, NIL_UUID)
+    if payload.cursor is not None:
+        values = decode_cursor(payload.cursor, 3)
+        try:
+            after = (
+                dt.date.fromisoformat(str(values[0])),
+                dt.time.fromisoformat(str(values[1])),
+                uuid.UUID(str(values[2])),
+            )
+        except ValueError as exc:
+            raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
+    async with ctx.connection() as conn:
+        rows = await conn.fetch(
+            ctx.sql["slots.find"],
+            payload.service_id,
+            payload.date_from,
+            payload.date_to,
+            payload.staff_id,
+            payload.only_available,
+            after[0],
+            after[1],
+            after[2],
+            payload.limit + 1,
+        )
+    items = [slot_out(r) for r in rows[: payload.limit]]
+    next_cursor = None
+    if len(rows) > payload.limit:
+        last = items[-1]
+        next_cursor = encode_cursor([last.slot_date.isoformat(), last.slot_start_time.isoformat(), str(last.id)])
+    return SlotsPage(items=items, next_cursor=next_cursor)
+
+
+# --- availability
+
+
+def _slot_availability(row: asyncpg.Record) -> SlotAvailability:
+    reason = unavailable_reason(row)
+    return SlotAvailability(
+        slot_id=row["id"],
+        slot_date=row["slot_date"],
+        slot_start_time=row["slot_start_time"],
+        slot_end_time=row["slot_end_time"],
+        starts_at=row["starts_at"],
+        available=reason is None,
+        reason=reason,
+        remaining=0 if reason is not None else remaining_of(row),
+    )
+
+
+@router.message("booking.availability.check")
+async def check_availability(payload: AvailabilityCheckRequest, ctx: Context) -> AvailabilityReply:
+    async with ctx.connection() as conn:
+        if payload.slot_id is not None:
+            row = await conn.fetchrow(ctx.sql["slots.diagnose"], payload.slot_id, None)
+            if row is None or row["service_id"] != payload.service_id:
+                raise not_found("Slot", {"slot_id": str(payload.slot_id)})
+            one = _slot_availability(row)
+            return AvailabilityReply(
+                service_id=payload.service_id,
+                slot_id=payload.slot_id,
+                date=row["slot_date"],
+                available=one.available,
+                reason=one.reason,
+                message=REASON_MESSAGES.get(one.reason) if one.reason else None,
+                remaining=one.remaining,
+            )
+        assert payload.date is not None
+        service = await conn.fetchrow(ctx.sql["services.get"], payload.service_id)
+        if service is None:
+            raise not_found("Service", {"service_id": str(payload.service_id)})
+        rows = await conn.fetch(ctx.sql["slots.diagnose_date"], payload.service_id, payload.date)
+    slots = [_slot_availability(r) for r in rows]
+    reason: UnavailableReason | None = None
+    if not service["is_available"]:
+        reason = "SERVICE_UNAVAILABLE"
+    elif rows and rows[0]["on_exception"]:
+        reason = "AVAILABILITY_EXCEPTION"
+    elif not any(s.available for s in slots):
+        reasons = {s.reason for s in slots}
+        if not slots or "SLOT_FULL" in reasons:
+            reason = "SLOT_FULL"
+        elif reasons == {"SLOT_IN_PAST"}:
+            reason = "SLOT_IN_PAST"
+        else:
+            reason = "SLOT_BLOCKED" if "SLOT_BLOCKED" in reasons else "SLOT_IN_PAST"
+    return AvailabilityReply(
+        service_id=payload.service_id,
+        date=payload.date,
+        available=reason is None,
+        reason=reason,
+        message=REASON_MESSAGES.get(reason) if reason else None,
+        remaining=sum(s.remaining for s in slots),
+        slots=slots,
+    )
+
+
+# --- generation
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise RpcError("BAD_REQUEST", f"The clinic's time zone {name!r} is unknown") from exc
+
+
+@router.message("booking.slots.generate")
+async def generate(payload: SlotsGenerateRequest, ctx: Context) -> SlotsGenerateReply:
+    async with ctx.connection() as conn:
+        service = await conn.fetchrow(ctx.sql["services.get"], payload.service_id)
+    if service is None:
+        raise not_found("Service", {"service_id": str(payload.service_id)})
+    require_clinic_staff(payload.actor, service["clinic_id"])
+    tz = _zone(service["timezone"])
+    slots = generate_slots(
+        timezone=tz,
+        date_from=payload.date_from,
+        date_to=payload.date_to,
+        windows=[DailyWindow(w.start, w.end) for w in payload.windows],
+        slot_minutes=payload.slot_minutes or service["duration_minutes"],
+        weekdays=payload.weekdays,
+        step_minutes=payload.step_minutes,
+    )
+    created = 0
+    if slots:
+        async with ctx.transaction() as conn:
+            rows = await conn.fetch(
+                ctx.sql["slots.insert_many"],
+                payload.service_id,
+                payload.staff_id,
+                payload.capacity,
+                [s.slot_date for s in slots],
+                [s.start for s in slots],
+                [s.end for s in slots],
+                [s.starts_at for s in slots],
+                [s.ends_at for s in slots],
+            )
+            created = len(rows)
+    return SlotsGenerateReply(
+        service_id=payload.service_id, timezone=tz.key, generated=len(slots), created=created
+    )
+
+
+# --- block / unblock
+
+
+async def _set_blocked(payload: SlotBlockRequest, ctx: Context, statement: str) -> SlotOut:
+    async with ctx.transaction() as conn:
+        current = await conn.fetchrow(ctx.sql["slots.get"], payload.slot_id)
+        if current is None:
+            raise not_found("Slot", {"slot_id": str(payload.slot_id)})
+        require_clinic_staff(payload.actor, current["clinic_id"])
+        row = await conn.fetchrow(ctx.sql[statement], payload.slot_id)
+    if row is None:  # deleted between the two statements
+        raise not_found("Slot", {"slot_id": str(payload.slot_id)})
+    return slot_out(row)
+
+
+@router.message("booking.slots.block")
+async def block(payload: SlotBlockRequest, ctx: Context) -> SlotOut:
+    return await _set_blocked(payload, ctx, "slots.block")
+
+
+@router.message("booking.slots.unblock")
+async def unblock(payload: SlotBlockRequest, ctx: Context) -> SlotOut:
+    return await _set_blocked(payload, ctx, "slots.unblock")

@@ -1,0 +1,56 @@
+"""The reservation expiry sweep: pending holds past their TTL become 'expired' and give their unit back.
+
+Correctness does not depend on this job (a hold on a slot re-checks and releases that slot's expired holds
+in its own transaction, and confirm re-checks the TTL); it exists so that every expired hold is announced
+with exactly one `reservation.expired` event and capacity shows up free without waiting for a new hold.
+Safe with several replicas: holds are claimed with `FOR UPDATE SKIP LOCKED`, and the pending -> expired
+change is a compare-and-swap, so a hold is expired (and announced) once, by whoever gets there first.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from booking_rpc.context import Context
+from booking_rpc.events.outbox import enqueue
+from booking_rpc.models.events import ReservationExpired
+
+DEADLOCK_RETRIES = 3
+
+
+async def _expire_once(ctx: Context, batch_size: int) -> int:
+    async with ctx.transaction() as conn:
+        rows = await conn.fetch(ctx.sql["reservations.expire_batch"], batch_size)
+        for r in rows:
+            await enqueue(
+                conn,
+                ctx.sql,
+                r["id"],
+                ReservationExpired(
+                    reservation_id=r["id"],
+                    user_id=r["user_id"],
+                    pet_id=r["pet_id"],
+                    service_id=r["service_id"],
+                    slot_id=r["slot_id"],
+                    expired_at=r["expires_at"],
+                ),
+            )
+    return len(rows)
+
+
+async def expire_holds(ctx: Context, *, batch_size: int = 500) -> int:
+    """Expire due holds in batches of `batch_size` until none is left; returns how many were expired."""
+    total = 0
+    attempts = 0
+    while True:
+        try:
+            done = await _expire_once(ctx, batch_size)
+        except asyncpg.DeadlockDetectedError:
+            # a writer locking several slots in another order; the batch rolled back, take it again
+            attempts += 1
+            if attempts > DEADLOCK_RETRIES:
+                raise
+            continue
+        total += done
+        if done < batch_size:
+            return total

@@ -1,0 +1,115 @@
+"""The second codec: a 4-byte big-endian unsigned length, then a msgpack document.
+
+The documents have the same shapes as the JSON codec's (requests, events, replies), so everything above
+the codec is shared. Values leave as their JSON forms (Decimal and UUID as strings, dates as ISO text,
+pydantic models in JSON mode) so a handler's reply means the same thing over either codec.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+from decimal import Decimal
+from typing import Any, Final
+from uuid import UUID
+
+import msgpack
+from pydantic import BaseModel
+
+from booking_rpc.wire.errors import FrameError, frame_too_large
+
+DEFAULT_MAX_FRAME_BYTES: Final = 8 * 1024 * 1024
+HEADER: Final = struct.Struct(">I")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, (Decimal, UUID)):
+        return str(obj)
+    if isinstance(obj, (dt.datetime, dt.date, dt.time)):
+        return obj.isoformat()
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json", by_alias=True)
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    if isinstance(obj, dt.timedelta):
+        return obj.total_seconds()  # as booking_rpc.jsonutil does
+    raise TypeError(f"{type(obj).__name__} is not msgpack serialisable")
+
+
+def encode_msgpack_frame(message: Any) -> bytes:
+    """One frame carrying `message`. Raises TypeError if it cannot be serialised."""
+    body: bytes = msgpack.packb(message, default=_default, use_bin_type=True, datetime=False)
+    if len(body) > 0xFFFFFFFF:
+        raise ValueError("a msgpack frame cannot exceed 4 GiB")
+    return HEADER.pack(len(body)) + body
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    # Extension types (including msgpack timestamps) have no JSON counterpart in our message shapes.
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+class MsgpackFrameDecoder:
+    """Incremental decoder for length-prefixed msgpack frames; same API as JsonFrameDecoder."""
+
+    __slots__ = ("_buf", "_error", "_length", "_max")
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self._max = max_frame_bytes
+        self._buf = bytearray()
+        self._length = -1  # body length of the frame being read; -1 while reading the header
+        self._error: FrameError | None = None
+
+    @property
+    def has_partial(self) -> bool:
+        return bool(self._buf)
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
+        """Messages completed by `data`, in order. Raises FrameError (with `.messages`) on a bad stream."""
+        if self._error is not None:
+            self._error.messages = []
+            raise self._error
+        buf = self._buf
+        buf += data
+        messages: list[Any] = []
+        start = 0
+        try:
+            while True:
+                if self._length < 0:
+                    if len(buf) - start < HEADER.size:
+                        break
+                    (length,) = HEADER.unpack_from(buf, start)
+                    if length > self._max:
+                        raise frame_too_large(length)
+                    if length == 0:
+                        raise FrameError("invalid_payload", "Empty msgpack frame")
+                    self._length = length
+                body_start = start + HEADER.size
+                end = body_start + self._length
+                if end > len(buf):
+                    break
+                messages.append(_unpack(buf[body_start:end]))
+                start = end
+                self._length = -1
+        except FrameError as exc:
+            self._error = exc
+            exc.messages = messages
+            buf.clear()
+            raise
+        if start:
+            del buf[:start]
+        return messages
+
+
+def _unpack(body: bytearray) -> Any:
+    try:
+        return msgpack.unpackb(body, raw=False, ext_hook=_refuse_ext, timestamp=0)
+    except Exception as exc:  # msgpack raises a zoo of types (ExtraData, FormatError, ValueError, ...)
+        raise FrameError("invalid_payload", f"Could not parse msgpack: {exc}") from None
+
+
+__all__ = ["DEFAULT_MAX_FRAME_BYTES", "MsgpackFrameDecoder", "encode_msgpack_frame"]

@@ -1,0 +1,151 @@
+-- Slots: capacity counter, generation, block/unblock, search.
+-- Capacity rule: booked_count counts pending holds + active bookings; status is 'booked' exactly when an
+-- unblocked slot is full. Every statement that changes booked_count keeps that rule in the same UPDATE.
+
+-- name: slots.release_unit
+-- Give back $2 units of slot $1 (a cancelled hold or booking). A full slot becomes 'available' again; a
+-- blocked one stays blocked. The CHECK (booked_count >= 0) refuses a double release instead of drifting.
+UPDATE slots
+SET booked_count = booked_count - $2::int,
+    status = CASE WHEN status = 'booked' THEN 'available' ELSE status END,
+    updated_at = now()
+WHERE id = $1
+RETURNING id, booked_count, capacity, status;
+
+-- name: slots.take_unit
+-- Take one unit of slot $1 of service $2 for a hold: one conditional UPDATE, waits only on this slot's row.
+-- 0 rows: gone, wrong service, blocked, full, in the past (database clock), service unavailable or an
+-- availability exception on the slot's date; slots.diagnose tells which.
+UPDATE slots s
+SET booked_count = s.booked_count + 1,
+    status = CASE WHEN s.booked_count + 1 >= s.capacity THEN 'booked' ELSE s.status END,
+    updated_at = now()
+FROM services sv
+WHERE s.id = $1
+  AND s.service_id = $2
+  AND sv.id = s.service_id
+  AND s.booked_count < s.capacity
+  AND s.status = 'available'
+  AND s.starts_at > now()
+  AND sv.is_available IS TRUE
+  AND NOT EXISTS (
+      SELECT 1
+      FROM jsonb_array_elements(
+          CASE WHEN jsonb_typeof(sv.availability_exceptions) = 'array'
+               THEN sv.availability_exceptions ELSE '[]'::jsonb END) e
+      WHERE jsonb_typeof(e) = 'object'
+        AND s.slot_date BETWEEN COALESCE(e->>'date', e->>'start_date')::date
+                            AND COALESCE(e->>'date', e->>'end_date', e->>'start_date')::date)
+RETURNING s.id, s.service_id, s.booked_count, s.capacity, s.status;
+
+-- name: slots.diagnose
+-- Everything that decides whether slot $1 can take a hold now, for user $2 (NULL: anyone). `stale` counts
+-- pending holds past their TTL that still occupy a unit until someone gives them back.
+SELECT s.id, s.service_id, sv.clinic_id, s.staff_id, s.slot_date, s.slot_start_time, s.slot_end_time,
+       s.starts_at, s.ends_at, s.status, s.capacity, s.booked_count,
+       s.starts_at <= now() AS in_past,
+       COALESCE(sv.is_available, FALSE) AS service_available,
+       ex.reason AS exception_reason,
+       ex.hit AS on_exception,
+       (SELECT count(*)::int FROM reservations r
+        WHERE r.slot_id = s.id AND r.status = 'pending' AND r.expires_at <= now()) AS stale,
+       ($2::uuid IS NOT NULL AND EXISTS (
+           SELECT 1 FROM reservations r
+           WHERE r.slot_id = s.id AND r.user_id = $2 AND r.status = 'pending' AND r.expires_at > now()
+       )) AS held_by_user
+FROM slots s
+JOIN services sv ON sv.id = s.service_id
+CROSS JOIN LATERAL (
+    SELECT count(*) > 0 AS hit, min(e->>'reason') AS reason
+    FROM jsonb_array_elements(
+        CASE WHEN jsonb_typeof(sv.availability_exceptions) = 'array'
+             THEN sv.availability_exceptions ELSE '[]'::jsonb END) e
+    WHERE jsonb_typeof(e) = 'object'
+      AND s.slot_date BETWEEN COALESCE(e->>'date', e->>'start_date')::date
+                          AND COALESCE(e->>'date', e->>'end_date', e->>'start_date')::date
+) ex
+WHERE s.id = $1;
+
+-- name: slots.diagnose_date
+-- slots.diagnose for every slot of service $1 on date $2 (availability check by date).
+SELECT s.id, s.service_id, sv.clinic_id, s.staff_id, s.slot_date, s.slot_start_time, s.slot_end_time,
+       s.starts_at, s.ends_at, s.status, s.capacity, s.booked_count,
+       s.starts_at <= now() AS in_past,
+       COALESCE(sv.is_available, FALSE) AS service_available,
+       ex.reason AS exception_reason,
+       ex.hit AS on_exception,
+       (SELECT count(*)::int FROM reservations r
+        WHERE r.slot_id = s.id AND r.status = 'pending' AND r.expires_at <= now()) AS stale,
+       FALSE AS held_by_user
+FROM slots s
+JOIN services sv ON sv.id = s.service_id
+CROSS JOIN LATERAL (
+    SELECT count(*) > 0 AS hit, min(e->>'reason') AS reason
+    FROM jsonb_array_elements(
+        CASE WHEN jsonb_typeof(sv.availability_exceptions) = 'array'
+             THEN sv.availability_exceptions ELSE '[]'::jsonb END) e
+    WHERE jsonb_typeof(e) = 'object'
+      AND s.slot_date BETWEEN COALESCE(e->>'date', e->>'start_date')::date
+                          AND COALESCE(e->>'date', e->>'end_date', e->>'start_date')::date
+) ex
+WHERE s.service_id = $1 AND s.slot_date = $2
+ORDER BY s.slot_date, s.slot_start_time, s.id;
+
+-- name: slots.find
+-- One keyset page of service $1's slots from $2 to $3 (dates, inclusive), optional staff $4, only bookable
+-- ones when $5; after the cursor ($6 date, $7 time, $8 id; the first page passes ($2, 00:00, nil uuid)),
+-- $9 rows. Expired-but-unreleased holds don't count against `remaining`.
+SELECT s.id, s.service_id, s.staff_id, s.slot_date, s.slot_start_time, s.slot_end_time, s.starts_at, s.ends_at,
+       CASE WHEN s.status = 'booked' AND st.n > 0 THEN 'available' ELSE s.status END AS status,
+       s.capacity,
+       s.booked_count - st.n AS booked_count,
+       s.capacity - s.booked_count + st.n AS remaining
+FROM slots s
+CROSS JOIN LATERAL (
+    SELECT count(*)::int AS n FROM reservations r
+    WHERE r.slot_id = s.id AND r.status = 'pending' AND r.expires_at <= now()
+) st
+WHERE s.service_id = $1
+  AND s.slot_date <= $3
+  AND (s.slot_date, s.slot_start_time, s.id) > ($6::date, $7::time, $8::uuid)
+  AND s.slot_date >= $2
+  AND ($4::uuid IS NULL OR s.staff_id = $4)
+  AND (NOT $5::bool OR (s.status <> 'blocked' AND s.starts_at > now() AND s.booked_count - st.n < s.capacity))
+ORDER BY s.slot_date, s.slot_start_time, s.id
+LIMIT $9;
+
+-- name: slots.insert_many
+-- Generated slots of service $1 (staff $2, capacity $3); arrays $4..$8 are slot_date, start, end, starts_at,
+-- ends_at. Existing (service, staff, date, start) rows are kept as they are: generating twice is a no-op.
+INSERT INTO slots (service_id, staff_id, capacity, slot_date, slot_start_time, slot_end_time, starts_at, ends_at)
+SELECT $1, $2, $3, g.d, g.st, g.et, g.sa, g.ea
+FROM unnest($4::date[], $5::time[], $6::time[], $7::timestamptz[], $8::timestamptz[]) AS g(d, st, et, sa, ea)
+ON CONFLICT ON CONSTRAINT uq_slots_service_staff_start DO NOTHING
+RETURNING id;
+
+-- name: slots.get
+-- One slot with its service's clinic (for authorisation).
+SELECT s.id, s.service_id, sv.clinic_id, s.staff_id, s.slot_date, s.slot_start_time, s.slot_end_time,
+       s.starts_at, s.ends_at, s.status, s.capacity, s.booked_count
+FROM slots s
+JOIN services sv ON sv.id = s.service_id
+WHERE s.id = $1;
+
+-- name: slots.block
+-- Staff block: no new holds; holds and bookings already on the slot keep their units.
+UPDATE slots
+SET status = 'blocked', updated_at = now()
+WHERE id = $1
+RETURNING id, service_id, staff_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at,
+          status, capacity, booked_count;
+
+-- name: slots.unblock
+-- Back to 'booked' when the units already taken fill it, else 'available'. A slot that isn't blocked is
+-- left as it is.
+UPDATE slots
+SET status = CASE WHEN status <> 'blocked' THEN status
+                  WHEN booked_count >= capacity THEN 'booked' ELSE 'available' END,
+    updated_at = now()
+WHERE id = $1
+RETURNING id, service_id, staff_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at,
+          status, capacity, booked_count;

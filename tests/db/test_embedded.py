@@ -1,0 +1,44 @@
+"""The embedded PostgreSQL: starts in an empty folder, answers, stops, and keeps its data across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from booking_rpc.db.embedded import default_data_dir, start_embedded
+
+
+async def query(dsn: str, sql: str) -> object:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+def test_start_answer_stop_and_restart_reuses_data(tmp_path: Path) -> None:
+    first = start_embedded(tmp_path)
+    try:
+        assert asyncio.run(query(first.dsn, "SELECT 1")) == 1
+        assert asyncio.run(query(first.dsn, "SELECT current_database()")) == "booking_rpc"
+        asyncio.run(query(first.dsn, "CREATE TABLE kept AS SELECT 42 AS answer"))
+    finally:
+        first.stop()
+    with pytest.raises((OSError, asyncpg.PostgresError)):
+        asyncio.run(query(first.dsn, "SELECT 1"))  # stopped: nothing listens any more
+
+    second = start_embedded(tmp_path)
+    try:
+        assert asyncio.run(query(second.dsn, "SELECT answer FROM kept")) == 42
+        assert (tmp_path / "postgres" / "PG_VERSION").is_file()
+    finally:
+        second.stop()
+
+
+def test_default_data_dir_is_per_user() -> None:
+    path = default_data_dir()
+    assert path.is_absolute()
+    assert path.name == "booking-rpc"

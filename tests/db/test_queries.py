@@ -1,0 +1,88 @@
+"""Named SQL statements: parsing, lookup errors and malformed files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from booking_rpc.db.queries import Queries, QueryFileError, default_sql_dir
+
+
+def write(folder: Path, name: str, text: str) -> None:
+    (folder / name).write_text(text, encoding="utf-8")
+
+
+def test_statements_descriptions_and_trailing_semicolons(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "slots.sql",
+        "-- file header, not a statement\n\n"
+        "-- name: slots.find\n"
+        "-- Find one slot\n"
+        "-- by id.\n"
+        "SELECT *\n  FROM slots\n WHERE id = $1;  \n\n"
+        "-- name: slots.block\n"
+        "UPDATE slots SET status = 'blocked' -- inline comment stays\n"
+        "WHERE id = $1;\n",
+    )
+    write(tmp_path, "bookings.sql", "-- name: bookings.count\nSELECT count(*) FROM bookings\n")
+    queries = Queries.load(tmp_path)
+
+    assert sorted(queries) == ["bookings.count", "slots.block", "slots.find"]
+    assert queries["slots.find"] == "SELECT *\n  FROM slots\n WHERE id = $1"
+    assert queries.describe("slots.find") == "Find one slot by id."
+    assert (
+        queries["slots.block"] == "UPDATE slots SET status = 'blocked' -- inline comment stays\nWHERE id = $1"
+    )
+    assert queries.describe("slots.block") == ""
+    assert queries["bookings.count"] == "SELECT count(*) FROM bookings"
+
+
+def test_missing_name_lists_close_names(tmp_path: Path) -> None:
+    write(tmp_path, "slots.sql", "-- name: slots.find\nSELECT 1;\n-- name: slots.find_range\nSELECT 2;\n")
+    queries = Queries.load(tmp_path)
+    with pytest.raises(KeyError) as info:
+        queries["slots.fnd"]
+    assert "slots.find" in str(info.value)
+
+
+def test_duplicate_name_across_files_is_refused(tmp_path: Path) -> None:
+    # a second file cannot reuse a name: its stem differs, so the prefix rule catches it first;
+    # within one file the duplicate check does.
+    write(tmp_path, "slots.sql", "-- name: slots.find\nSELECT 1;\n-- name: slots.find\nSELECT 2;\n")
+    with pytest.raises(QueryFileError, match=r"duplicate statement name 'slots\.find'"):
+        Queries.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["bookings.find", "slots", "slots.", "slotsfind"])
+def test_name_must_start_with_file_stem(tmp_path: Path, name: str) -> None:
+    write(tmp_path, "slots.sql", f"-- name: {name}\nSELECT 1;\n")
+    with pytest.raises(QueryFileError, match=r"must start with 'slots\.'"):
+        Queries.load(tmp_path)
+
+
+def test_empty_statement_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "slots.sql", "-- name: slots.nothing\n-- only a description\n;\n")
+    with pytest.raises(QueryFileError, match="empty"):
+        Queries.load(tmp_path)
+
+
+def test_empty_or_missing_folder_loads_nothing(tmp_path: Path) -> None:
+    assert len(Queries.load(tmp_path)) == 0
+    assert len(Queries.load(tmp_path / "absent")) == 0
+
+
+def test_default_sql_dir_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BOOKING_RPC_SQL_DIR", raising=False)
+    assert (default_sql_dir() / "migrations" / "0001_schema.sql").is_file()
+    monkeypatch.setenv("BOOKING_RPC_SQL_DIR", str(tmp_path))
+    assert default_sql_dir() == tmp_path
+    (tmp_path / "queries").mkdir()
+    write(tmp_path / "queries", "x.sql", "-- name: x.one\nSELECT 1\n")
+    assert list(Queries.load()) == ["x.one"]
+
+
+def test_repository_query_files_load() -> None:
+    # every file other engineers add must parse; this fails on the first malformed one
+    Queries.load()

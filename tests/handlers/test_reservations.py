@@ -1,0 +1,413 @@
+"""The hold engine against real PostgreSQL: zero overbooking, idempotency, cancel, TTL, error paths."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+
+from booking_rpc.context import Context
+from booking_rpc.errors import RpcError
+from booking_rpc.handlers import reservations as reservations_handlers
+from booking_rpc.handlers import services as services_handlers
+from booking_rpc.handlers import slots as slots_handlers
+from booking_rpc.jobs.expiry import expire_holds
+from booking_rpc.router import Router
+
+# --- helpers shared by this aggregate's test files -------------------------------------------------------
+
+_ROUTER: Router | None = None
+
+
+def catalog_router() -> Router:
+    global _ROUTER
+    if _ROUTER is None:
+        r = Router()
+        for module in (services_handlers, slots_handlers, reservations_handlers):
+            r.include(module.router)
+        _ROUTER = r
+    return _ROUTER
+
+
+async def call(ctx: Context, pattern: str, data: Any) -> Any:
+    """Invoke one of this aggregate's patterns in-process (validation and error mapping included)."""
+    route = catalog_router().lookup(pattern)
+    assert route is not None, pattern
+    return await route.invoke(data, ctx)
+
+
+async def call_err(ctx: Context, pattern: str, data: Any) -> RpcError:
+    with pytest.raises(RpcError) as info:
+        await call(ctx, pattern, data)
+    return info.value
+
+
+def admin() -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "role": "admin"}
+
+
+def user_actor(user_id: uuid.UUID) -> dict[str, Any]:
+    return {"id": str(user_id), "role": "user"}
+
+
+@dataclass
+class Catalog:
+    clinic_id: uuid.UUID
+    service_id: uuid.UUID
+
+
+async def make_service(ctx: Context, **fields: Any) -> Catalog:
+    clinic = fields.pop("clinic_id", uuid.uuid4())
+    body = {"actor": admin(), "clinic_id": str(clinic), "name": "Vaccination", "price": "150000.00", **fields}
+    svc = await call(ctx, "booking.services.upsert", body)
+    return Catalog(clinic_id=clinic, service_id=svc.id)
+
+
+async def make_slot(
+    pool: asyncpg.Pool,
+    service_id: uuid.UUID,
+    *,
+    capacity: int = 1,
+    starts_in: dt.timedelta = dt.timedelta(days=2),
+    status: str = "available",
+) -> uuid.UUID:
+    """One slot inserted directly (UTC clinic), starting `starts_in` from now."""
+    start = (dt.datetime.now(dt.UTC) + starts_in).replace(second=0, microsecond=0)
+    end = start + dt.timedelta(minutes=30)
+    if end.date() != start.date():  # keep local start < end on the same date
+        start -= dt.timedelta(hours=1)
+        end -= dt.timedelta(hours=1)
+    async with pool.acquire() as conn:
+        slot_id: uuid.UUID = await conn.fetchval(
+            """INSERT INTO slots (service_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at,
+                                  capacity, status)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
+            service_id, start.date(), start.time(), end.time(), start, end, capacity, status,
+        )
+    return slot_id
+
+
+def hold_body(cat: Catalog, slot_id: uuid.UUID, user_id: uuid.UUID | None = None, **extra: Any) -> dict[str, Any]:
+    uid = user_id or uuid.uuid4()
+    return {
+        "actor": user_actor(uid),
+        "user_id": str(uid),
+        "pet_id": str(uuid.uuid4()),
+        "service_id": str(cat.service_id),
+        "slot_id": str(slot_id),
+        **extra,
+    }
+
+
+INVARIANT_SQL = """
+SELECT s.id, s.capacity, s.booked_count,
+       (SELECT count(*) FROM reservations r WHERE r.slot_id = s.id AND r.status = 'pending')
+     + (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id
+        AND b.status IN ('confirmed', 'in-progress', 'completed', 'no-show')) AS holders
+FROM slots s
+"""
+
+
+async def assert_invariant(pool: asyncpg.Pool) -> None:
+    """booked_count = pending holds + active bookings, and 0 <= booked_count <= capacity, for every slot.
+
+    Pending holds past their TTL still count until they are given back: that is what booked_count holds.
+    """
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(INVARIANT_SQL)
+    for r in rows:
+        assert r["booked_count"] == r["holders"], dict(r)
+        assert 0 <= r["booked_count"] <= r["capacity"], dict(r)
+
+
+async def snapshot(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the tables a hold touches, for "an error changes nothing"."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    async with pool.acquire() as conn:
+        for table, order in (("slots", "id"), ("reservations", "id"), ("booking_events_outbox", "id"),
+                             ("services", "id"), ("bookings", "id")):
+            out[table] = [dict(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY {order}")]
+    return out
+
+
+async def slot_row(pool: asyncpg.Pool, slot_id: uuid.UUID) -> asyncpg.Record:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM slots WHERE id = $1", slot_id)
+    assert row is not None
+    return row
+
+
+async def outbox(pool: asyncpg.Pool, event_type: str | None = None) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch(
+            "SELECT * FROM booking_events_outbox WHERE $1::text IS NULL OR event_type = $1 ORDER BY seq",
+            event_type,
+        )
+
+
+async def insert_booking(pool: asyncpg.Pool, cat: Catalog, slot_id: uuid.UUID, status: str = "confirmed") -> None:
+    """An active booking on the slot, taking its unit like the confirm flow does."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO bookings (user_id, pet_id, clinic_id, service_id, slot_id, reference_code, amount, status)
+               VALUES ($1, $2, $3, $4, $5, $6, 100, $7)""",
+            uuid.uuid4(), uuid.uuid4(), cat.clinic_id, cat.service_id, slot_id, uuid.uuid4().hex[:12], status,
+        )
+        await conn.execute(
+            """UPDATE slots SET booked_count = booked_count + 1,
+                      status = CASE WHEN booked_count + 1 >= capacity THEN 'booked' ELSE status END
+               WHERE id = $1""",
+            slot_id,
+        )
+
+
+async def expire_now(pool: asyncpg.Pool, reservation_id: uuid.UUID) -> None:
+    """Move a hold's TTL into the past on the database clock (instead of sleeping)."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = $1", reservation_id
+        )
+
+
+# --- create ---------------------------------------------------------------------------------------------
+
+
+async def test_create_holds_a_unit_and_writes_the_event(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=2)
+    body = hold_body(cat, slot)
+    res = await call(app_ctx, "booking.reservation.create", body)
+    assert res.status == "pending"
+    assert len(res.lock_id) >= 32
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT *, expires_at - created_at AS ttl FROM reservations WHERE id = $1", res.id)
+    assert row is not None
+    assert row["status"] == "pending" and row["lock_id"] == res.lock_id
+    assert row["ttl"] == dt.timedelta(seconds=app_ctx.settings.hold_ttl_seconds)
+    s = await slot_row(pool, slot)
+    assert (s["booked_count"], s["status"]) == (1, "available")
+    events = await outbox(pool, "reservation.created")
+    assert len(events) == 1
+    payload = events[0]["payload"]
+    assert payload["reservation_id"] == str(res.id) and payload["slot_id"] == str(slot)
+    assert events[0]["aggregate_id"] == res.id
+    # the second unit fills it: status 'booked'
+    await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    s = await slot_row(pool, slot)
+    assert (s["booked_count"], s["status"]) == (2, "booked")
+    err = await call_err(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    assert (err.code, err.status_code) == ("SLOT_FULL", 409)
+    await assert_invariant(pool)
+
+
+async def test_concurrent_in_process_capacity(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=3)
+    results = await asyncio.gather(
+        *(call(app_ctx, "booking.reservation.create", hold_body(cat, slot)) for _ in range(60)),
+        return_exceptions=True,
+    )
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(ok) == 3
+    assert all(isinstance(e, RpcError) and e.code == "SLOT_FULL" for e in errors)
+    assert (await slot_row(pool, slot))["booked_count"] == 3
+    await assert_invariant(pool)
+
+
+async def test_idempotent_replay_and_conflict(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=5)
+    other = await make_slot(pool, cat.service_id, capacity=5, starts_in=dt.timedelta(days=3))
+    body = hold_body(cat, slot, idempotency_key="retry-1")
+    first = await call(app_ctx, "booking.reservation.create", body)
+    again = await call(app_ctx, "booking.reservation.create", body)
+    assert again.id == first.id and again.lock_id == first.lock_id
+    assert (await slot_row(pool, slot))["booked_count"] == 1
+    before = await snapshot(pool)
+    err = await call_err(app_ctx, "booking.reservation.create", {**body, "slot_id": str(other)})
+    assert (err.code, err.status_code) == ("IDEMPOTENCY_CONFLICT", 409)
+    assert await snapshot(pool) == before
+    # another user may use the same key
+    other_user = hold_body(cat, slot, idempotency_key="retry-1")
+    assert (await call(app_ctx, "booking.reservation.create", other_user)).id != first.id
+    await assert_invariant(pool)
+
+
+async def test_idempotent_racing_retries_take_one_unit(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=1)
+    body = hold_body(cat, slot, idempotency_key="double-click")
+    results = await asyncio.gather(*(call(app_ctx, "booking.reservation.create", body) for _ in range(20)))
+    assert len({r.id for r in results}) == 1
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reservations") == 1
+    assert (await slot_row(pool, slot))["booked_count"] == 1
+    await assert_invariant(pool)
+
+
+async def test_one_user_cannot_hold_a_slot_twice(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=3)
+    user = uuid.uuid4()
+    await call(app_ctx, "booking.reservation.create", hold_body(cat, slot, user))
+    before = await snapshot(pool)
+    err = await call_err(app_ctx, "booking.reservation.create", hold_body(cat, slot, user))
+    assert (err.code, err.status_code) == ("ALREADY_HELD", 409)
+    assert await snapshot(pool) == before
+    # racing double click without a key: one hold, the rest ALREADY_HELD
+    slot2 = await make_slot(pool, cat.service_id, capacity=3, starts_in=dt.timedelta(days=4))
+    results = await asyncio.gather(
+        *(call(app_ctx, "booking.reservation.create", hold_body(cat, slot2, user)) for _ in range(10)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(r.code == "ALREADY_HELD" for r in results if isinstance(r, RpcError))
+    assert (await slot_row(pool, slot2))["booked_count"] == 1
+    await assert_invariant(pool)
+
+
+async def test_every_error_path_changes_nothing(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx, availability_exceptions=[{"start_date": "2000-01-01", "end_date": "2000-01-02"}])
+    open_slot = await make_slot(pool, cat.service_id, capacity=1)
+    blocked = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=3), status="blocked")
+    past = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(hours=-3))
+    full = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=4))
+    await call(app_ctx, "booking.reservation.create", hold_body(cat, full))
+    closed = await make_service(app_ctx, is_available=False)
+    closed_slot = await make_slot(pool, closed.service_id)
+    holiday_day = (dt.datetime.now(dt.UTC) + dt.timedelta(days=5)).date()
+    holiday = await make_service(app_ctx, availability_exceptions=[{"date": holiday_day.isoformat(), "reason": "Eid"}])
+    holiday_slot = await make_slot(pool, holiday.service_id, starts_in=dt.timedelta(days=5))
+    someone = uuid.uuid4()
+    cases: list[tuple[dict[str, Any], str, int]] = [
+        (hold_body(cat, uuid.uuid4()), "NOT_FOUND", 404),
+        (hold_body(closed, open_slot), "NOT_FOUND", 404),  # slot of another service
+        (hold_body(cat, blocked), "SLOT_BLOCKED", 409),
+        (hold_body(cat, past), "SLOT_IN_PAST", 409),
+        (hold_body(cat, full), "SLOT_FULL", 409),
+        (hold_body(closed, closed_slot), "SERVICE_UNAVAILABLE_FOR_BOOKING", 409),
+        (hold_body(holiday, holiday_slot), "AVAILABILITY_EXCEPTION", 409),
+        ({**hold_body(cat, open_slot), "actor": None}, "UNAUTHENTICATED", 401),
+        ({**hold_body(cat, open_slot), "actor": user_actor(someone)}, "FORBIDDEN", 403),
+        ({**hold_body(cat, open_slot), "actor": {"id": str(someone), "role": "clinic_staff"}}, "FORBIDDEN", 403),
+        ({**hold_body(cat, open_slot), "pet_id": "not-a-uuid"}, "VALIDATION_FAILED", 400),
+        ({**hold_body(cat, open_slot), "extra": 1}, "VALIDATION_FAILED", 400),
+    ]
+    before = await snapshot(pool)
+    for body, code, status in cases:
+        err = await call_err(app_ctx, "booking.reservation.create", body)
+        assert (err.code, err.status_code) == (code, status), (code, err)
+        assert err.to_wire()["status"] == "error"
+        assert await snapshot(pool) == before, code
+    await assert_invariant(pool)
+
+
+async def test_admin_may_hold_for_a_user(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id)
+    res = await call(app_ctx, "booking.reservation.create", {**hold_body(cat, slot), "actor": admin()})
+    assert res.status == "pending"
+
+
+# --- cancel ---------------------------------------------------------------------------------------------
+
+
+async def test_cancel_gives_the_unit_back_once(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=1)
+    user = uuid.uuid4()
+    res = await call(app_ctx, "booking.reservation.create", hold_body(cat, slot, user))
+    assert (await slot_row(pool, slot))["status"] == "booked"
+    before = await snapshot(pool)
+    for body, code in (
+        ({"actor": user_actor(user), "reservation_id": str(res.id), "lock_id": "wrong"}, "LOCK_MISMATCH"),
+        ({"actor": user_actor(uuid.uuid4()), "reservation_id": str(res.id), "lock_id": res.lock_id}, "FORBIDDEN"),
+        ({"reservation_id": str(res.id), "lock_id": res.lock_id}, "UNAUTHENTICATED"),
+        ({"actor": user_actor(user), "reservation_id": str(uuid.uuid4()), "lock_id": res.lock_id}, "NOT_FOUND"),
+    ):
+        err = await call_err(app_ctx, "booking.reservation.cancel", body)
+        assert err.code == code
+        assert await snapshot(pool) == before
+    body = {"actor": user_actor(user), "reservation_id": str(res.id), "lock_id": res.lock_id}
+    out = await call(app_ctx, "booking.reservation.cancel", body)
+    assert out.status == "cancelled"
+    s = await slot_row(pool, slot)
+    assert (s["booked_count"], s["status"]) == (0, "available")
+    again = await call(app_ctx, "booking.reservation.cancel", body)
+    assert again.status == "cancelled"
+    assert (await slot_row(pool, slot))["booked_count"] == 0
+    assert len(await outbox(pool, "reservation.cancelled")) == 1
+    await assert_invariant(pool)
+
+
+async def test_cancel_after_ttl_is_refused_and_changes_nothing(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id)
+    user = uuid.uuid4()
+    res = await call(app_ctx, "booking.reservation.create", hold_body(cat, slot, user))
+    await expire_now(pool, res.id)
+    before = await snapshot(pool)
+    err = await call_err(
+        app_ctx, "booking.reservation.cancel",
+        {"actor": user_actor(user), "reservation_id": str(res.id), "lock_id": res.lock_id},
+    )
+    assert (err.code, err.status_code) == ("RESERVATION_EXPIRED", 410)
+    assert await snapshot(pool) == before
+
+
+# --- TTL (scenario 2) ----------------------------------------------------------------------------------
+
+
+async def test_expired_hold_frees_the_slot_without_the_job(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=1)
+    first = await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    check = {"service_id": str(cat.service_id), "slot_id": str(slot)}
+    avail = await call(app_ctx, "booking.availability.check", check)
+    assert (avail.available, avail.reason, avail.remaining) == (False, "SLOT_FULL", 0)
+    await expire_now(pool, first.id)
+    # the job is not running: the database clock alone makes the unit free again
+    avail = await call(app_ctx, "booking.availability.check", check)
+    assert (avail.available, avail.remaining) == (True, 1)
+    second = await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    async with pool.acquire() as conn:
+        statuses = dict(await conn.fetch("SELECT id, status FROM reservations"))
+    assert statuses == {first.id: "expired", second.id: "pending"}
+    assert (await slot_row(pool, slot))["booked_count"] == 1
+    await assert_invariant(pool)
+    # the job later finds nothing left: still exactly one reservation.expired for the first hold
+    assert await expire_holds(app_ctx) == 0
+    expired = await outbox(pool, "reservation.expired")
+    assert [e["payload"]["reservation_id"] for e in expired] == [str(first.id)]
+
+
+async def test_hold_ttl_from_settings(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    ctx = Context(pool=app_ctx.pool, sql=app_ctx.sql, settings=app_ctx.settings.model_copy(update={"hold_ttl_seconds": 2}))
+    cat = await make_service(ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=1)
+    res = await call(ctx, "booking.reservation.create", hold_body(cat, slot))
+    assert res.expires_at - res.created_at == dt.timedelta(seconds=2)
+    await asyncio.sleep(2.1)
+    # at/after the TTL on the database clock: bookable again, job stopped
+    again = await call(ctx, "booking.reservation.create", hold_body(cat, slot))
+    assert again.status == "pending"
+    await assert_invariant(pool)
+
+
+# --- the invariant with bookings -----------------------------------------------------------------------
+
+
+async def test_existing_booking_counts(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=2)
+    await insert_booking(pool, cat, slot)
+    await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    err = await call_err(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    assert err.code == "SLOT_FULL"
+    await assert_invariant(pool)

@@ -1,0 +1,208 @@
+"""booking.slots.generate / find / block / unblock against real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+
+from booking_rpc.context import Context
+from tests.handlers.test_reservations import (
+    admin,
+    assert_invariant,
+    call,
+    call_err,
+    hold_body,
+    make_service,
+    make_slot,
+    slot_row,
+    snapshot,
+)
+
+
+async def set_clinic_zone(pool: asyncpg.Pool, clinic_id: uuid.UUID, tz: str) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO clinics (id, name, timezone, updated_at) VALUES ($1, 'Clinic', $2, now())", clinic_id, tz
+        )
+
+
+def gen_body(service_id: uuid.UUID, day: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "actor": admin(),
+        "service_id": str(service_id),
+        "date_from": day,
+        "date_to": day,
+        "windows": [{"start": "01:00", "end": "04:00"}, {"start": "13:00", "end": "18:00"}],
+        **extra,
+    }
+
+
+async def stored(pool: asyncpg.Pool, service_id: uuid.UUID) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch(
+            "SELECT * FROM slots WHERE service_id = $1 ORDER BY starts_at", service_id
+        )
+
+
+def z(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+async def test_generate_dst_days_in_the_clinic_zone(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cases = [
+        ("Europe/Berlin", "2025-03-30", ["01:00", "01:30", "03:00", "03:30"], z("2025-03-30T00:00")),
+        ("Europe/Berlin", "2025-10-26", ["01:00", "01:30", "02:00", "02:30", "03:00", "03:30"], z("2025-10-25T23:00")),
+        ("America/New_York", "2025-11-02", ["01:00", "01:30", "02:00", "02:30", "03:00", "03:30"],
+         z("2025-11-02T05:00")),
+    ]
+    for tz, day, night, first_utc in cases:
+        cat = await make_service(app_ctx)
+        await set_clinic_zone(pool, cat.clinic_id, tz)
+        reply = await call(app_ctx, "booking.slots.generate", gen_body(cat.service_id, day, capacity=2))
+        assert reply.timezone == tz
+        rows = await stored(pool, cat.service_id)
+        assert reply.created == reply.generated == len(rows) == len(night) + 10
+        got = [r["slot_start_time"].strftime("%H:%M") for r in rows if r["slot_start_time"] < dt.time(12)]
+        assert got == night, (tz, day)
+        assert rows[0]["starts_at"] == first_utc
+        keys = [(r["slot_date"], r["slot_start_time"]) for r in rows]
+        assert len(set(keys)) == len(keys)
+        for a, b in zip(rows, rows[1:], strict=False):
+            assert a["ends_at"] <= b["starts_at"], "overlap in real time"
+        for r in rows:
+            assert r["ends_at"] - r["starts_at"] == dt.timedelta(minutes=30)
+            assert (r["capacity"], r["booked_count"], r["status"]) == (2, 0, "available")
+        # idempotent: the second run adds nothing
+        again = await call(app_ctx, "booking.slots.generate", gen_body(cat.service_id, day, capacity=2))
+        assert (again.generated, again.created) == (reply.generated, 0)
+        assert len(await stored(pool, cat.service_id)) == len(rows)
+
+
+async def test_generate_defaults_weekdays_staff_and_auth(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx, duration_minutes=45)
+    body = {
+        "service_id": str(cat.service_id),
+        "date_from": "2030-01-07",  # Monday
+        "date_to": "2030-01-13",
+        "weekdays": [1, 5],
+        "windows": [{"start": "09:00", "end": "12:00"}],
+    }
+    before = await snapshot(pool)
+    assert (await call_err(app_ctx, "booking.slots.generate", body)).code == "UNAUTHENTICATED"
+    other_staff = {"id": str(uuid.uuid4()), "role": "clinic_staff", "clinic_id": str(uuid.uuid4())}
+    assert (await call_err(app_ctx, "booking.slots.generate", {**body, "actor": other_staff})).code == "FORBIDDEN"
+    user = {"id": str(uuid.uuid4()), "role": "user"}
+    assert (await call_err(app_ctx, "booking.slots.generate", {**body, "actor": user})).code == "FORBIDDEN"
+    missing = {**body, "actor": admin(), "service_id": str(uuid.uuid4())}
+    assert (await call_err(app_ctx, "booking.slots.generate", missing)).code == "NOT_FOUND"
+    bad = {**body, "actor": admin(), "windows": [{"start": "12:00", "end": "09:00"}]}
+    assert (await call_err(app_ctx, "booking.slots.generate", bad)).code == "VALIDATION_FAILED"
+    assert await snapshot(pool) == before
+
+    staff = {"id": str(uuid.uuid4()), "role": "clinic_staff", "clinic_id": str(cat.clinic_id)}
+    vet = uuid.uuid4()
+    reply = await call(app_ctx, "booking.slots.generate", {**body, "actor": staff, "staff_id": str(vet)})
+    rows = await stored(pool, cat.service_id)
+    # 45-minute slots (the service's duration) 09:00, 09:45, 10:30, 11:15 on Monday and Friday
+    assert reply.created == len(rows) == 8
+    assert {r["slot_date"] for r in rows} == {dt.date(2030, 1, 7), dt.date(2030, 1, 11)}
+    assert sorted({r["slot_start_time"] for r in rows}) == [dt.time(9), dt.time(9, 45), dt.time(10, 30), dt.time(11, 15)]
+    assert {r["staff_id"] for r in rows} == {vet}
+    # the same schedule without staff is another set of slots (NULL staff is deduplicated too)
+    r2 = await call(app_ctx, "booking.slots.generate", {**body, "actor": admin()})
+    r3 = await call(app_ctx, "booking.slots.generate", {**body, "actor": admin()})
+    assert (r2.created, r3.created) == (8, 0)
+
+
+async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    await call(
+        app_ctx,
+        "booking.slots.generate",
+        {"actor": admin(), "service_id": str(cat.service_id), "date_from": "2030-03-01", "date_to": "2030-03-03",
+         "windows": [{"start": "09:00", "end": "12:00"}], "capacity": 3},
+    )
+    rows = await stored(pool, cat.service_id)
+    assert len(rows) == 18
+    # take one unit of the first slot and block the second
+    await call(app_ctx, "booking.reservation.create", hold_body(cat, rows[0]["id"]))
+    await call(app_ctx, "booking.slots.block", {"actor": admin(), "slot_id": str(rows[1]["id"])})
+    seen: list[Any] = []
+    cursor = None
+    pages = 0
+    while True:
+        body: dict[str, Any] = {"service_id": str(cat.service_id), "date_from": "2030-03-01",
+                                "date_to": "2030-03-03", "limit": 7}
+        if cursor:
+            body["cursor"] = cursor
+        page = await call(app_ctx, "booking.slots.find", body)
+        seen.extend(page.items)
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert pages == 3
+    assert [s.id for s in seen] == [r["id"] for r in rows]
+    assert [(s.slot_date, s.slot_start_time) for s in seen] == sorted((s.slot_date, s.slot_start_time) for s in seen)
+    assert (seen[0].remaining, seen[0].booked_count) == (2, 1)
+    assert seen[1].status == "blocked"
+    assert all(s.remaining == 3 for s in seen[2:])
+    only = await call(app_ctx, "booking.slots.find", {"service_id": str(cat.service_id), "date_from": "2030-03-01",
+                                                        "date_to": "2030-03-01", "only_available": True})
+    assert [s.id for s in only.items] == [r["id"] for r in rows[:6] if r["id"] != rows[1]["id"]]
+    one_day = await call(app_ctx, "booking.slots.find", {"service_id": str(cat.service_id), "date_from": "2030-03-02",
+                                                           "date_to": "2030-03-02"})
+    assert {s.slot_date for s in one_day.items} == {dt.date(2030, 3, 2)} and len(one_day.items) == 6
+    assert one_day.next_cursor is None
+
+
+async def test_find_validation_and_staff_filter(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    vet = uuid.uuid4()
+    base = {"actor": admin(), "service_id": str(cat.service_id), "date_from": "2030-05-01", "date_to": "2030-05-01",
+            "windows": [{"start": "09:00", "end": "10:00"}]}
+    await call(app_ctx, "booking.slots.generate", {**base, "staff_id": str(vet)})
+    await call(app_ctx, "booking.slots.generate", base)
+    q = {"service_id": str(cat.service_id), "date_from": "2030-05-01", "date_to": "2030-05-01"}
+    assert len((await call(app_ctx, "booking.slots.find", q)).items) == 4
+    staff_only = await call(app_ctx, "booking.slots.find", {**q, "staff_id": str(vet)})
+    assert [s.staff_id for s in staff_only.items] == [vet, vet]
+    assert (await call_err(app_ctx, "booking.slots.find", {**q, "limit": 501})).code == "VALIDATION_FAILED"
+    assert (await call_err(app_ctx, "booking.slots.find", {**q, "date_to": "2030-04-01"})).code == "VALIDATION_FAILED"
+    assert (await call_err(app_ctx, "booking.slots.find", {**q, "cursor": "!!!"})).code == "BAD_REQUEST"
+    # open to anyone, and an empty result for an unknown service
+    empty = await call(app_ctx, "booking.slots.find", {**q, "service_id": str(uuid.uuid4())})
+    assert empty.items == [] and empty.next_cursor is None
+
+
+async def test_block_and_unblock(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=1)
+    await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    staff = {"id": str(uuid.uuid4()), "role": "clinic_staff", "clinic_id": str(cat.clinic_id)}
+    stranger = {"id": str(uuid.uuid4()), "role": "clinic_staff", "clinic_id": str(uuid.uuid4())}
+    before = await snapshot(pool)
+    err = await call_err(app_ctx, "booking.slots.block", {"actor": stranger, "slot_id": str(slot)})
+    assert (err.code, err.status_code) == ("FORBIDDEN", 403)
+    err = await call_err(app_ctx, "booking.slots.block", {"actor": staff, "slot_id": str(uuid.uuid4())})
+    assert err.code == "NOT_FOUND"
+    assert await snapshot(pool) == before
+    out = await call(app_ctx, "booking.slots.block", {"actor": staff, "slot_id": str(slot)})
+    assert (out.status, out.booked_count) == ("blocked", 1)  # the existing hold keeps its unit
+    row = await slot_row(pool, slot)
+    assert (row["status"], row["booked_count"]) == ("blocked", 1)
+    await call(app_ctx, "booking.slots.block", {"actor": staff, "slot_id": str(slot)})  # idempotent
+    out = await call(app_ctx, "booking.slots.unblock", {"actor": staff, "slot_id": str(slot)})
+    assert out.status == "booked"  # full again
+    # a blocked slot with room stays blocked on release, and becomes 'available' on unblock
+    slot2 = await make_slot(pool, cat.service_id, capacity=2, starts_in=dt.timedelta(days=3))
+    await call(app_ctx, "booking.slots.block", {"actor": staff, "slot_id": str(slot2)})
+    err = await call_err(app_ctx, "booking.reservation.create", hold_body(cat, slot2))
+    assert err.code == "SLOT_BLOCKED"
+    out = await call(app_ctx, "booking.slots.unblock", {"actor": staff, "slot_id": str(slot2)})
+    assert (out.status, out.remaining) == ("available", 2)
+    await call(app_ctx, "booking.reservation.create", hold_body(cat, slot2))
+    await assert_invariant(pool)
