@@ -163,9 +163,13 @@ async def create_reservation(payload: ReservationCreateRequest, ctx: Context) ->
                 first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)
             if first is not None:
                 return _replay(first, fp)
-            raise RpcError("CONFLICT", "A concurrent request with this idempotency key failed; retry") from exc
+            raise RpcError(
+                "CONFLICT", "A concurrent request with this idempotency key failed; retry"
+            ) from exc
         if exc.constraint_name == ONE_HOLD_CONSTRAINT:
-            raise RpcError("ALREADY_HELD", "You already hold this slot", {"slot_id": str(payload.slot_id)}) from exc
+            raise RpcError(
+                "ALREADY_HELD", "You already hold this slot", {"slot_id": str(payload.slot_id)}
+            ) from exc
         raise RpcError("CONFLICT", "The reservation conflicts with another one") from exc
     except asyncpg.CheckViolationError as exc:  # the capacity CHECKs: cannot happen after the guarded take
         raise RpcError("SLOT_FULL", REASON_MESSAGES["SLOT_FULL"], {"slot_id": str(payload.slot_id)}) from exc

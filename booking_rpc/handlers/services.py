@@ -27,9 +27,11 @@ NIL_UUID = uuid.UUID(int=0)
 
 def service_out(row: asyncpg.Record) -> ServiceOut:
     raw = row["availability_exceptions"]
-    exceptions = [AvailabilityException.model_validate(e) for e in raw if isinstance(e, dict)] if isinstance(
-        raw, list
-    ) else []
+    exceptions = (
+        [AvailabilityException.model_validate(e) for e in raw if isinstance(e, dict)]
+        if isinstance(raw, list)
+        else []
+    )
     return ServiceOut(
         id=row["id"],
         clinic_id=row["clinic_id"],
@@ -56,7 +58,11 @@ async def find_services(payload: ServicesFindRequest, ctx: Context) -> ServicesP
             raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
     async with ctx.connection() as conn:
         rows = await conn.fetch(
-            ctx.sql["services.find"], payload.clinic_id, payload.available_only, after_name, after_id,
+            ctx.sql["services.find"],
+            payload.clinic_id,
+            payload.available_only,
+            after_name,
+            after_id,
             payload.limit + 1,
         )
     items = [service_out(r) for r in rows[: payload.limit]]
@@ -88,7 +94,5 @@ async def upsert_service(payload: ServiceUpsertRequest, ctx: Context) -> Service
             exceptions,
         )
     if row is None:
-        raise RpcError(
-            "CONFLICT", "This service belongs to another clinic", {"service_id": str(service_id)}
-        )
+        raise RpcError("CONFLICT", "This service belongs to another clinic", {"service_id": str(service_id)})
     return service_out(row)

@@ -111,7 +111,9 @@ async def find_slots(payload: SlotsFindRequest, ctx: Context) -> SlotsPage:
     next_cursor = None
     if len(rows) > payload.limit:
         last = items[-1]
-        next_cursor = encode_cursor([last.slot_date.isoformat(), last.slot_start_time.isoformat(), str(last.id)])
+        next_cursor = encode_cursor(
+            [last.slot_date.isoformat(), last.slot_start_time.isoformat(), str(last.id)]
+        )
     return SlotsPage(items=items, next_cursor=next_cursor)
 
 

@@ -97,7 +97,16 @@ class JsonFrameDecoder:
     once per `feed`. After a FrameError the decoder is dead: every further `feed` raises it again.
     """
 
-    __slots__ = ("_body_start", "_buf", "_counted_pos", "_counted_units", "_error", "_length", "_max", "_scan")
+    __slots__ = (
+        "_body_start",
+        "_buf",
+        "_counted_pos",
+        "_counted_units",
+        "_error",
+        "_length",
+        "_max",
+        "_scan",
+    )
 
     def __init__(self, max_frame_units: int = DEFAULT_MAX_FRAME_UNITS) -> None:
         self._max = max_frame_units
@@ -138,7 +147,7 @@ class JsonFrameDecoder:
                 end = self._find_end()
                 if end < 0:
                     break
-                messages.append(_parse_body(buf, self._body_start, end))
+                messages.append(_parse_body(buf[self._body_start : end]))
                 start = self._scan = end
                 self._length = -1
         except FrameError as exc:
@@ -220,8 +229,7 @@ def _printable(raw: bytes | bytearray) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _parse_body(buf: bytearray, start: int, end: int) -> Any:
-    body = buf[start:end]
+def _parse_body(body: bytearray) -> Any:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:

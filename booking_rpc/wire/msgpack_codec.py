@@ -45,7 +45,7 @@ def encode_msgpack_frame(message: Any) -> bytes:
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
-    # Extension types (including msgpack timestamps) have no JSON counterpart in our message shapes.
+    # Extension types have no JSON counterpart in our message shapes.
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
 
@@ -107,7 +107,8 @@ class MsgpackFrameDecoder:
 
 def _unpack(body: bytearray) -> Any:
     try:
-        return msgpack.unpackb(body, raw=False, ext_hook=_refuse_ext, timestamp=0)
+        # A msgpack timestamp arrives as an aware UTC datetime, which handlers' models accept.
+        return msgpack.unpackb(body, raw=False, ext_hook=_refuse_ext, timestamp=3)
     except Exception as exc:  # msgpack raises a zoo of types (ExtraData, FormatError, ValueError, ...)
         raise FrameError("invalid_payload", f"Could not parse msgpack: {exc}") from None
 

@@ -75,14 +75,14 @@ def _transform(pattern: Any, depth: int) -> Any:
         return pattern
     if isinstance(pattern, (int, float)):
         return js_number(pattern)
-    if isinstance(pattern, (list, tuple)):
-        pattern = {str(i): v for i, v in enumerate(pattern)}
-    if not isinstance(pattern, dict):
+    if not isinstance(pattern, (dict, list, tuple)):
         return pattern
     if depth > MAX_DEPTH:
         return MAX_DEPTH_REACHED
     if len(pattern) > MAX_KEYS:
-        return TOO_MANY_KEYS
+        return TOO_MANY_KEYS  # checked before any work: a peer may send a huge pattern
+    if not isinstance(pattern, dict):
+        pattern = {str(i): v for i, v in enumerate(pattern)}  # JS arrays are objects keyed "0", "1", ...
     parts = []
     for key in sorted(pattern, key=_collation_key):
         value = pattern[key]

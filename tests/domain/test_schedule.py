@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -39,7 +40,7 @@ def assert_well_formed(slots: list[SlotTime], tz: str, minutes: int = 30) -> Non
         assert s.starts_at.astimezone(zone).replace(tzinfo=None) == dt.datetime.combine(s.slot_date, s.start)
         assert s.ends_at.astimezone(zone).replace(tzinfo=None) == dt.datetime.combine(s.slot_date, s.end)
     ordered = sorted(slots, key=lambda s: s.starts_at)
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         assert a.ends_at <= b.starts_at, "slots overlap in real time"
 
 
@@ -50,7 +51,10 @@ def test_berlin_spring_forward_skips_the_missing_hour() -> None:
     # 02:00-03:00 does not exist; 01:30 CET + 30 real minutes is 03:00 CEST
     assert hm(night) == ["01:00", "01:30", "03:00", "03:30"]
     assert [s.starts_at for s in night] == [
-        z("2025-03-30T00:00"), z("2025-03-30T00:30"), z("2025-03-30T01:00"), z("2025-03-30T01:30")
+        z("2025-03-30T00:00"),
+        z("2025-03-30T00:30"),
+        z("2025-03-30T01:00"),
+        z("2025-03-30T01:30"),
     ]
     assert night[1].end == dt.time(3, 0)
     day = [s for s in slots if s.start >= dt.time(12)]
@@ -107,8 +111,12 @@ def test_ordinary_day_and_weekdays() -> None:
 def test_step_and_no_partial_slot() -> None:
     d = dt.date(2025, 6, 2)
     slots = generate_slots(
-        timezone="UTC", date_from=d, date_to=d, windows=[DailyWindow(dt.time(9), dt.time(10, 10))],
-        slot_minutes=30, step_minutes=20,
+        timezone="UTC",
+        date_from=d,
+        date_to=d,
+        windows=[DailyWindow(dt.time(9), dt.time(10, 10))],
+        slot_minutes=30,
+        step_minutes=20,
     )
     # 09:00, 09:20, 09:40 start; 10:00 would end at 10:30 > 10:10; and with step < length they overlap,
     # so only non-overlapping ones are kept
@@ -119,13 +127,33 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError):
         DailyWindow(dt.time(10), dt.time(9))
     with pytest.raises(ValueError):
-        generate_slots(timezone="UTC", date_from=dt.date(2025, 1, 1), date_to=dt.date(2025, 1, 1),
-                       windows=WINDOWS, slot_minutes=0)
-    assert generate_slots(timezone="UTC", date_from=dt.date(2025, 1, 2), date_to=dt.date(2025, 1, 1),
-                          windows=WINDOWS, slot_minutes=30) == []
+        generate_slots(
+            timezone="UTC",
+            date_from=dt.date(2025, 1, 1),
+            date_to=dt.date(2025, 1, 1),
+            windows=WINDOWS,
+            slot_minutes=0,
+        )
+    assert (
+        generate_slots(
+            timezone="UTC",
+            date_from=dt.date(2025, 1, 2),
+            date_to=dt.date(2025, 1, 1),
+            windows=WINDOWS,
+            slot_minutes=30,
+        )
+        == []
+    )
 
 
-ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago", "Asia/Kolkata", "UTC"]
+ZONES = [
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "America/Santiago",
+    "Asia/Kolkata",
+    "UTC",
+]
 
 
 @settings(max_examples=60, deadline=None)
@@ -138,8 +166,9 @@ ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Sa
 )
 def test_property_well_formed(tz: str, day: dt.date, minutes: int, start_h: int, span_h: int) -> None:
     window = DailyWindow(dt.time(start_h), dt.time(min(start_h + span_h, 23)))
-    slots = generate_slots(timezone=tz, date_from=day, date_to=day + dt.timedelta(days=1),
-                           windows=[window], slot_minutes=minutes)
+    slots = generate_slots(
+        timezone=tz, date_from=day, date_to=day + dt.timedelta(days=1), windows=[window], slot_minutes=minutes
+    )
     assert_well_formed(slots, tz, minutes)
     for s in slots:
         assert window.start <= s.start and s.end <= window.end

@@ -87,12 +87,21 @@ async def make_slot(
             """INSERT INTO slots (service_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at,
                                   capacity, status)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
-            service_id, start.date(), start.time(), end.time(), start, end, capacity, status,
+            service_id,
+            start.date(),
+            start.time(),
+            end.time(),
+            start,
+            end,
+            capacity,
+            status,
         )
     return slot_id
 
 
-def hold_body(cat: Catalog, slot_id: uuid.UUID, user_id: uuid.UUID | None = None, **extra: Any) -> dict[str, Any]:
+def hold_body(
+    cat: Catalog, slot_id: uuid.UUID, user_id: uuid.UUID | None = None, **extra: Any
+) -> dict[str, Any]:
     uid = user_id or uuid.uuid4()
     return {
         "actor": user_actor(uid),
@@ -129,8 +138,13 @@ async def snapshot(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
     """Every row of the tables a hold touches, for "an error changes nothing"."""
     out: dict[str, list[dict[str, Any]]] = {}
     async with pool.acquire() as conn:
-        for table, order in (("slots", "id"), ("reservations", "id"), ("booking_events_outbox", "id"),
-                             ("services", "id"), ("bookings", "id")):
+        for table, order in (
+            ("slots", "id"),
+            ("reservations", "id"),
+            ("booking_events_outbox", "id"),
+            ("services", "id"),
+            ("bookings", "id"),
+        ):
             out[table] = [dict(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY {order}")]
     return out
 
@@ -150,13 +164,22 @@ async def outbox(pool: asyncpg.Pool, event_type: str | None = None) -> list[asyn
         )
 
 
-async def insert_booking(pool: asyncpg.Pool, cat: Catalog, slot_id: uuid.UUID, status: str = "confirmed") -> None:
+async def insert_booking(
+    pool: asyncpg.Pool, cat: Catalog, slot_id: uuid.UUID, status: str = "confirmed"
+) -> None:
     """An active booking on the slot, taking its unit like the confirm flow does."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            """INSERT INTO bookings (user_id, pet_id, clinic_id, service_id, slot_id, reference_code, amount, status)
+            """INSERT INTO bookings (user_id, pet_id, clinic_id, service_id, slot_id, reference_code,
+                                     amount, status)
                VALUES ($1, $2, $3, $4, $5, $6, 100, $7)""",
-            uuid.uuid4(), uuid.uuid4(), cat.clinic_id, cat.service_id, slot_id, uuid.uuid4().hex[:12], status,
+            uuid.uuid4(),
+            uuid.uuid4(),
+            cat.clinic_id,
+            cat.service_id,
+            slot_id,
+            uuid.uuid4().hex[:12],
+            status,
         )
         await conn.execute(
             """UPDATE slots SET booked_count = booked_count + 1,
@@ -185,7 +208,9 @@ async def test_create_holds_a_unit_and_writes_the_event(app_ctx: Context, pool: 
     assert res.status == "pending"
     assert len(res.lock_id) >= 32
     async with pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT *, expires_at - created_at AS ttl FROM reservations WHERE id = $1", res.id)
+        row = await conn.fetchrow(
+            "SELECT *, expires_at - created_at AS ttl FROM reservations WHERE id = $1", res.id
+        )
     assert row is not None
     assert row["status"] == "pending" and row["lock_id"] == res.lock_id
     assert row["ttl"] == dt.timedelta(seconds=app_ctx.settings.hold_ttl_seconds)
@@ -273,7 +298,9 @@ async def test_one_user_cannot_hold_a_slot_twice(app_ctx: Context, pool: asyncpg
 
 
 async def test_every_error_path_changes_nothing(app_ctx: Context, pool: asyncpg.Pool) -> None:
-    cat = await make_service(app_ctx, availability_exceptions=[{"start_date": "2000-01-01", "end_date": "2000-01-02"}])
+    cat = await make_service(
+        app_ctx, availability_exceptions=[{"start_date": "2000-01-01", "end_date": "2000-01-02"}]
+    )
     open_slot = await make_slot(pool, cat.service_id, capacity=1)
     blocked = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=3), status="blocked")
     past = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(hours=-3))
@@ -282,7 +309,9 @@ async def test_every_error_path_changes_nothing(app_ctx: Context, pool: asyncpg.
     closed = await make_service(app_ctx, is_available=False)
     closed_slot = await make_slot(pool, closed.service_id)
     holiday_day = (dt.datetime.now(dt.UTC) + dt.timedelta(days=5)).date()
-    holiday = await make_service(app_ctx, availability_exceptions=[{"date": holiday_day.isoformat(), "reason": "Eid"}])
+    holiday = await make_service(
+        app_ctx, availability_exceptions=[{"date": holiday_day.isoformat(), "reason": "Eid"}]
+    )
     holiday_slot = await make_slot(pool, holiday.service_id, starts_in=dt.timedelta(days=5))
     someone = uuid.uuid4()
     cases: list[tuple[dict[str, Any], str, int]] = [
@@ -295,7 +324,11 @@ async def test_every_error_path_changes_nothing(app_ctx: Context, pool: asyncpg.
         (hold_body(holiday, holiday_slot), "AVAILABILITY_EXCEPTION", 409),
         ({**hold_body(cat, open_slot), "actor": None}, "UNAUTHENTICATED", 401),
         ({**hold_body(cat, open_slot), "actor": user_actor(someone)}, "FORBIDDEN", 403),
-        ({**hold_body(cat, open_slot), "actor": {"id": str(someone), "role": "clinic_staff"}}, "FORBIDDEN", 403),
+        (
+            {**hold_body(cat, open_slot), "actor": {"id": str(someone), "role": "clinic_staff"}},
+            "FORBIDDEN",
+            403,
+        ),
         ({**hold_body(cat, open_slot), "pet_id": "not-a-uuid"}, "VALIDATION_FAILED", 400),
         ({**hold_body(cat, open_slot), "extra": 1}, "VALIDATION_FAILED", 400),
     ]
@@ -327,9 +360,15 @@ async def test_cancel_gives_the_unit_back_once(app_ctx: Context, pool: asyncpg.P
     before = await snapshot(pool)
     for body, code in (
         ({"actor": user_actor(user), "reservation_id": str(res.id), "lock_id": "wrong"}, "LOCK_MISMATCH"),
-        ({"actor": user_actor(uuid.uuid4()), "reservation_id": str(res.id), "lock_id": res.lock_id}, "FORBIDDEN"),
+        (
+            {"actor": user_actor(uuid.uuid4()), "reservation_id": str(res.id), "lock_id": res.lock_id},
+            "FORBIDDEN",
+        ),
         ({"reservation_id": str(res.id), "lock_id": res.lock_id}, "UNAUTHENTICATED"),
-        ({"actor": user_actor(user), "reservation_id": str(uuid.uuid4()), "lock_id": res.lock_id}, "NOT_FOUND"),
+        (
+            {"actor": user_actor(user), "reservation_id": str(uuid.uuid4()), "lock_id": res.lock_id},
+            "NOT_FOUND",
+        ),
     ):
         err = await call_err(app_ctx, "booking.reservation.cancel", body)
         assert err.code == code
@@ -354,7 +393,8 @@ async def test_cancel_after_ttl_is_refused_and_changes_nothing(app_ctx: Context,
     await expire_now(pool, res.id)
     before = await snapshot(pool)
     err = await call_err(
-        app_ctx, "booking.reservation.cancel",
+        app_ctx,
+        "booking.reservation.cancel",
         {"actor": user_actor(user), "reservation_id": str(res.id), "lock_id": res.lock_id},
     )
     assert (err.code, err.status_code) == ("RESERVATION_EXPIRED", 410)
@@ -388,7 +428,11 @@ async def test_expired_hold_frees_the_slot_without_the_job(app_ctx: Context, poo
 
 
 async def test_hold_ttl_from_settings(app_ctx: Context, pool: asyncpg.Pool) -> None:
-    ctx = Context(pool=app_ctx.pool, sql=app_ctx.sql, settings=app_ctx.settings.model_copy(update={"hold_ttl_seconds": 2}))
+    ctx = Context(
+        pool=app_ctx.pool,
+        sql=app_ctx.sql,
+        settings=app_ctx.settings.model_copy(update={"hold_ttl_seconds": 2}),
+    )
     cat = await make_service(ctx)
     slot = await make_slot(pool, cat.service_id, capacity=1)
     res = await call(ctx, "booking.reservation.create", hold_body(cat, slot))
@@ -410,4 +454,52 @@ async def test_existing_booking_counts(app_ctx: Context, pool: asyncpg.Pool) -> 
     await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
     err = await call_err(app_ctx, "booking.reservation.create", hold_body(cat, slot))
     assert err.code == "SLOT_FULL"
+    await assert_invariant(pool)
+
+
+# --- over real sockets (scenario 1) ---------------------------------------------------------------------
+
+
+async def _send_all(clients: list[Client], bodies: list[dict[str, Any]]) -> list[Any]:
+    """Every body sent at once, spread over the clients; errors returned as the exceptions raised."""
+    return await asyncio.gather(
+        *(clients[i % len(clients)].send("booking.reservation.create", b) for i, b in enumerate(bodies)),
+        return_exceptions=True,
+    )
+
+
+def _wire_error(exc: BaseException) -> tuple[str, int]:
+    err = wire_error_of(exc)
+    return str(err.get("code")), int(err.get("statusCode", 0))
+
+
+@pytest.mark.parametrize(("existing", "expected_ok"), [(None, 3), ("hold", 2), ("booking", 2)])
+async def test_200_concurrent_creates_over_sockets(
+    app_ctx: Context, pool: asyncpg.Pool, app_server: Any, app_client: Client, existing: str | None, expected_ok: int
+) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=3)
+    if existing == "hold":
+        await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    elif existing == "booking":
+        await insert_booking(pool, cat, slot)
+    extra = [await Client.connect("127.0.0.1", app_server.port) for _ in range(3)]
+    try:
+        results = await _send_all([app_client, *extra], [hold_body(cat, slot) for _ in range(200)])
+    finally:
+        for c in extra:
+            await c.close()
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    failed = [_wire_error(r) for r in results if isinstance(r, BaseException)]
+    assert len(ok) == expected_ok
+    assert failed == [("SLOT_FULL", 409)] * (200 - expected_ok)
+    for r in ok:
+        assert r["status"] == "pending" and r["slot_id"] == str(slot) and r["lock_id"]
+    row = await slot_row(pool, slot)
+    assert (row["booked_count"], row["status"]) == (3, "booked")
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reservations WHERE status = 'pending'") == (
+            3 if existing != "booking" else 2
+        )
+    assert len(await outbox(pool, "reservation.created")) == (3 if existing != "booking" else 2)
     await assert_invariant(pool)

