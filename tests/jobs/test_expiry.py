@@ -122,3 +122,22 @@ async def test_confirmed_or_cancelled_holds_are_not_touched(app_ctx: Context, po
     assert (await slot_row(pool, slot))["booked_count"] == 0
     assert await outbox(pool, "reservation.expired") == []
     await assert_invariant(pool)
+
+
+async def test_a_hold_locked_elsewhere_is_skipped_not_waited_for(
+    app_ctx: Context, pool: asyncpg.Pool
+) -> None:
+    cat = await make_service(app_ctx)
+    slots = [await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=d + 1)) for d in range(2)]
+    a = await call(app_ctx, "booking.reservation.create", hold_body(cat, slots[0]))
+    b = await call(app_ctx, "booking.reservation.create", hold_body(cat, slots[1]))
+    await expire_now(pool, a.id)
+    await expire_now(pool, b.id)
+    async with pool.acquire() as other, other.transaction():
+        # another replica (or a confirm) holds `a`'s row lock: the sweep takes `b` and returns at once
+        await other.execute("SELECT 1 FROM reservations WHERE id = $1 FOR UPDATE", a.id)
+        assert await asyncio.wait_for(expire_holds(app_ctx), timeout=5) == 1
+    assert await expire_holds(app_ctx) == 1  # and `a` on the next run
+    assert [(await slot_row(pool, s))["booked_count"] for s in slots] == [0, 0]
+    assert len(await outbox(pool, "reservation.expired")) == 2
+    await assert_invariant(pool)
