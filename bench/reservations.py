@@ -324,7 +324,11 @@ def pgbench_binary() -> str:
 
 def bind(statement: str, values: dict[int, str]) -> str:
     """A named statement with $n replaced by SQL expressions (pgbench's :variables or literals)."""
-    return re.sub(r"\$(\d+)", lambda m: values[int(m.group(1))], statement).strip() + ";"
+    text = re.sub(r"\$(\d+)", lambda m: values[int(m.group(1))], statement).strip() + ";"
+    stray = re.search(r"(?<!:):[A-Za-z_][A-Za-z_0-9]*", text)  # pgbench substitutes inside literals too
+    if stray and stray.group(0) not in (":d",):
+        raise ValueError(f"pgbench would read {stray.group(0)!r} as a variable in: {text[:200]}")
+    return text
 
 
 def lit(value: object, cast: str) -> str:

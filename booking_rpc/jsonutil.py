@@ -13,7 +13,6 @@ import orjson
 from pydantic import BaseModel
 
 
-
 def default(obj: Any) -> Any:
     """orjson `default` hook for the types orjson does not know natively."""
     if isinstance(obj, Decimal):

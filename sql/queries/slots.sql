@@ -94,25 +94,46 @@ ORDER BY s.slot_date, s.slot_start_time, s.id;
 -- name: slots.find
 -- One keyset page of service $1's slots from $2 to $3 (dates, inclusive), optional staff $4, only bookable
 -- ones when $5; after the cursor ($6 date, $7 time, $8 id; the first page passes ($2, 00:00, nil uuid)),
--- $9 rows. Expired-but-unreleased holds don't count against `remaining`.
-SELECT s.id, s.service_id, s.staff_id, s.slot_date, s.slot_start_time, s.slot_end_time, s.starts_at, s.ends_at,
-       CASE WHEN s.status = 'booked' AND st.n > 0 THEN 'available' ELSE s.status END AS status,
-       s.capacity,
-       s.booked_count - st.n AS booked_count,
-       s.capacity - s.booked_count + st.n AS remaining
-FROM slots s
-CROSS JOIN LATERAL (
-    SELECT count(*)::int AS n FROM reservations r
-    WHERE r.slot_id = s.id AND r.status = 'pending' AND r.expires_at <= now()
-) st
-WHERE s.service_id = $1
-  AND s.slot_date <= $3
-  AND (s.slot_date, s.slot_start_time, s.id) > ($6::date, $7::time, $8::uuid)
-  AND s.slot_date >= $2
-  AND ($4::uuid IS NULL OR s.staff_id = $4)
-  AND (NOT $5::bool OR (s.status <> 'blocked' AND s.starts_at > now() AND s.booked_count - st.n < s.capacity))
-ORDER BY s.slot_date, s.slot_start_time, s.id
-LIMIT $9;
+-- at most $9 rows. Expired-but-unreleased holds don't count against `remaining`. The page leaves as one
+-- JSON array text (the reply's `items`, built here so the service never touches each row) plus the sort
+-- key of its last row when there is a next page. Instants are ISO 8601 in UTC ("2030-01-01T09:30:00Z").
+WITH page AS (
+    SELECT s.id, s.service_id, s.staff_id, s.slot_date, s.slot_start_time, s.slot_end_time,
+           s.starts_at, s.ends_at,
+           CASE WHEN s.status = 'booked' AND st.n > 0 THEN 'available' ELSE s.status END AS status,
+           s.capacity,
+           s.booked_count - st.n AS booked_count,
+           s.capacity - s.booked_count + st.n AS remaining
+    FROM slots s
+    CROSS JOIN LATERAL (
+        SELECT count(*)::int AS n FROM reservations r
+        WHERE r.slot_id = s.id AND r.status = 'pending' AND r.expires_at <= now()
+    ) st
+    WHERE s.service_id = $1
+      AND s.slot_date <= $3
+      AND (s.slot_date, s.slot_start_time, s.id) > ($6::date, $7::time, $8::uuid)
+      AND s.slot_date >= $2
+      AND ($4::uuid IS NULL OR s.staff_id = $4)
+      AND (NOT $5::bool OR (s.status <> 'blocked' AND s.starts_at > now() AND s.booked_count - st.n < s.capacity))
+    ORDER BY s.slot_date, s.slot_start_time, s.id
+    LIMIT $9::int + 1
+), numbered AS (
+    SELECT p.*, row_number() OVER (ORDER BY p.slot_date, p.slot_start_time, p.id) AS rn FROM page p
+)
+SELECT COALESCE(
+           json_agg(json_build_object(
+               'id', id, 'service_id', service_id, 'staff_id', staff_id, 'slot_date', slot_date,
+               'slot_start_time', slot_start_time, 'slot_end_time', slot_end_time,
+               'starts_at', replace((starts_at AT TIME ZONE 'UTC')::text, ' ', 'T') || 'Z',
+               'ends_at', replace((ends_at AT TIME ZONE 'UTC')::text, ' ', 'T') || 'Z',
+               'status', status, 'capacity', capacity, 'booked_count', booked_count, 'remaining', remaining
+           ) ORDER BY rn) FILTER (WHERE rn <= $9::int),
+           '[]')::text AS items,
+       count(*) > $9::int AS has_more,
+       max(slot_date) FILTER (WHERE rn = $9::int) AS last_date,
+       max(slot_start_time) FILTER (WHERE rn = $9::int) AS last_time,
+       (array_agg(id) FILTER (WHERE rn = $9::int))[1] AS last_id
+FROM numbered;
 
 -- name: slots.insert_many
 -- Generated slots of service $1 (staff $2, capacity $3); arrays $4..$8 are slot_date, start, end, starts_at,

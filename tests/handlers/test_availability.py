@@ -13,6 +13,7 @@ from tests.handlers.test_reservations import (
     call,
     call_err,
     expire_now,
+    find_slots,
     hold_body,
     insert_booking,
     make_service,
@@ -77,9 +78,8 @@ async def test_ttl_on_the_database_clock(app_ctx: Context, pool: asyncpg.Pool) -
     assert (await call(app_ctx, "booking.availability.check", q)).remaining == 1
     await expire_now(pool, res.id)
     assert (await call(app_ctx, "booking.availability.check", q)).remaining == 2
-    page = await call(
+    page = await find_slots(
         app_ctx,
-        "booking.slots.find",
         {"service_id": str(cat.service_id), "date_from": "2000-01-01", "date_to": "2100-01-01"},
     )
     assert [(s.remaining, s.booked_count) for s in page.items] == [(2, 0)]

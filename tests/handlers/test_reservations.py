@@ -11,12 +11,14 @@ from typing import Any
 import asyncpg
 import pytest
 
+from booking_rpc import jsonutil
 from booking_rpc.context import Context
 from booking_rpc.errors import RpcError
 from booking_rpc.handlers import reservations as reservations_handlers
 from booking_rpc.handlers import services as services_handlers
 from booking_rpc.handlers import slots as slots_handlers
 from booking_rpc.jobs.expiry import expire_holds
+from booking_rpc.models.catalog import SlotsPage
 from booking_rpc.router import Router
 
 # --- helpers shared by this aggregate's test files -------------------------------------------------------
@@ -39,6 +41,13 @@ async def call(ctx: Context, pattern: str, data: Any) -> Any:
     route = catalog_router().lookup(pattern)
     assert route is not None, pattern
     return await route.invoke(data, ctx)
+
+
+async def find_slots(ctx: Context, data: dict[str, Any]) -> SlotsPage:
+    """booking.slots.find in-process, its reply read back through JSON as the wire carries it."""
+    return SlotsPage.model_validate(
+        jsonutil.loads(jsonutil.dumps(await call(ctx, "booking.slots.find", data)))
+    )
 
 
 async def call_err(ctx: Context, pattern: str, data: Any) -> RpcError:
@@ -234,7 +243,7 @@ async def test_concurrent_in_process_capacity(app_ctx: Context, pool: asyncpg.Po
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=3)
     results = await asyncio.gather(
-        *(call(app_ctx, "booking.reservation.create", hold_body(cat, slot)) for _ in range(60)),
+        *(call(app_ctx, "booking.reservation.create", hold_body(cat, slot)) for _ in range(200)),
         return_exceptions=True,
     )
     ok = [r for r in results if not isinstance(r, BaseException)]
@@ -460,7 +469,24 @@ async def test_existing_booking_counts(app_ctx: Context, pool: asyncpg.Pool) -> 
 # --- over real sockets (scenario 1) ---------------------------------------------------------------------
 
 
-async def _send_all(clients: list[Client], bodies: list[dict[str, Any]]) -> list[Any]:
+def wire_error_of(exc: BaseException) -> dict[str, Any]:
+    """The structured error a failed `Client.send` carries (the server's `{"status":"error",...}`)."""
+    if isinstance(exc, RpcError):
+        return exc.to_wire()
+    code = getattr(exc, "code", None)
+    if code is not None:
+        status = getattr(exc, "status_code", None) or getattr(exc, "statusCode", None)
+        return {"code": code, "statusCode": status}
+    for attr in ("err", "error", "payload", "details", "data"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, dict) and "code" in value:
+            return value
+    if exc.args and isinstance(exc.args[0], dict):
+        return exc.args[0]
+    raise AssertionError(f"not a structured error: {exc!r}")
+
+
+async def _send_all(clients: list[Any], bodies: list[dict[str, Any]]) -> list[Any]:
     """Every body sent at once, spread over the clients; errors returned as the exceptions raised."""
     return await asyncio.gather(
         *(clients[i % len(clients)].send("booking.reservation.create", b) for i, b in enumerate(bodies)),
@@ -475,8 +501,15 @@ def _wire_error(exc: BaseException) -> tuple[str, int]:
 
 @pytest.mark.parametrize(("existing", "expected_ok"), [(None, 3), ("hold", 2), ("booking", 2)])
 async def test_200_concurrent_creates_over_sockets(
-    app_ctx: Context, pool: asyncpg.Pool, app_server: Any, app_client: Client, existing: str | None, expected_ok: int
+    app_ctx: Context,
+    pool: asyncpg.Pool,
+    app_server: Any,
+    app_client: Any,
+    existing: str | None,
+    expected_ok: int,
 ) -> None:
+    from booking_rpc.client import Client
+
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=3)
     if existing == "hold":

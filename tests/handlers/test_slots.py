@@ -15,6 +15,7 @@ from tests.handlers.test_reservations import (
     assert_invariant,
     call,
     call_err,
+    find_slots,
     hold_body,
     make_service,
     make_slot,
@@ -165,7 +166,7 @@ async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncp
         }
         if cursor:
             body["cursor"] = cursor
-        page = await call(app_ctx, "booking.slots.find", body)
+        page = await find_slots(app_ctx, body)
         seen.extend(page.items)
         pages += 1
         cursor = page.next_cursor
@@ -179,9 +180,8 @@ async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncp
     assert (seen[0].remaining, seen[0].booked_count) == (2, 1)
     assert seen[1].status == "blocked"
     assert all(s.remaining == 3 for s in seen[2:])
-    only = await call(
+    only = await find_slots(
         app_ctx,
-        "booking.slots.find",
         {
             "service_id": str(cat.service_id),
             "date_from": "2030-03-01",
@@ -190,9 +190,8 @@ async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncp
         },
     )
     assert [s.id for s in only.items] == [r["id"] for r in rows[:6] if r["id"] != rows[1]["id"]]
-    one_day = await call(
+    one_day = await find_slots(
         app_ctx,
-        "booking.slots.find",
         {"service_id": str(cat.service_id), "date_from": "2030-03-02", "date_to": "2030-03-02"},
     )
     assert {s.slot_date for s in one_day.items} == {dt.date(2030, 3, 2)} and len(one_day.items) == 6
@@ -212,8 +211,8 @@ async def test_find_validation_and_staff_filter(app_ctx: Context, pool: asyncpg.
     await call(app_ctx, "booking.slots.generate", {**base, "staff_id": str(vet)})
     await call(app_ctx, "booking.slots.generate", base)
     q = {"service_id": str(cat.service_id), "date_from": "2030-05-01", "date_to": "2030-05-01"}
-    assert len((await call(app_ctx, "booking.slots.find", q)).items) == 4
-    staff_only = await call(app_ctx, "booking.slots.find", {**q, "staff_id": str(vet)})
+    assert len((await find_slots(app_ctx, q)).items) == 4
+    staff_only = await find_slots(app_ctx, {**q, "staff_id": str(vet)})
     assert [s.staff_id for s in staff_only.items] == [vet, vet]
     assert (await call_err(app_ctx, "booking.slots.find", {**q, "limit": 501})).code == "VALIDATION_FAILED"
     assert (
@@ -221,7 +220,7 @@ async def test_find_validation_and_staff_filter(app_ctx: Context, pool: asyncpg.
     ).code == "VALIDATION_FAILED"
     assert (await call_err(app_ctx, "booking.slots.find", {**q, "cursor": "!!!"})).code == "BAD_REQUEST"
     # open to anyone, and an empty result for an unknown service
-    empty = await call(app_ctx, "booking.slots.find", {**q, "service_id": str(uuid.uuid4())})
+    empty = await find_slots(app_ctx, {**q, "service_id": str(uuid.uuid4())})
     assert empty.items == [] and empty.next_cursor is None
 
 

@@ -1,0 +1,275 @@
+"""One client connection: bytes in → codec → router → reply frames out.
+
+The codec (sans-IO) turns bytes into messages; this module only does I/O around it: flow control,
+limits, timers and running handlers concurrently so replies go out as each request finishes,
+correlated by id (NestJS semantics). A framing error closes this connection only, without a reply,
+as NestJS does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from booking_rpc.errors import INTERNAL_ERROR, RpcError
+from booking_rpc.router import NO_RESPONSE, Route, Router
+from booking_rpc.server.flow_control import FlowControl
+from booking_rpc.server.stats import ServerStats
+from booking_rpc.wire.codec import Codec, FrameDecoder
+from booking_rpc.wire.errors import FrameError
+from booking_rpc.wire.messages import (
+    Request,
+    classify,
+    disposed_reply,
+    error_reply,
+    no_handler_reply,
+    response_reply,
+    stream_item_reply,
+)
+
+if TYPE_CHECKING:
+    from booking_rpc.server.server import Server
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    max_frame: int | None = None  # in the codec's unit; None = the codec's default (8 Mi)
+    incomplete_message_timeout: float = 30.0
+    max_send_buffer: int = 128 * 1024 * 1024
+    max_in_flight: int = 256
+    idle_timeout: float = 0.0
+    max_connections: int = 0
+
+
+class RpcProtocol(asyncio.Protocol):
+    def __init__(self, server: Server, router: Router, ctx: Any, codec: Codec, limits: Limits) -> None:
+        self.server = server
+        self.router = router
+        self.ctx = ctx
+        self.codec = codec
+        self.limits = limits
+        self.stats: ServerStats = server.stats
+        self.transport: asyncio.Transport | None = None
+        self.flow: FlowControl | None = None
+        self.decoder: FrameDecoder = codec.new_decoder(limits.max_frame)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.peer: Any = None
+        self._incomplete_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+
+    # --- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        self.stats.connections_total += 1
+        limit = self.limits.max_connections
+        if limit and len(self.server.connections) >= limit:
+            self.stats.connections_refused += 1
+            self._closed = True
+            transport.abort()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):  # not every transport lets us (e.g. some TLS wrappers)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.flow = FlowControl(transport)
+        self.server.connections.add(self)
+        self.stats.connections_open += 1
+        self._arm_idle_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.server.connections:
+            self.server.connections.discard(self)
+            self.stats.connections_open -= 1
+        self._closed = True
+        self._cancel_timers()
+        if self.flow is not None:
+            self.flow.connection_lost()
+        for task in list(self.tasks):
+            task.cancel()
+
+    def pause_writing(self) -> None:
+        if self.flow is not None:
+            self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.flow is not None:
+            self.flow.resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.decoder.feed(data)
+        except FrameError as exc:
+            # NestJS handles what came before the bad frame, then closes without a reply.
+            for message in exc.messages:
+                self._dispatch(message)
+            self.stats.frame_errors[exc.kind] += 1
+            log.warning("frame error, closing connection", peer=self.peer, kind=exc.kind, error=str(exc))
+            self.close()
+            return
+        for message in messages:
+            self._dispatch(message)
+        self._arm_incomplete_timer()
+        if self._idle_timer is not None:
+            self._arm_idle_timer()
+
+    # --- dispatch
+
+    def _dispatch(self, message: Any) -> None:
+        self.stats.frames_in += 1
+        incoming = classify(message)
+        route = self.router.lookup(incoming.route)
+        if isinstance(incoming, Request):
+            self.stats.requests_total += 1
+            if route is None:
+                self.stats.unroutable_requests += 1
+                self.write(no_handler_reply(incoming.id))
+                return
+            self._start(self._answer(route, incoming.data, incoming.id))
+        else:
+            self.stats.events_total += 1
+            if route is None:
+                self.stats.unroutable_events += 1
+                log.debug("no handler for event", pattern=incoming.pattern)
+                return
+            self._start(self._consume(route, incoming.data))
+
+    def _start(self, coro: Any) -> None:
+        task: asyncio.Task[None] = self._loop.create_task(coro)
+        self.tasks.add(task)
+        self.stats.in_flight += 1
+        task.add_done_callback(self._task_done)
+        if len(self.tasks) >= self.limits.max_in_flight and self.flow is not None:
+            self.flow.set_in_flight_paused(True)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.stats.in_flight -= 1
+        if self.flow is not None and len(self.tasks) <= self.limits.max_in_flight // 2:
+            self.flow.set_in_flight_paused(False)
+        if not self.tasks:
+            self.server.on_idle(self)
+
+    async def _answer(self, route: Route, data: Any, request_id: Any) -> None:
+        try:
+            result = await route.invoke(data, self.ctx)
+            if result is NO_RESPONSE:
+                self.write(disposed_reply(request_id))
+            elif route.streaming:
+                await self._stream(result, request_id)
+            else:
+                self.write(response_reply(request_id, result))
+        except RpcError as err:
+            self.write(error_reply(request_id, err.to_wire()))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the router maps handler errors; this is a bug in the transport itself
+            log.exception("unexpected error answering a request", route=route.route)
+            self.write(error_reply(request_id, INTERNAL_ERROR.to_wire()))
+
+    async def _stream(self, items: AsyncIterator[Any], request_id: Any) -> None:
+        async for item in items:
+            if self._closed:
+                return
+            self.write(stream_item_reply(request_id, item))
+            if self.flow is not None and self.flow.writing_paused:
+                await self._drain()
+        self.write(disposed_reply(request_id))
+
+    async def _drain(self) -> None:
+        # Streams produce without bound: wait while the peer is not reading our replies.
+        if self.flow is not None and not self._closed:
+            await self.flow.wait_writable()
+
+    async def _consume(self, route: Route, data: Any) -> None:
+        try:
+            result = await route.invoke(data, self.ctx)
+            if route.streaming and result is not NO_RESPONSE:
+                async for _ in result:
+                    pass
+        except RpcError as err:
+            self.stats.events_failed += 1
+            log.warning("event handler failed", route=route.route, code=err.code, error=err.message)
+
+    # --- output
+
+    def write(self, reply: dict[str, Any]) -> None:
+        transport = self.transport
+        if transport is None or self._closed:
+            return
+        try:
+            frame = self.codec.encode(reply)
+        except (TypeError, ValueError) as exc:
+            # NestJS logs and sends nothing, leaving the caller hanging; we answer with an error instead.
+            self.stats.reply_encode_errors += 1
+            log.error("reply could not be serialised", error=str(exc))
+            frame = self.codec.encode(error_reply(reply.get("id"), INTERNAL_ERROR.to_wire()))
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self.limits.max_send_buffer:
+            self.stats.dropped["send_buffer_full"] += 1
+            log.warning("peer is not reading its replies, dropping it", peer=self.peer)
+            self.abort()
+
+    # --- timers and closing
+
+    def _arm_incomplete_timer(self) -> None:
+        if self._incomplete_timer is not None:
+            self._incomplete_timer.cancel()
+            self._incomplete_timer = None
+        timeout = self.limits.incomplete_message_timeout
+        if timeout > 0 and self.decoder.has_partial and not self._closed:
+            self._incomplete_timer = self._loop.call_later(timeout, self._on_incomplete_timeout)
+
+    def _on_incomplete_timeout(self) -> None:
+        self.stats.dropped["incomplete_message_timeout"] += 1
+        log.warning("peer stalled mid-frame, dropping it", peer=self.peer)
+        self.abort()
+
+    def _arm_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self.limits.idle_timeout > 0 and not self._closed:
+            self._idle_timer = self._loop.call_later(self.limits.idle_timeout, self._on_idle_timeout)
+
+    def _on_idle_timeout(self) -> None:
+        if self.tasks:
+            self._arm_idle_timer()
+            return
+        self.stats.dropped["idle_timeout"] += 1
+        self.close()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._incomplete_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._incomplete_timer = self._idle_timer = None
+
+    def close(self) -> None:
+        """Half-close like NestJS's `socket.end()`: what is already written still reaches the peer."""
+        if self.transport is not None and not self._closed:
+            self._closed = True
+            self._cancel_timers()
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self._closed = True
+            self._cancel_timers()
+            self.transport.abort()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.tasks)

@@ -1,0 +1,119 @@
+"""The transport end to end over real sockets: exact bytes, concurrency, events, bad frames."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from booking_rpc.client import Client, RemoteError
+from booking_rpc.errors import RpcError
+from booking_rpc.handlers.system import router as system_router
+from booking_rpc.router import Router
+from tests.fixtures.server import MakeServer, RunningServer
+
+
+async def raw_exchange(port: int, payload: bytes, *, read_timeout: float = 1.0) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    chunks = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), read_timeout)
+            if not chunk:
+                break
+            chunks += chunk
+    except TimeoutError:
+        pass
+    writer.close()
+    return chunks
+
+
+async def test_ping_reply_bytes_match_nestjs(transport_server: RunningServer) -> None:
+    request = b'{"pattern":"ping","data":{},"id":"abc"}'
+    reply = await raw_exchange(transport_server.port, str(len(request)).encode() + b"#" + request, read_timeout=0.3)
+    body = '{"response":"pong","isDisposed":true,"id":"abc"}'
+    assert reply == f"{len(body)}#{body}".encode()
+
+
+async def test_unknown_pattern_gets_the_nestjs_no_handler_frame(transport_server: RunningServer) -> None:
+    request = b'{"pattern":"nope","data":{},"id":7}'
+    reply = await raw_exchange(transport_server.port, str(len(request)).encode() + b"#" + request, read_timeout=0.3)
+    body = '{"id":7,"status":"error","err":"There is no matching message handler defined in the remote service."}'
+    assert reply == f"{len(body)}#{body}".encode()
+
+
+async def test_event_gets_no_bytes_back(transport_server: RunningServer) -> None:
+    event = b'{"pattern":"echo","data":{"a":1}}'
+    reply = await raw_exchange(transport_server.port, str(len(event)).encode() + b"#" + event, read_timeout=0.3)
+    assert reply == b""
+
+
+async def test_utf16_lengths_round_trip(rpc_client: Client) -> None:
+    text = {"text": "猫🐕 é \ud83d"}
+    assert await rpc_client.send("echo", text) == text
+
+
+async def test_replies_go_out_as_requests_finish(make_server: MakeServer) -> None:
+    router = Router()
+    router.include(system_router)
+
+    @router.message("slow")
+    async def slow(payload: Any, ctx: Any) -> str:
+        await asyncio.sleep(0.3)
+        return "slow"
+
+    server = await make_server(router)
+    async with Client("127.0.0.1", server.port) as client:
+        slow_call = asyncio.create_task(client.send("slow", {}))
+        await asyncio.sleep(0.01)
+        assert await asyncio.wait_for(client.send("ping", {}), 0.2) == "pong"
+        assert not slow_call.done()
+        assert await slow_call == "slow"
+
+
+async def test_domain_error_has_the_structured_shape(make_server: MakeServer) -> None:
+    router = Router()
+
+    @router.message("full")
+    async def full(payload: Any, ctx: Any) -> None:
+        raise RpcError("SLOT_FULL", "no capacity left", {"slot_id": "s1"})
+
+    server = await make_server(router)
+    async with Client("127.0.0.1", server.port) as client:
+        with pytest.raises(RemoteError) as info:
+            await client.send("full", {})
+    assert info.value.err == {
+        "status": "error",
+        "statusCode": 409,
+        "code": "SLOT_FULL",
+        "message": "no capacity left",
+        "details": {"slot_id": "s1"},
+    }
+
+
+async def test_bad_frame_closes_only_that_connection(transport_server: RunningServer, rpc_client: Client) -> None:
+    reply = await raw_exchange(transport_server.port, b"abc#{}", read_timeout=1.0)
+    assert reply == b""
+    assert transport_server.stats.frame_errors["corrupted_length"] == 1
+    assert await rpc_client.send("ping", {}) == "pong"
+
+
+async def test_oversize_declared_length_is_refused_before_the_body(make_server: MakeServer) -> None:
+    server = await make_server(max_frame=100)
+    reply = await raw_exchange(server.port, b"1000#{", read_timeout=1.0)
+    assert reply == b""
+    assert server.stats.frame_errors["frame_too_large"] == 1
+
+
+async def test_many_concurrent_requests_on_one_connection(rpc_client: Client) -> None:
+    results = await asyncio.gather(*(rpc_client.send("echo", i) for i in range(500)))
+    assert results == list(range(500))
+
+
+async def test_msgpack_listener(transport_server: RunningServer) -> None:
+    assert transport_server.msgpack_port is not None
+    async with Client("127.0.0.1", transport_server.msgpack_port, codec="msgpack") as client:
+        assert await client.send("echo", {"n": [1, 2, 3], "t": "猫"}) == {"n": [1, 2, 3], "t": "猫"}
