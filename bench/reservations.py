@@ -122,9 +122,7 @@ async def seed(dsn: str, sql: Queries) -> Dataset:
         clinic = uuid.uuid4()
         service_id, find_service = uuid.uuid4(), uuid.uuid4()
         for sid, name in ((service_id, "Bench create"), (find_service, "Bench find")):
-            await conn.fetchrow(
-                sql["services.upsert"], sid, clinic, name, None, Decimal("100.00"), 30, False, True, []
-            )
+            await conn.fetchrow(sql["services.upsert"], sid, clinic, name, None, Decimal("100.00"), 30, False, True, [])
         # reservation targets: 64 slots with room for every hold the bench makes
         start = dt.date.today() + dt.timedelta(days=30)
         await conn.execute(sql["slots.fill_series"], service_id, 4, 1, start, 1, CREATE_CAPACITY)
@@ -186,12 +184,11 @@ async def explain_find(dsn: str, sql: Queries, ds: Dataset) -> str:
 
 async def serve(dsn: str, pool_size: int) -> None:
     """`--serve`: run booking-rpc on an ephemeral port, print it, serve until stdin closes."""
-    from booking_rpc.server.server import Server
-
     from booking_rpc.config import Settings
     from booking_rpc.context import Context
     from booking_rpc.db.pool import create_pool
     from booking_rpc.handlers import build_router
+    from booking_rpc.server.server import Server
 
     pool = await create_pool(dsn, min_size=pool_size, max_size=pool_size)
     settings = Settings(port=0, metrics_port=0, jobs_enabled=False, db_pool_max_size=pool_size)
@@ -206,19 +203,23 @@ async def serve(dsn: str, pool_size: int) -> None:
 
 
 @contextlib.contextmanager
-def server_process(dsn: str, pool_size: int) -> Iterator[int]:
+def server_process(dsn: str, pool_size: int, uvloop: bool = False) -> Iterator[int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.reservations", "--serve", dsn, "--pool", str(pool_size)],
+        [sys.executable, "-m", "bench.reservations", "--serve", dsn, "--pool", str(pool_size)]
+        + (["--uvloop"] if uvloop else []),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "BOOKING_RPC_LOG_LEVEL": "warning"},
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("PORT "):
-            raise RuntimeError(f"bench server did not start: {line!r}")
+        for line in proc.stdout:  # the server may log to stdout before our PORT line
+            if line.startswith("PORT "):
+                break
+        else:
+            raise RuntimeError("bench server did not start")
         yield int(line.split()[1])
     finally:
         if proc.stdin:
@@ -412,9 +413,7 @@ def find_script(sql: Queries, ds: Dataset, folder: Path) -> Path:
     return path
 
 
-def run_pgbench(
-    name: str, dsn: str, scripts: list[Path], concurrency: int, seconds: float, folder: Path
-) -> Result:
+def run_pgbench(name: str, dsn: str, scripts: list[Path], concurrency: int, seconds: float, folder: Path) -> Result:
     logdir = folder / f"log_{name}_{concurrency}_{secrets.token_hex(3)}"
     logdir.mkdir()
     cmd = [
@@ -494,7 +493,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             ttl = 600
             creates = create_scripts(sql, ds, ttl, folder)
             find = find_script(sql, ds, folder)
-            with server_process(dsn, max(levels)) as port:
+            with server_process(dsn, max(levels), args.uvloop) as port:
                 print(f"booking-rpc on 127.0.0.1:{port}, database {name}, {args.duration}s per run")
                 for c in levels:
                     for label, op, scripts in (
@@ -544,15 +543,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--database-url", help="PostgreSQL server (default $DATABASE_URL, else embedded)")
-    p.add_argument(
-        "--big-slots", type=int, default=1_000_000, help="slots of the find service in the big run"
-    )
+    p.add_argument("--big-slots", type=int, default=1_000_000, help="slots of the find service in the big run")
     p.add_argument("--skip-big", action="store_true", help="skip the 10k vs 1M slots.find comparison")
     p.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)
     p.add_argument("--pool", type=int, default=10, help=argparse.SUPPRESS)
+    p.add_argument("--uvloop", action="store_true", help="run the server under uvloop")
     args = p.parse_args(argv)
     if args.serve:
-        with contextlib.suppress(ImportError):
+        if args.uvloop:
             import uvloop
 
             uvloop.install()
@@ -564,10 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in report["ratios"]:
         target = 0.8 if r["pattern"] == "reservation.create" else 0.85
         verdict = "ok" if r["ratio"] >= target else "BELOW TARGET"
-        print(
-            f"{r['pattern']:<20} c={r['concurrency']:<3} {r['ratio']:.2f}x pgbench "
-            f"(target {target}x) {verdict}"
-        )
+        print(f"{r['pattern']:<20} c={r['concurrency']:<3} {r['ratio']:.2f}x pgbench (target {target}x) {verdict}")
     if "find_scaling" in report:
         g = report["find_scaling"]["growth_p50"]
         print(f"slots.find 10k -> {report['find_scaling']['big_slots']} growth {g:.2f}x (target <= 1.5x)")

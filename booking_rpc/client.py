@@ -13,7 +13,7 @@ import os
 import ssl as ssl_module
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from booking_rpc.wire.codec import CODECS, Codec
 from booking_rpc.wire.errors import FrameError
@@ -71,8 +71,8 @@ class _ClientProtocol(asyncio.Protocol):
         self._can_write.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but they have its interface
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 import asyncpg
 
 from booking_rpc.config import Settings
 from booking_rpc.db.queries import Queries
+
+Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 
 
 @dataclass(slots=True)
@@ -22,13 +24,15 @@ class Context:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @asynccontextmanager
-    async def transaction(self, *, isolation: str = "read_committed") -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(
+        self, *, isolation: Isolation = "read_committed"
+    ) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside one explicit transaction, committed on success."""
         async with self.pool.acquire() as conn, conn.transaction(isolation=isolation):
-            yield conn
+            yield cast(asyncpg.Connection, conn)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection for reads that need no transaction."""
         async with self.pool.acquire() as conn:
-            yield conn
+            yield cast(asyncpg.Connection, conn)

@@ -118,9 +118,7 @@ def generate_slots(
     return out
 
 
-def _slot_at(
-    wall: dt.datetime, tz: ZoneInfo, length: dt.timedelta, window_end: dt.datetime
-) -> SlotTime | None:
+def _slot_at(wall: dt.datetime, tz: ZoneInfo, length: dt.timedelta, window_end: dt.datetime) -> SlotTime | None:
     tried: set[dt.datetime] = set()
     for fold in (0, 1):
         starts_at = to_utc(wall, tz, fold)

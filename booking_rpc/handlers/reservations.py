@@ -123,9 +123,7 @@ async def create_reservation(payload: ReservationCreateRequest, ctx: Context) ->
             taken = await conn.fetchrow(ctx.sql["slots.take_unit"], payload.slot_id, payload.service_id)
             if taken is None:
                 if key is not None:  # a racing twin with this key may have taken the last unit
-                    first = await conn.fetchrow(
-                        ctx.sql["reservations.get_by_idempotency"], payload.user_id, key
-                    )
+                    first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)
                     if first is not None:
                         return _replay(first, fp)
                 await _refuse(conn, ctx, payload)
@@ -163,13 +161,9 @@ async def create_reservation(payload: ReservationCreateRequest, ctx: Context) ->
                 first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)
             if first is not None:
                 return _replay(first, fp)
-            raise RpcError(
-                "CONFLICT", "A concurrent request with this idempotency key failed; retry"
-            ) from exc
+            raise RpcError("CONFLICT", "A concurrent request with this idempotency key failed; retry") from exc
         if exc.constraint_name == ONE_HOLD_CONSTRAINT:
-            raise RpcError(
-                "ALREADY_HELD", "You already hold this slot", {"slot_id": str(payload.slot_id)}
-            ) from exc
+            raise RpcError("ALREADY_HELD", "You already hold this slot", {"slot_id": str(payload.slot_id)}) from exc
         raise RpcError("CONFLICT", "The reservation conflicts with another one") from exc
     except asyncpg.CheckViolationError as exc:  # the capacity CHECKs: cannot happen after the guarded take
         raise RpcError("SLOT_FULL", REASON_MESSAGES["SLOT_FULL"], {"slot_id": str(payload.slot_id)}) from exc

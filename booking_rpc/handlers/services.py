@@ -28,9 +28,7 @@ NIL_UUID = uuid.UUID(int=0)
 def service_out(row: asyncpg.Record) -> ServiceOut:
     raw = row["availability_exceptions"]
     exceptions = (
-        [AvailabilityException.model_validate(e) for e in raw if isinstance(e, dict)]
-        if isinstance(raw, list)
-        else []
+        [AvailabilityException.model_validate(e) for e in raw if isinstance(e, dict)] if isinstance(raw, list) else []
     )
     return ServiceOut(
         id=row["id"],

@@ -116,9 +116,7 @@ async def find_slots(payload: SlotsFindRequest, ctx: Context) -> dict[str, Any]:
     assert row is not None
     next_cursor = None
     if row["has_more"]:
-        next_cursor = encode_cursor(
-            [row["last_date"].isoformat(), row["last_time"].isoformat(), str(row["last_id"])]
-        )
+        next_cursor = encode_cursor([row["last_date"].isoformat(), row["last_time"].isoformat(), str(row["last_id"])])
     return {"items": orjson.Fragment(row["items"]), "next_cursor": next_cursor}
 
 
@@ -228,9 +226,7 @@ async def generate(payload: SlotsGenerateRequest, ctx: Context) -> SlotsGenerate
                 [s.ends_at for s in slots],
             )
             created = len(rows)
-    return SlotsGenerateReply(
-        service_id=payload.service_id, timezone=tz.key, generated=len(slots), created=created
-    )
+    return SlotsGenerateReply(service_id=payload.service_id, timezone=tz.key, generated=len(slots), created=created)
 
 
 # --- block / unblock

@@ -13,7 +13,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -70,8 +70,8 @@ class RpcProtocol(asyncio.Protocol):
     # --- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but they have its interface
+        self.transport = transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername")
         self.stats.connections_total += 1
         limit = self.limits.max_connections

@@ -14,6 +14,7 @@ from typing import Any, Final
 from uuid import UUID
 
 import msgpack
+import orjson
 from pydantic import BaseModel
 
 from booking_rpc.wire.errors import FrameError, frame_too_large
@@ -23,6 +24,8 @@ HEADER: Final = struct.Struct(">I")
 
 
 def _default(obj: Any) -> Any:
+    if isinstance(obj, orjson.Fragment):  # JSON a handler pre-built (e.g. by PostgreSQL)
+        return orjson.loads(obj.contents)
     if isinstance(obj, (Decimal, UUID)):
         return str(obj)
     if isinstance(obj, (dt.datetime, dt.date, dt.time)):

@@ -30,9 +30,7 @@ async def test_slot_reasons(app_ctx: Context, pool: asyncpg.Pool) -> None:
     await insert_booking(pool, cat, full)
 
     async def check(slot: uuid.UUID, service: uuid.UUID = cat.service_id) -> tuple[bool, str | None, int]:
-        r = await call(
-            app_ctx, "booking.availability.check", {"service_id": str(service), "slot_id": str(slot)}
-        )
+        r = await call(app_ctx, "booking.availability.check", {"service_id": str(service), "slot_id": str(slot)})
         return r.available, r.reason, r.remaining
 
     assert await check(open_slot) == (True, None, 3)

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from booking_rpc import jsonutil
+from booking_rpc.client import Client, RemoteError
 from booking_rpc.context import Context
 from booking_rpc.errors import RpcError
 from booking_rpc.handlers import reservations as reservations_handlers
@@ -45,9 +46,7 @@ async def call(ctx: Context, pattern: str, data: Any) -> Any:
 
 async def find_slots(ctx: Context, data: dict[str, Any]) -> SlotsPage:
     """booking.slots.find in-process, its reply read back through JSON as the wire carries it."""
-    return SlotsPage.model_validate(
-        jsonutil.loads(jsonutil.dumps(await call(ctx, "booking.slots.find", data)))
-    )
+    return SlotsPage.model_validate(jsonutil.loads(jsonutil.dumps(await call(ctx, "booking.slots.find", data))))
 
 
 async def call_err(ctx: Context, pattern: str, data: Any) -> RpcError:
@@ -108,9 +107,7 @@ async def make_slot(
     return slot_id
 
 
-def hold_body(
-    cat: Catalog, slot_id: uuid.UUID, user_id: uuid.UUID | None = None, **extra: Any
-) -> dict[str, Any]:
+def hold_body(cat: Catalog, slot_id: uuid.UUID, user_id: uuid.UUID | None = None, **extra: Any) -> dict[str, Any]:
     uid = user_id or uuid.uuid4()
     return {
         "actor": user_actor(uid),
@@ -173,9 +170,7 @@ async def outbox(pool: asyncpg.Pool, event_type: str | None = None) -> list[asyn
         )
 
 
-async def insert_booking(
-    pool: asyncpg.Pool, cat: Catalog, slot_id: uuid.UUID, status: str = "confirmed"
-) -> None:
+async def insert_booking(pool: asyncpg.Pool, cat: Catalog, slot_id: uuid.UUID, status: str = "confirmed") -> None:
     """An active booking on the slot, taking its unit like the confirm flow does."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
@@ -217,9 +212,7 @@ async def test_create_holds_a_unit_and_writes_the_event(app_ctx: Context, pool: 
     assert res.status == "pending"
     assert len(res.lock_id) >= 32
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT *, expires_at - created_at AS ttl FROM reservations WHERE id = $1", res.id
-        )
+        row = await conn.fetchrow("SELECT *, expires_at - created_at AS ttl FROM reservations WHERE id = $1", res.id)
     assert row is not None
     assert row["status"] == "pending" and row["lock_id"] == res.lock_id
     assert row["ttl"] == dt.timedelta(seconds=app_ctx.settings.hold_ttl_seconds)
@@ -307,9 +300,7 @@ async def test_one_user_cannot_hold_a_slot_twice(app_ctx: Context, pool: asyncpg
 
 
 async def test_every_error_path_changes_nothing(app_ctx: Context, pool: asyncpg.Pool) -> None:
-    cat = await make_service(
-        app_ctx, availability_exceptions=[{"start_date": "2000-01-01", "end_date": "2000-01-02"}]
-    )
+    cat = await make_service(app_ctx, availability_exceptions=[{"start_date": "2000-01-01", "end_date": "2000-01-02"}])
     open_slot = await make_slot(pool, cat.service_id, capacity=1)
     blocked = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=3), status="blocked")
     past = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(hours=-3))
@@ -318,9 +309,7 @@ async def test_every_error_path_changes_nothing(app_ctx: Context, pool: asyncpg.
     closed = await make_service(app_ctx, is_available=False)
     closed_slot = await make_slot(pool, closed.service_id)
     holiday_day = (dt.datetime.now(dt.UTC) + dt.timedelta(days=5)).date()
-    holiday = await make_service(
-        app_ctx, availability_exceptions=[{"date": holiday_day.isoformat(), "reason": "Eid"}]
-    )
+    holiday = await make_service(app_ctx, availability_exceptions=[{"date": holiday_day.isoformat(), "reason": "Eid"}])
     holiday_slot = await make_slot(pool, holiday.service_id, starts_in=dt.timedelta(days=5))
     someone = uuid.uuid4()
     cases: list[tuple[dict[str, Any], str, int]] = [
@@ -469,21 +458,10 @@ async def test_existing_booking_counts(app_ctx: Context, pool: asyncpg.Pool) -> 
 # --- over real sockets (scenario 1) ---------------------------------------------------------------------
 
 
-def wire_error_of(exc: BaseException) -> dict[str, Any]:
-    """The structured error a failed `Client.send` carries (the server's `{"status":"error",...}`)."""
-    if isinstance(exc, RpcError):
-        return exc.to_wire()
-    code = getattr(exc, "code", None)
-    if code is not None:
-        status = getattr(exc, "status_code", None) or getattr(exc, "statusCode", None)
-        return {"code": code, "statusCode": status}
-    for attr in ("err", "error", "payload", "details", "data"):
-        value = getattr(exc, attr, None)
-        if isinstance(value, dict) and "code" in value:
-            return value
-    if exc.args and isinstance(exc.args[0], dict):
-        return exc.args[0]
-    raise AssertionError(f"not a structured error: {exc!r}")
+def _wire_error(exc: BaseException) -> tuple[str, int]:
+    """(code, statusCode) of the structured error a failed `Client.send` carries."""
+    assert isinstance(exc, RemoteError), repr(exc)
+    return str(exc.code), int(exc.status_code or 0)
 
 
 async def _send_all(clients: list[Any], bodies: list[dict[str, Any]]) -> list[Any]:
@@ -494,22 +472,15 @@ async def _send_all(clients: list[Any], bodies: list[dict[str, Any]]) -> list[An
     )
 
 
-def _wire_error(exc: BaseException) -> tuple[str, int]:
-    err = wire_error_of(exc)
-    return str(err.get("code")), int(err.get("statusCode", 0))
-
-
 @pytest.mark.parametrize(("existing", "expected_ok"), [(None, 3), ("hold", 2), ("booking", 2)])
 async def test_200_concurrent_creates_over_sockets(
     app_ctx: Context,
     pool: asyncpg.Pool,
     app_server: Any,
-    app_client: Any,
+    app_client: Client,
     existing: str | None,
     expected_ok: int,
 ) -> None:
-    from booking_rpc.client import Client
-
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=3)
     if existing == "hold":

@@ -86,9 +86,7 @@ async def test_find_paginates_and_filters(app_ctx: Context, pool: asyncpg.Pool) 
     clinic = uuid.uuid4()
     names = [f"Service {i:02d}" for i in range(7)]
     for i, name in enumerate(names):
-        await call(
-            app_ctx, "booking.services.upsert", {**svc_body(clinic), "name": name, "is_available": i % 2 == 0}
-        )
+        await call(app_ctx, "booking.services.upsert", {**svc_body(clinic), "name": name, "is_available": i % 2 == 0})
     await call(app_ctx, "booking.services.upsert", svc_body(uuid.uuid4()))  # another clinic
     got: list[str] = []
     cursor = None
@@ -104,9 +102,9 @@ async def test_find_paginates_and_filters(app_ctx: Context, pool: asyncpg.Pool) 
     assert got == names
     avail = await call(app_ctx, "booking.services.find", {"clinic_id": str(clinic), "available_only": True})
     assert [s.name for s in avail.items] == names[::2]
-    assert (
-        await call_err(app_ctx, "booking.services.find", {"clinic_id": str(clinic), "limit": 0})
-    ).code == ("VALIDATION_FAILED")
-    assert (
-        await call_err(app_ctx, "booking.services.find", {"clinic_id": str(clinic), "cursor": "x"})
-    ).code == ("BAD_REQUEST")
+    assert (await call_err(app_ctx, "booking.services.find", {"clinic_id": str(clinic), "limit": 0})).code == (
+        "VALIDATION_FAILED"
+    )
+    assert (await call_err(app_ctx, "booking.services.find", {"clinic_id": str(clinic), "cursor": "x"})).code == (
+        "BAD_REQUEST"
+    )

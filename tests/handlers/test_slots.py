@@ -104,9 +104,7 @@ async def test_generate_defaults_weekdays_staff_and_auth(app_ctx: Context, pool:
     before = await snapshot(pool)
     assert (await call_err(app_ctx, "booking.slots.generate", body)).code == "UNAUTHENTICATED"
     other_staff = {"id": str(uuid.uuid4()), "role": "clinic_staff", "clinic_id": str(uuid.uuid4())}
-    assert (
-        await call_err(app_ctx, "booking.slots.generate", {**body, "actor": other_staff})
-    ).code == "FORBIDDEN"
+    assert (await call_err(app_ctx, "booking.slots.generate", {**body, "actor": other_staff})).code == "FORBIDDEN"
     user = {"id": str(uuid.uuid4()), "role": "user"}
     assert (await call_err(app_ctx, "booking.slots.generate", {**body, "actor": user})).code == "FORBIDDEN"
     missing = {**body, "actor": admin(), "service_id": str(uuid.uuid4())}
@@ -174,9 +172,7 @@ async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncp
             break
     assert pages == 3
     assert [s.id for s in seen] == [r["id"] for r in rows]
-    assert [(s.slot_date, s.slot_start_time) for s in seen] == sorted(
-        (s.slot_date, s.slot_start_time) for s in seen
-    )
+    assert [(s.slot_date, s.slot_start_time) for s in seen] == sorted((s.slot_date, s.slot_start_time) for s in seen)
     assert (seen[0].remaining, seen[0].booked_count) == (2, 1)
     assert seen[1].status == "blocked"
     assert all(s.remaining == 3 for s in seen[2:])
@@ -215,9 +211,7 @@ async def test_find_validation_and_staff_filter(app_ctx: Context, pool: asyncpg.
     staff_only = await find_slots(app_ctx, {**q, "staff_id": str(vet)})
     assert [s.staff_id for s in staff_only.items] == [vet, vet]
     assert (await call_err(app_ctx, "booking.slots.find", {**q, "limit": 501})).code == "VALIDATION_FAILED"
-    assert (
-        await call_err(app_ctx, "booking.slots.find", {**q, "date_to": "2030-04-01"})
-    ).code == "VALIDATION_FAILED"
+    assert (await call_err(app_ctx, "booking.slots.find", {**q, "date_to": "2030-04-01"})).code == "VALIDATION_FAILED"
     assert (await call_err(app_ctx, "booking.slots.find", {**q, "cursor": "!!!"})).code == "BAD_REQUEST"
     # open to anyone, and an empty result for an unknown service
     empty = await find_slots(app_ctx, {**q, "service_id": str(uuid.uuid4())})

@@ -24,10 +24,7 @@ from tests.handlers.test_reservations import (
 
 async def test_job_expires_due_holds_once(app_ctx: Context, pool: asyncpg.Pool) -> None:
     cat = await make_service(app_ctx)
-    slots = [
-        await make_slot(pool, cat.service_id, capacity=2, starts_in=dt.timedelta(days=d + 1))
-        for d in range(3)
-    ]
+    slots = [await make_slot(pool, cat.service_id, capacity=2, starts_in=dt.timedelta(days=d + 1)) for d in range(3)]
     holds = []
     for s in slots:
         for _ in range(2):
@@ -75,13 +72,8 @@ async def test_job_keeps_blocked_slots_blocked(app_ctx: Context, pool: asyncpg.P
 async def test_concurrent_sweepers_and_holds(app_ctx: Context, pool: asyncpg.Pool) -> None:
     """Two sweepers and new holds racing on the same slots: each hold expires once, capacity exact."""
     cat = await make_service(app_ctx)
-    slots = [
-        await make_slot(pool, cat.service_id, capacity=10, starts_in=dt.timedelta(days=d + 1))
-        for d in range(4)
-    ]
-    holds = [
-        await call(app_ctx, "booking.reservation.create", hold_body(cat, s)) for s in slots for _ in range(6)
-    ]
+    slots = [await make_slot(pool, cat.service_id, capacity=10, starts_in=dt.timedelta(days=d + 1)) for d in range(4)]
+    holds = [await call(app_ctx, "booking.reservation.create", hold_body(cat, s)) for s in slots for _ in range(6)]
     async with pool.acquire() as conn:
         await conn.execute("UPDATE reservations SET expires_at = now() - interval '1 second'")
     results = await asyncio.gather(
@@ -124,9 +116,7 @@ async def test_confirmed_or_cancelled_holds_are_not_touched(app_ctx: Context, po
     await assert_invariant(pool)
 
 
-async def test_a_hold_locked_elsewhere_is_skipped_not_waited_for(
-    app_ctx: Context, pool: asyncpg.Pool
-) -> None:
+async def test_a_hold_locked_elsewhere_is_skipped_not_waited_for(app_ctx: Context, pool: asyncpg.Pool) -> None:
     cat = await make_service(app_ctx)
     slots = [await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=d + 1)) for d in range(2)]
     a = await call(app_ctx, "booking.reservation.create", hold_body(cat, slots[0]))

@@ -1,0 +1,3 @@
+from booking_rpc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""The composition root: settings → database → pool → migrations → router → server, and shutdown.
+
+Shutdown order on SIGTERM/SIGINT: stop accepting, finish in-flight requests up to the deadline, stop the
+background work, close the pool, stop the embedded PostgreSQL. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import asyncpg
+import structlog
+
+from booking_rpc.config import Settings
+from booking_rpc.context import Context
+from booking_rpc.db.embedded import EmbeddedPostgres, default_data_dir, start_embedded
+from booking_rpc.db.migrations import migrate
+from booking_rpc.db.pool import create_pool, redact
+from booking_rpc.db.queries import Queries, default_sql_dir
+from booking_rpc.handlers import build_router
+from booking_rpc.server.server import Server
+from booking_rpc.server.tls import server_context
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Database:
+    dsn: str
+    embedded: EmbeddedPostgres | None = None
+
+    def stop(self) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+async def open_database(settings: Settings) -> Database:
+    """DATABASE_URL when set, else an embedded PostgreSQL in the data folder (started off the loop)."""
+    dsn = settings.database_dsn()
+    if dsn:
+        log.info("using PostgreSQL from DATABASE_URL", database=redact(dsn))
+        return Database(dsn)
+    data_dir = settings.data_dir or default_data_dir()
+    embedded = await asyncio.to_thread(start_embedded, data_dir)
+    log.info("using embedded PostgreSQL", data_dir=str(data_dir), database=redact(embedded.dsn))
+    return Database(embedded.dsn, embedded)
+
+
+@dataclass
+class App:
+    settings: Settings
+    database: Database
+    pool: asyncpg.Pool
+    ctx: Context
+    server: Server
+    background: list[Any] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def running_app(settings: Settings, *, migrate_first: bool = True) -> AsyncIterator[App]:
+    database = await open_database(settings)
+    try:
+        pool = await create_pool(
+            database.dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+        )
+        try:
+            if migrate_first:
+                async with pool.acquire() as conn:
+                    applied = await migrate(
+                        cast(asyncpg.Connection, conn), (settings.sql_dir or default_sql_dir()) / "migrations"
+                    )
+                if applied:
+                    log.info("migrations applied", applied=applied)
+            sql = Queries.load((settings.sql_dir or default_sql_dir()) / "queries")
+            ctx = Context(pool=pool, sql=sql, settings=settings)
+            tls = (
+                server_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
+                if settings.tls_cert and settings.tls_key
+                else None
+            )
+            server = Server(
+                build_router(),
+                ctx,
+                host=settings.host,
+                port=settings.port,
+                msgpack_port=settings.msgpack_port or None,
+                ssl=tls,
+                max_frame=settings.max_frame_bytes,
+                incomplete_message_timeout=settings.incomplete_message_timeout,
+                max_send_buffer=settings.max_send_buffer,
+                max_in_flight=settings.max_in_flight,
+                idle_timeout=settings.idle_timeout,
+                max_connections=settings.max_connections,
+            )
+            await server.start()
+            app = App(settings, database, pool, ctx, server)
+            ctx.extras["app"] = app
+            try:
+                yield app
+            finally:
+                await server.shutdown(settings.shutdown_timeout)
+                for component in reversed(app.background):
+                    with contextlib.suppress(Exception):
+                        await component.stop()
+        finally:
+            await pool.close()
+    finally:
+        await asyncio.to_thread(database.stop)
+
+
+async def serve(settings: Settings, *, migrate_first: bool = True) -> None:
+    """Run until SIGTERM/SIGINT; the first signal drains, a second exits at once."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now")
+            os._exit(130)
+        log.info("shutting down: finishing in-flight requests", deadline_s=settings.shutdown_timeout)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    async with running_app(settings, migrate_first=migrate_first) as app:
+        log.info("booking-rpc ready", host=settings.host, port=app.server.port, msgpack_port=app.server.msgpack_port)
+        await stop.wait()
+    log.info("stopped")

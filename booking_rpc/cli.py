@@ -1,0 +1,163 @@
+"""`booking-rpc`: serve, migrate, call, emit, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from booking_rpc.config import Settings, SettingsError
+from booking_rpc.loop import run
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "msgpack_port", "database_url", "data_dir"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings.from_env(**overrides)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from booking_rpc.app import serve
+    from booking_rpc.db.pool import DatabaseUnavailable
+
+    settings = _settings(args)
+    try:
+        run(serve(settings, migrate_first=settings.migrate_on_start and not args.no_migrate))
+    except DatabaseUnavailable as exc:
+        print(f"booking-rpc: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from booking_rpc.app import open_database
+    from booking_rpc.db.migrations import migrate_dsn
+    from booking_rpc.db.pool import DatabaseUnavailable
+
+    settings = _settings(args)
+
+    async def go() -> list[str]:
+        database = await open_database(settings)
+        try:
+            return await migrate_dsn(database.dsn)
+        finally:
+            await asyncio.to_thread(database.stop)
+
+    try:
+        applied = run(go())
+    except DatabaseUnavailable as exc:
+        print(f"booking-rpc: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(applied) if applied else "nothing to apply")
+    return 0
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise SystemExit(f"booking-rpc: the payload is not JSON: {exc}") from exc
+
+
+def _pattern(text: str) -> Any:
+    # An object pattern may be given as JSON ('{"cmd":"x"}'); anything else is a plain string.
+    if text.startswith("{"):
+        return _parse_json(text)
+    return text
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    from booking_rpc.client import Client, ClientError, RemoteError
+
+    async def go() -> int:
+        try:
+            async with Client(args.host, args.port, codec=args.codec) as client:
+                reply = await client.send(_pattern(args.pattern), _parse_json(args.data), timeout=args.timeout)
+        except RemoteError as exc:
+            sys.stdout.write(orjson.dumps(exc.err, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return 1
+        except ClientError as exc:
+            print(f"booking-rpc: {exc}", file=sys.stderr)
+            return 2
+        sys.stdout.write(orjson.dumps(reply, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+
+    return run(go())
+
+
+def _cmd_emit(args: argparse.Namespace) -> int:
+    from booking_rpc.client import Client, ClientError
+
+    async def go() -> int:
+        try:
+            async with Client(args.host, args.port, codec=args.codec) as client:
+                await client.emit(_pattern(args.pattern), _parse_json(args.data))
+        except ClientError as exc:
+            print(f"booking-rpc: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    return run(go())
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    for name, value in settings.model_dump().items():
+        shown = "********" if name == "database_url" and value is not None else value
+        print(f"{Settings.env_name(name)}={'' if shown is None else shown}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="booking-rpc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def db_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database-url", dest="database_url", help="PostgreSQL URL (env DATABASE_URL)")
+        p.add_argument("--data-dir", dest="data_dir", help="embedded PostgreSQL data folder")
+
+    serve = sub.add_parser("serve", help="run the service")
+    serve.add_argument("--host", help="listen address (env BOOKING_RPC_HOST)")
+    serve.add_argument("--port", type=int, help="NestJS TCP port (env BOOKING_RPC_PORT)")
+    serve.add_argument("--msgpack-port", dest="msgpack_port", type=int, help="msgpack listener port")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
+    db_flags(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply pending database migrations")
+    db_flags(migrate)
+    migrate.set_defaults(func=_cmd_migrate)
+
+    for name, func, helptext in (
+        ("call", _cmd_call, "send a request and print the reply"),
+        ("emit", _cmd_emit, "send an event (no reply)"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("pattern")
+        p.add_argument("data", nargs="?", default="{}")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=3000)
+        p.add_argument("--codec", choices=["json", "msgpack"], default="json")
+        p.add_argument("--timeout", type=float, default=30.0)
+        p.set_defaults(func=func)
+
+    config = sub.add_parser("config", help="print the effective configuration (secrets masked)")
+    config.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SettingsError as exc:
+        print(f"booking-rpc: {exc}", file=sys.stderr)
+        return 2
+    return code
