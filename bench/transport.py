@@ -44,7 +44,9 @@ class Result:
     cpu_us_per_request: float
 
 
-async def _worker(port: int, codec: str, connections: int, inflight: int, warmup: float, duration: float) -> list[float]:
+async def _worker(
+    port: int, codec: str, connections: int, inflight: int, warmup: float, duration: float
+) -> list[float]:
     clients = [await Client.connect("127.0.0.1", port, codec=codec) for _ in range(connections)]
     clock = time.perf_counter  # uvloop's loop.time() has millisecond resolution
     start = clock()
