@@ -146,6 +146,20 @@ class ReviewSubmitted(EventPayload):
     submitted_at: dt.datetime
 
 
+class PaymentRefundRequested(EventPayload):
+    """A payment succeeded for a booking that was already cancelled: the money must go back (never re-booked)."""
+
+    event_type = "payment.refund_requested"
+    aggregate_type = "booking"
+    payment_id: UUID
+    booking_id: UUID
+    external_reference: str | None
+    refund_amount: Money
+    currency: str
+    reason: str
+    requested_at: dt.datetime
+
+
 PUBLISHED_EVENTS: list[type[EventPayload]] = [
     ReservationCreated,
     ReservationExpired,
@@ -157,4 +171,5 @@ PUBLISHED_EVENTS: list[type[EventPayload]] = [
     BookingCompleted,
     PaymentProcessed,
     ReviewSubmitted,
+    PaymentRefundRequested,
 ]

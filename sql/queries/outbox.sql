@@ -2,3 +2,105 @@
 -- One event row, written in the caller's transaction (the statement trigger NOTIFYs the relay).
 INSERT INTO booking_events_outbox (id, aggregate_type, aggregate_id, event_type, payload)
 VALUES ($1, $2, $3, $4, $5);
+
+-- name: outbox.claim_for_subscriber
+-- The next events a subscriber should get: per aggregate only the oldest it has not received (a failed
+-- or dead one holds back the later events of its own aggregate only), due for (re)delivery, in seq order.
+-- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size.
+WITH pending AS (
+    SELECT o.id, o.aggregate_id, o.seq, d.attempts, d.next_attempt_at, d.dead
+    FROM booking_events_outbox o
+    LEFT JOIN outbox_deliveries d ON d.event_id = o.id AND d.subscriber = $1
+    WHERE NOT o.published
+      AND o.event_type LIKE ANY ($2::text[])
+      AND d.delivered_at IS NULL
+), heads AS (
+    SELECT DISTINCT ON (aggregate_id) id, seq, attempts, next_attempt_at, dead
+    FROM pending
+    ORDER BY aggregate_id, seq
+)
+SELECT o.id, o.aggregate_id, o.event_type, o.payload, o.seq, coalesce(h.attempts, 0) AS attempts
+FROM heads h
+JOIN booking_events_outbox o ON o.id = h.id
+WHERE NOT coalesce(h.dead, FALSE)
+  AND coalesce(h.next_attempt_at, '-infinity') <= now()
+ORDER BY h.seq
+LIMIT $3;
+
+-- name: outbox.mark_delivered
+-- $1 subscriber, $2 event ids delivered to it.
+INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)
+SELECT unnest($2::uuid[]), $1, 1, now()
+ON CONFLICT (subscriber, event_id) DO UPDATE
+SET delivered_at = now(), attempts = outbox_deliveries.attempts + 1, last_error = NULL;
+
+-- name: outbox.mark_failed
+-- One failed attempt: back off, or give up (dead) after the last allowed attempt.
+-- $1 subscriber, $2 event id, $3 error text, $4 delay seconds, $5 max attempts.
+INSERT INTO outbox_deliveries (event_id, subscriber, attempts, next_attempt_at, last_error, dead)
+VALUES ($2, $1, 1, now() + make_interval(secs => $4), $3, 1 >= $5)
+ON CONFLICT (subscriber, event_id) DO UPDATE
+SET attempts = outbox_deliveries.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => $4),
+    last_error = $3,
+    dead = outbox_deliveries.attempts + 1 >= $5
+RETURNING attempts, dead;
+
+-- name: outbox.note_failure
+-- Keep the row-level counters of the seed's outbox meaningful for operators.
+UPDATE booking_events_outbox
+SET attempts = attempts + 1, last_error = $2, dead = dead OR $3
+WHERE id = $1;
+
+-- name: outbox.publish_done
+-- Mark published the rows every matching subscriber has received; rows no subscriber wants are
+-- published at once. A dead delivery keeps its row unpublished, so it keeps holding back its aggregate. $1 subscriber names, $2 their LIKE patterns (pairs), $3 batch size.
+WITH candidates AS (
+    SELECT o.id
+    FROM booking_events_outbox o
+    WHERE NOT o.published
+      AND NOT EXISTS (
+        SELECT 1
+        FROM unnest($1::text[], $2::text[]) AS s(name, pattern)
+        WHERE o.event_type LIKE s.pattern
+          AND NOT EXISTS (
+            SELECT 1 FROM outbox_deliveries d
+            WHERE d.event_id = o.id AND d.subscriber = s.name AND d.delivered_at IS NOT NULL
+          )
+      )
+    ORDER BY o.seq
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE booking_events_outbox o
+SET published = TRUE, published_at = now()
+FROM candidates c
+WHERE o.id = c.id;
+
+-- name: outbox.retry_dead
+-- `booking-rpc outbox retry`: re-drive every dead delivery (and the rows they held back).
+WITH revived AS (
+    UPDATE outbox_deliveries
+    SET dead = FALSE, attempts = 0, next_attempt_at = now(), last_error = NULL
+    WHERE dead
+    RETURNING event_id
+)
+UPDATE booking_events_outbox o
+SET dead = FALSE, published = FALSE, published_at = NULL
+WHERE o.id IN (SELECT event_id FROM revived);
+
+-- name: outbox.stats
+-- For metrics: backlog size, age of the oldest undelivered event, dead deliveries.
+SELECT
+    (SELECT count(*) FROM booking_events_outbox WHERE NOT published) AS pending,
+    (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)
+       FROM booking_events_outbox WHERE NOT published) AS oldest_age_seconds,
+    (SELECT count(*) FROM outbox_deliveries WHERE dead) AS dead;
+
+-- name: outbox.subscriptions
+-- Dynamic subscribers (booking.subscriptions.create), re-read periodically by every replica.
+SELECT name, host, port, patterns, codec FROM event_subscriptions ORDER BY name;
+
+-- name: outbox.try_subscriber_lock
+-- One relay at a time serves a subscriber (replicas take the others): held until the batch commits.
+SELECT pg_try_advisory_xact_lock(hashtext('booking_outbox:' || $1));

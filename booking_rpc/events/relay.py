@@ -1,0 +1,225 @@
+"""The outbox relay: delivers committed events to subscribed NestJS peers, at least once, in order.
+
+One loop per subscriber, so a slow or dead subscriber delays only its own deliveries. Each batch runs in a
+transaction that holds a per-subscriber advisory lock (several replicas share the subscribers, and two
+never serve the same one at once), claims per aggregate only the oldest event that subscriber has not
+received, sends them as NestJS events `{pattern: event_type, data: payload}` over a kept-open connection,
+and records the deliveries before it commits. A crash mid-batch rolls the records back: those events are
+sent again (consumers drop duplicates by `event_id`). A failed delivery backs off exponentially with
+jitter and, after `outbox_max_attempts`, is parked as dead: it holds back its own aggregate only, and
+`booking-rpc outbox retry` re-drives it. LISTEN/NOTIFY wakes the loops at once; a slow poll is the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import asyncpg
+import structlog
+
+from booking_rpc.client import Client, ClientError
+from booking_rpc.context import Context
+from booking_rpc.events.subscribers import Subscriber, load_dynamic, parse_subscribers
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "booking_outbox"
+DELIVERY_TIMEOUT = 5.0
+SUBSCRIPTIONS_REFRESH = 5.0
+
+
+@dataclass(slots=True)
+class RelayStats:
+    delivered: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    wakeups: int = 0
+
+
+class _SubscriberLoop:
+    def __init__(self, relay: OutboxRelay, subscriber: Subscriber) -> None:
+        self.relay = relay
+        self.subscriber = subscriber
+        self.client = Client(
+            subscriber.host, subscriber.port, codec=subscriber.codec, reconnect=True, connect_timeout=2.0
+        )
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        settings = self.relay.ctx.settings
+        while True:
+            try:
+                while await self.deliver_batch() > 0:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay batch failed", subscriber=self.subscriber.name)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), settings.outbox_poll_interval)
+
+    def backoff(self, attempts: int) -> float:
+        settings = self.relay.ctx.settings
+        delay: float = min(settings.outbox_backoff_max, settings.outbox_backoff_base * 2.0 ** max(0, attempts))
+        return delay * random.uniform(0.5, 1.0)  # jitter: replicas and subscribers don't retry in step
+
+    async def deliver_batch(self) -> int:
+        """Send one batch; the number of events delivered (0 when nothing was due or the lock is taken)."""
+        ctx = self.relay.ctx
+        sub = self.subscriber
+        async with ctx.transaction() as conn:
+            if not await conn.fetchval(ctx.sql["outbox.try_subscriber_lock"], sub.name):
+                return 0
+            rows = await conn.fetch(
+                ctx.sql["outbox.claim_for_subscriber"], sub.name, sub.like_patterns(), ctx.settings.outbox_batch_size
+            )
+            if not rows:
+                return 0
+            self.relay.stats.batches += 1
+            delivered: list[Any] = []
+            failure: tuple[asyncpg.Record, str] | None = None
+            for row in rows:
+                try:
+                    await asyncio.wait_for(self.client.emit(row["event_type"], row["payload"]), DELIVERY_TIMEOUT)
+                except (ClientError, OSError, TimeoutError) as exc:
+                    failure = (row, f"{type(exc).__name__}: {exc}")
+                    break
+                delivered.append(row["id"])
+            if delivered:
+                await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered)
+                self.relay.stats.delivered[sub.name] += len(delivered)
+            if failure is not None:
+                row, error = failure
+                outcome = await conn.fetchrow(
+                    ctx.sql["outbox.mark_failed"],
+                    sub.name,
+                    row["id"],
+                    error,
+                    self.backoff(row["attempts"]),
+                    ctx.settings.outbox_max_attempts,
+                )
+                assert outcome is not None
+                attempts, dead = outcome["attempts"], outcome["dead"]
+                await conn.execute(ctx.sql["outbox.note_failure"], row["id"], error, dead)
+                self.relay.stats.failed[sub.name] += 1
+                if dead:
+                    self.relay.stats.dead[sub.name] += 1
+                    log.error("event parked as dead", subscriber=sub.name, event_id=str(row["id"]), error=error)
+                else:
+                    log.warning("delivery failed, will retry", subscriber=sub.name, attempts=attempts, error=error)
+        await self.relay.publish_done()
+        return len(delivered) if failure is None else 0
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.client.close()
+
+
+class OutboxRelay:
+    def __init__(self, ctx: Context, static: list[Subscriber] | None = None) -> None:
+        self.ctx = ctx
+        self.static = static if static is not None else parse_subscribers(ctx.settings.subscribers)
+        self.loops: dict[Subscriber, _SubscriberLoop] = {}
+        self.stats = RelayStats()
+        self._listener: Any = None
+        self._manager: asyncio.Task[None] | None = None
+
+    async def subscribers(self) -> list[Subscriber]:
+        async with self.ctx.connection() as conn:
+            dynamic = await load_dynamic(conn, self.ctx.sql)
+        static_names = {s.name for s in self.static}
+        return self.static + [s for s in dynamic if s.name not in static_names]
+
+    async def publish_done(self) -> int:
+        """Mark published every row all its subscribers have; rows nobody subscribes to go at once."""
+        subs = list(self.loops) or await self.subscribers()
+        names = [s.name for s in subs for _ in s.like_patterns()]
+        patterns = [p for s in subs for p in s.like_patterns()]
+        total = 0
+        while True:
+            async with self.ctx.transaction() as conn:
+                status = await conn.execute(
+                    self.ctx.sql["outbox.publish_done"], names, patterns, self.ctx.settings.outbox_batch_size
+                )
+            count = int(status.split()[-1])
+            total += count
+            if count < self.ctx.settings.outbox_batch_size:
+                return total
+
+    async def sync_loops(self, *, start_tasks: bool = True) -> None:
+        wanted = set(await self.subscribers())
+        for sub in list(self.loops):
+            if sub not in wanted:
+                await self.loops.pop(sub).close()
+        for sub in wanted - set(self.loops):
+            loop = _SubscriberLoop(self, sub)
+            if start_tasks:
+                loop.task = asyncio.create_task(loop.run(), name=f"outbox-relay:{sub.name}")
+            self.loops[sub] = loop
+
+    def _on_notify(self, *_: Any) -> None:
+        self.stats.wakeups += 1
+        for loop in self.loops.values():
+            loop.wake.set()
+
+    async def _manage(self) -> None:
+        while True:
+            await asyncio.sleep(SUBSCRIPTIONS_REFRESH)
+            try:
+                await self.sync_loops()
+                await self.publish_done()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay could not refresh its subscribers")
+
+    async def start(self) -> None:
+        await self.sync_loops()
+        # LISTEN needs a connection of its own for as long as the relay runs.
+        self._listener = await self.ctx.pool.acquire()
+        await cast(asyncpg.Connection, self._listener).add_listener(NOTIFY_CHANNEL, self._on_notify)
+        self._manager = asyncio.create_task(self._manage(), name="outbox-relay-manager")
+        log.info("outbox relay started", subscribers=[s.name for s in self.loops])
+
+    async def stop(self) -> None:
+        if self._manager is not None:
+            self._manager.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._manager
+        for loop in list(self.loops.values()):
+            await loop.close()
+        self.loops.clear()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await self.ctx.pool.release(self._listener)
+            self._listener = None
+
+    async def run_once(self) -> int:
+        """Deliver everything due to every subscriber now (tests and `booking-rpc outbox drain`)."""
+        if not self.loops:
+            await self.sync_loops(start_tasks=False)
+        total = 0
+        for loop in self.loops.values():
+            while (n := await loop.deliver_batch()) > 0:
+                total += n
+        await self.publish_done()
+        return total
+
+
+async def retry_dead(ctx: Context) -> int:
+    """Re-drive every dead delivery; the number of outbox rows put back in the queue."""
+    async with ctx.transaction() as conn:
+        status = await conn.execute(ctx.sql["outbox.retry_dead"])
+    return int(status.split()[-1])

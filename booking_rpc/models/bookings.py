@@ -1,0 +1,284 @@
+"""Payloads and replies of bookings, payments, reviews, attachments and notifications."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from booking_rpc.models.common import ActorRequest, Model, Money
+
+BookingStatus = Literal["pending_approval", "confirmed", "in-progress", "completed", "cancelled", "no-show"]
+PaymentStatus = Literal["pending", "processing", "success", "failed", "refunded"]
+
+
+# --- confirm
+
+
+class PaymentIn(Model):
+    method: str = Field(min_length=1, max_length=50)
+    external_reference: str | None = Field(None, min_length=1, max_length=100)
+    status: Literal["pending", "success"] = "pending"
+    details: dict[str, Any] | None = None
+
+
+class ConfirmRequest(ActorRequest):
+    """Turn a live hold into a booking: its owner (or an admin/service) with the hold's `lock_id`."""
+
+    reservation_id: UUID
+    lock_id: str = Field(min_length=1, max_length=100)
+    user_id: UUID
+    payment: PaymentIn | None = None
+    notes: str | None = Field(None, max_length=5000)
+
+
+class PaymentOut(BaseModel):
+    id: UUID
+    external_reference: str | None
+    amount: Money
+    currency: str
+    payment_method: str
+    status: PaymentStatus
+    paid_at: dt.datetime | None
+    refund_status: str | None
+    refund_amount: Money | None
+    refunded_at: dt.datetime | None
+
+
+class BookingOut(BaseModel):
+    id: UUID
+    reservation_id: UUID | None
+    reference_code: str
+    user_id: UUID
+    pet_id: UUID
+    clinic_id: UUID
+    service_id: UUID
+    slot_id: UUID
+    payment_id: UUID | None
+    amount: Money
+    status: BookingStatus
+    cancellation_reason: str | None
+    notes: str | None
+    pet_snapshot: dict[str, Any]
+    service_snapshot: dict[str, Any]
+    booking_time: dt.datetime | None
+    slot_date: dt.date
+    slot_start_time: dt.time
+    slot_end_time: dt.time
+    ends_at: dt.datetime
+    payment: PaymentOut | None
+    created_at: dt.datetime | None
+    updated_at: dt.datetime | None
+
+
+# --- find
+
+BookingSort = Literal["slot_time", "created_at"]
+
+
+class BookingFindRequest(ActorRequest):
+    """One booking by `id` or `reference_code` (reply: the booking), or a page by criteria (reply: a page).
+
+    Users see only their own bookings, clinic staff only their clinic's; another's is NOT_FOUND.
+    `sort`: `slot_time` (earliest first) or `created_at` (newest first); keyset `cursor`; `limit` ≤ 100.
+    """
+
+    id: UUID | None = None
+    reference_code: str | None = Field(None, min_length=1, max_length=20)
+    user_id: UUID | None = None
+    clinic_id: UUID | None = None
+    status: list[BookingStatus] | None = Field(None, max_length=6)
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    upcoming_only: bool = False
+    sort: BookingSort = "slot_time"
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = None
+    include_total: bool = False
+
+    @model_validator(mode="after")
+    def _one_lookup(self) -> BookingFindRequest:
+        if self.id is not None and self.reference_code is not None:
+            raise ValueError("give either id or reference_code, not both")
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError("date_from is after date_to")
+        return self
+
+
+class BookingPage(BaseModel):
+    items: list[BookingOut]
+    next_cursor: str | None
+    total: int | None = None
+
+
+# --- update / cancel / approve / reject
+
+
+class BookingUpdateRequest(ActorRequest):
+    """Move a booking through the state machine (clinic staff of its clinic, or an admin/service)."""
+
+    booking_id: UUID
+    status: BookingStatus
+    notes: str | None = Field(None, max_length=5000)
+
+
+class BookingCancelRequest(ActorRequest):
+    """Cancel a booking: its owner, staff of its clinic, or an admin/service. `reason` is required."""
+
+    booking_id: UUID
+    reason: str = Field(min_length=1, max_length=2000)
+
+    @model_validator(mode="after")
+    def _reason_not_blank(self) -> BookingCancelRequest:
+        if not self.reason.strip():
+            raise ValueError("reason must not be blank")
+        return self
+
+
+class BookingApproveRequest(ActorRequest):
+    booking_id: UUID
+    notes: str | None = Field(None, max_length=5000)
+
+
+class BookingRejectRequest(ActorRequest):
+    booking_id: UUID
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+# --- payments (consumed event)
+
+
+class PaymentStatusChanged(BaseModel):
+    """`payment.status_changed` from the payment service; extra envelope fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    event_type: str | None = None
+    event_id: UUID | None = None
+    payment_id: UUID | None = None
+    external_reference: str = Field(min_length=1, max_length=100)
+    previous_status: str | None = None
+    new_status: PaymentStatus
+    changed_at: dt.datetime | None = None
+
+
+# --- reviews
+
+
+class ReviewCreateRequest(ActorRequest):
+    """Review a completed booking: only its user, once."""
+
+    booking_id: UUID
+    rating: int = Field(ge=1, le=5)
+    comment: str | None = Field(None, max_length=5000)
+    ratings_breakdown: dict[str, int] = Field(default_factory=dict, max_length=20)
+    attachments: list[dict[str, Any]] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _breakdown_range(self) -> ReviewCreateRequest:
+        for key, value in self.ratings_breakdown.items():
+            if not 1 <= value <= 5:
+                raise ValueError(f"ratings_breakdown.{key} must be between 1 and 5")
+        return self
+
+
+class ReviewOut(BaseModel):
+    id: UUID
+    booking_id: UUID
+    user_id: UUID
+    clinic_id: UUID
+    service_id: UUID
+    rating: int
+    comment: str | None
+    attachments: list[dict[str, Any]]
+    ratings_breakdown: dict[str, int]
+    is_verified: bool
+    is_published: bool
+    created_at: dt.datetime | None
+
+
+# --- attachments
+
+
+class AttachmentAddRequest(ActorRequest):
+    booking_id: UUID
+    file_name: str = Field(min_length=1, max_length=255)
+    file_url: str = Field(min_length=1, max_length=2000)
+    file_type: str | None = Field(None, max_length=100)
+    description: str | None = Field(None, max_length=2000)
+    file_size: int | None = Field(None, ge=0)
+    is_public: bool = False
+
+
+class AttachmentFindRequest(ActorRequest):
+    booking_id: UUID
+
+
+class AttachmentOut(BaseModel):
+    id: UUID
+    booking_id: UUID
+    file_name: str
+    file_url: str
+    file_type: str | None
+    description: str | None
+    file_size: int | None
+    is_public: bool
+    uploaded_at: dt.datetime | None
+    created_at: dt.datetime | None
+
+
+class AttachmentList(BaseModel):
+    items: list[AttachmentOut]
+
+
+# --- notifications
+
+
+class NotificationFindRequest(ActorRequest):
+    """A user's notifications, newest first. `user_id` defaults to the actor."""
+
+    user_id: UUID | None = None
+    unread_only: bool = False
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = None
+
+
+class NotificationOut(BaseModel):
+    id: UUID
+    user_id: UUID
+    booking_id: UUID | None
+    type: str
+    title: str
+    content: str | None
+    metadata: dict[str, Any]
+    is_read: bool
+    read_at: dt.datetime | None
+    delivery_status: str
+    created_at: dt.datetime | None
+
+
+class NotificationPage(BaseModel):
+    items: list[NotificationOut]
+    next_cursor: str | None
+    unread_count: int
+
+
+class NotificationMarkReadRequest(ActorRequest):
+    """Mark some (`ids`) or all (`all: true`) of the actor's (or `user_id`'s) notifications read."""
+
+    user_id: UUID | None = None
+    ids: list[UUID] | None = Field(None, min_length=1, max_length=500)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _what(self) -> NotificationMarkReadRequest:
+        if (self.ids is None) == (not self.all):
+            raise ValueError("give either ids or all=true")
+        return self
+
+
+class MarkReadResult(BaseModel):
+    updated: int
+    unread_count: int

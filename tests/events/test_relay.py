@@ -1,0 +1,212 @@
+"""The outbox relay against real subscribers over real sockets (NestJS-compatible event frames)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from booking_rpc.config import Settings
+from booking_rpc.context import Context
+from booking_rpc.db.queries import Queries
+from booking_rpc.events.outbox import enqueue
+from booking_rpc.events.relay import OutboxRelay, retry_dead
+from booking_rpc.events.subscribers import Subscriber, parse_subscribers
+from booking_rpc.models.events import ReservationCancelled
+from booking_rpc.router import Router
+from booking_rpc.server.server import Server
+from tests.fixtures.server import MakeServer
+
+EVENT_TYPES = ["reservation.cancelled"]
+
+
+class Recorder:
+    """A subscriber service: a booking-rpc server whose event handlers record what arrives."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.router = Router()
+        for pattern in [*EVENT_TYPES, "booking.created", "booking.confirmed"]:
+            self.router.event(pattern)(self._make(pattern))
+
+    def _make(self, pattern: str) -> Any:
+        async def handler(payload: dict[str, Any], ctx: Any) -> None:
+            self.events.append((pattern, payload))
+
+        return handler
+
+
+def cancelled(aggregate: uuid.UUID) -> ReservationCancelled:
+    return ReservationCancelled(
+        reservation_id=aggregate, user_id=uuid.uuid4(), slot_id=uuid.uuid4(), cancelled_at="2026-01-01T00:00:00Z"
+    )
+
+
+@pytest.fixture
+def relay_ctx(pool: asyncpg.Pool) -> Context:
+    settings = Settings(outbox_backoff_base=0.01, outbox_backoff_max=0.05, outbox_max_attempts=3)
+    return Context(pool=pool, sql=Queries.load(), settings=settings)
+
+
+async def write_events(ctx: Context, aggregate: uuid.UUID, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        async with ctx.transaction() as conn:
+            ids.append(str(await enqueue(conn, ctx.sql, aggregate, cancelled(aggregate))))
+    return ids
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def test_parse_static_subscribers() -> None:
+    subs = parse_subscribers("notifications=127.0.0.1:4001:booking.*,payment.processed; audit=h:9:*")
+    assert subs[0] == Subscriber("notifications", "127.0.0.1", 4001, ("booking.*", "payment.processed"))
+    assert subs[0].matches("booking.confirmed") and subs[0].matches("payment.processed")
+    assert not subs[0].matches("review.submitted")
+    assert subs[1].like_patterns() == ["%"]
+    assert subs[0].like_patterns() == ["booking.%", "payment.processed"]
+
+
+async def test_delivers_in_order_and_marks_published(relay_ctx: Context, make_server: MakeServer) -> None:
+    recorder = Recorder()
+    server = await make_server(recorder.router)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    ids_a = await write_events(relay_ctx, a, 3)
+    ids_b = await write_events(relay_ctx, b, 2)
+    relay = OutboxRelay(relay_ctx, [Subscriber("rec", "127.0.0.1", server.port, ("reservation.*",))])
+    try:
+        assert await relay.run_once() == 5
+        await wait_for(lambda: len(recorder.events) == 5)
+    finally:
+        await relay.stop()
+    got = [p["event_id"] for _, p in recorder.events]
+    assert [i for i in got if i in ids_a] == ids_a  # per-aggregate order kept
+    assert [i for i in got if i in ids_b] == ids_b
+    async with relay_ctx.connection() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM booking_events_outbox WHERE NOT published") == 0
+
+
+async def test_rolled_back_transaction_emits_nothing(relay_ctx: Context, make_server: MakeServer) -> None:
+    recorder = Recorder()
+    server = await make_server(recorder.router)
+    with pytest.raises(RuntimeError):
+        async with relay_ctx.transaction() as conn:
+            await enqueue(conn, relay_ctx.sql, uuid.uuid4(), cancelled(uuid.uuid4()))
+            raise RuntimeError("roll back")
+    relay = OutboxRelay(relay_ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    try:
+        assert await relay.run_once() == 0
+    finally:
+        await relay.stop()
+    assert recorder.events == []
+
+
+async def test_subscriber_down_gets_everything_when_back(relay_ctx: Context, make_server: MakeServer) -> None:
+    recorder = Recorder()
+    probe = await make_server(recorder.router)
+    port = probe.port
+    await probe.shutdown(0.1)  # the port is free again: the subscriber is "down"
+    aggregate = uuid.uuid4()
+    ids = await write_events(relay_ctx, aggregate, 3)
+    relay = OutboxRelay(relay_ctx, [Subscriber("rec", "127.0.0.1", port, ("*",))])
+    try:
+        assert await relay.run_once() == 0
+        async with relay_ctx.connection() as conn:
+            row = await conn.fetchrow("SELECT attempts, dead FROM outbox_deliveries WHERE subscriber = 'rec'")
+        assert row is not None and row["attempts"] == 1 and not row["dead"]
+        back = Server(recorder.router, None, host="127.0.0.1", port=port)
+        await back.start()
+        try:
+            await asyncio.sleep(0.1)  # past the backoff
+            delivered = 0
+            for _ in range(20):
+                delivered += await relay.run_once()
+                if delivered == 3:
+                    break
+                await asyncio.sleep(0.05)
+            await wait_for(lambda: len(recorder.events) == 3)
+        finally:
+            await back.shutdown(0.5)
+    finally:
+        await relay.stop()
+    assert [p["event_id"] for _, p in recorder.events] == ids
+
+
+async def test_dead_event_blocks_only_its_aggregate(relay_ctx: Context, make_server: MakeServer) -> None:
+    recorder = Recorder()
+    server = await make_server(recorder.router)
+    poisoned, healthy = uuid.uuid4(), uuid.uuid4()
+    await write_events(relay_ctx, poisoned, 2)
+    healthy_ids = await write_events(relay_ctx, healthy, 2)
+    # the first event of `poisoned` has already failed the maximum number of times for this subscriber
+    async with relay_ctx.connection() as conn:
+        first = await conn.fetchval(
+            "SELECT id FROM booking_events_outbox WHERE aggregate_id = $1 ORDER BY seq LIMIT 1", poisoned
+        )
+        await conn.execute(
+            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, dead, last_error)"
+            " VALUES ($1, 'rec', 3, true, 'poison')",
+            first,
+        )
+    relay = OutboxRelay(relay_ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    try:
+        assert await relay.run_once() == 2
+        await wait_for(lambda: len(recorder.events) == 2)
+        assert [p["event_id"] for _, p in recorder.events] == healthy_ids
+        assert await retry_dead(relay_ctx) == 1
+        assert await relay.run_once() == 2  # the re-driven one, then the one it held back
+        await wait_for(lambda: len(recorder.events) == 4)
+    finally:
+        await relay.stop()
+
+
+async def test_two_relays_deliver_everything_once_each(relay_ctx: Context, make_server: MakeServer) -> None:
+    recorder = Recorder()
+    server = await make_server(recorder.router)
+    aggregates = [uuid.uuid4() for _ in range(10)]
+    for a in aggregates:
+        await write_events(relay_ctx, a, 3)
+    sub = Subscriber("rec", "127.0.0.1", server.port, ("*",))
+    relays = [OutboxRelay(relay_ctx, [sub]), OutboxRelay(relay_ctx, [sub])]
+    try:
+        for _ in range(50):
+            counts = await asyncio.gather(*(r.run_once() for r in relays))
+            if sum(counts) == 0 and len(recorder.events) >= 30:
+                break
+        await wait_for(lambda: len(recorder.events) == 30)
+    finally:
+        for r in relays:
+            await r.stop()
+    ids = [p["event_id"] for _, p in recorder.events]
+    assert len(set(ids)) == 30  # none lost, none sent twice (the advisory lock serialises the subscriber)
+    for a in aggregates:
+        seen = [p["occurred_at"] for _, p in recorder.events if p["reservation_id"] == str(a)]
+        assert seen == sorted(seen)
+
+
+async def test_notify_wakes_a_running_relay(relay_ctx: Context, make_server: MakeServer) -> None:
+    recorder = Recorder()
+    server = await make_server(recorder.router)
+    ctx = Context(
+        pool=relay_ctx.pool,
+        sql=relay_ctx.sql,
+        settings=relay_ctx.settings.model_copy(update={"outbox_poll_interval": 30.0}),
+    )
+    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    await relay.start()
+    try:
+        await asyncio.sleep(0.1)
+        await write_events(ctx, uuid.uuid4(), 1)
+        await wait_for(lambda: len(recorder.events) == 1, timeout=3.0)  # far sooner than the 30 s poll
+    finally:
+        await relay.stop()
