@@ -24,7 +24,9 @@ from booking_rpc.db.embedded import EmbeddedPostgres, default_data_dir, start_em
 from booking_rpc.db.migrations import migrate
 from booking_rpc.db.pool import create_pool, redact
 from booking_rpc.db.queries import Queries, default_sql_dir
+from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.handlers import build_router
+from booking_rpc.jobs.runner import JobRunner
 from booking_rpc.server.server import Server
 from booking_rpc.server.tls import server_context
 
@@ -99,9 +101,16 @@ async def running_app(settings: Settings, *, migrate_first: bool = True) -> Asyn
                 idle_timeout=settings.idle_timeout,
                 max_connections=settings.max_connections,
             )
-            await server.start()
             app = App(settings, database, pool, ctx, server)
             ctx.extras["app"] = app
+            if settings.jobs_enabled:
+                relay = OutboxRelay(ctx)
+                jobs = JobRunner(ctx)
+                ctx.extras["relay"], ctx.extras["jobs"] = relay, jobs
+                for component in (relay, jobs):
+                    await component.start()
+                    app.background.append(component)
+            await server.start()
             try:
                 yield app
             finally:

@@ -160,6 +160,18 @@ class PaymentRefundRequested(EventPayload):
     requested_at: dt.datetime
 
 
+class ReminderDue(EventPayload):
+    event_type = "booking.reminder.due"
+    aggregate_type = "booking"
+    reminder_id: UUID
+    booking_id: UUID
+    reference_code: str
+    user_id: UUID
+    reminder_type: str
+    booking_time: dt.datetime | None
+    scheduled_time: dt.datetime
+
+
 PUBLISHED_EVENTS: list[type[EventPayload]] = [
     ReservationCreated,
     ReservationExpired,
