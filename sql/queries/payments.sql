@@ -4,7 +4,7 @@
 -- $1 id, $2 booking, $3 external reference, $4 amount, $5 currency, $6 method, $7 status, $8 details.
 INSERT INTO payments (id, booking_id, external_reference, amount, currency, payment_method, status,
                       payment_details, paid_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $7::text = 'success' THEN now() END)
+VALUES ($1, $2, $3, $4, $5, $6, $7::varchar, $8, CASE WHEN $7::varchar = 'success' THEN now() END)
 RETURNING id, booking_id, external_reference, amount, currency, payment_method, status, paid_at,
           refund_status, refund_amount, refunded_at, created_at, updated_at;
 
@@ -31,8 +31,8 @@ FOR UPDATE OF p;
 -- name: payments.set_status
 -- Payment $1 -> status $2; success stamps paid_at ($3, the provider's time, else now()).
 UPDATE payments
-SET status = $2,
-    paid_at = CASE WHEN $2::text = 'success' THEN COALESCE($3::timestamptz, now()) ELSE paid_at END,
+SET status = $2::varchar,
+    paid_at = CASE WHEN $2::varchar = 'success' THEN COALESCE($3::timestamptz, now()) ELSE paid_at END,
     updated_at = now()
 WHERE id = $1
 RETURNING id, booking_id, external_reference, amount, currency, payment_method, status, paid_at,
