@@ -1,0 +1,124 @@
+"""booking.booking.cancel: refund tiers, capacity once, reminders, money reversal, events, authorization."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from booking_rpc.context import Context
+from tests.fixtures.app import call
+from tests.handlers.factories import (
+    admin,
+    assert_invariant,
+    book,
+    call_err,
+    fetch,
+    fetchrow,
+    outbox,
+    set_status,
+    shift_slot,
+    staff,
+    user_actor,
+    validate_outbox,
+)
+
+
+def body(b: Any, actor: dict[str, Any], reason: str = "sick pet") -> dict[str, Any]:
+    return {"actor": actor, "booking_id": str(b.booking.id), "reason": reason}
+
+
+@pytest.mark.parametrize(
+    ("starts_in", "expected"),
+    [
+        (dt.timedelta(days=3), Decimal("150000.00")),  # >= 24 h: full
+        (dt.timedelta(hours=24, minutes=5), Decimal("150000.00")),
+        (dt.timedelta(hours=23), Decimal("75000.00")),  # later: 50 %
+        (dt.timedelta(minutes=10), Decimal("75000.00")),
+        (dt.timedelta(minutes=-10), Decimal("0.00")),  # started: nothing
+    ],
+)
+async def test_refund_tiers(app_ctx: Context, pool: asyncpg.Pool, starts_in: dt.timedelta,
+                            expected: Decimal) -> None:
+    b = await book(app_ctx, pool)
+    await shift_slot(pool, b.slot, starts_in)
+    if starts_in < dt.timedelta(0):
+        await set_status(app_ctx, b, "in-progress")
+    out = await call(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user)))
+    assert out.status == "cancelled" and out.cancellation_reason == "sick pet"
+    assert out.payment is not None
+    assert out.payment.refund_amount == expected
+    assert out.payment.refund_amount <= out.payment.amount
+    assert out.payment.refund_status == ("pending" if expected > 0 else None)
+    assert (out.payment.refunded_at is not None) == (expected > 0)
+    s = await fetchrow(pool, "SELECT booked_count, status FROM slots WHERE id = $1", b.slot)
+    assert (s["booked_count"], s["status"]) == (0, "available")
+    rem = await fetch(pool, "SELECT status FROM booking_reminders WHERE booking_id = $1", b.booking.id)
+    assert all(r["status"] == "cancelled" for r in rem)
+    fe = {r["type"]: r for r in await fetch(pool, "SELECT * FROM financial_entries WHERE booking_id = $1",
+                                            b.booking.id)}
+    assert fe["booking_payment"]["status"] == "reversed"
+    if expected > 0:
+        assert fe["refund"]["total_amount"] == expected
+    else:
+        assert "refund" not in fe
+    ev = await outbox(pool, "booking.cancelled")
+    assert len(ev) == 1
+    assert ev[0]["payload"]["refund_amount"] == str(expected)
+    assert ev[0]["payload"]["refund_status"] == ("pending" if expected > 0 else None)
+    assert ev[0]["payload"]["cancellation_reason"] == "sick pet"
+    log = await fetch(pool, """SELECT e.* FROM booking_log_entries e JOIN booking_logs l ON l.id = e.log_id
+                               WHERE l.booking_id = $1 AND e.action = 'cancelled'""", b.booking.id)
+    assert len(log) == 1 and log[0]["notes"] == "sick pet" and log[0]["performed_by"] == b.user
+    await validate_outbox(pool)
+    await assert_invariant(pool)
+
+
+async def test_unpaid_booking_refunds_nothing(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    b = await book(app_ctx, pool, payment={"method": "va", "external_reference": "u1", "status": "pending"})
+    out = await call(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user)))
+    assert out.payment is not None and out.payment.refund_amount == Decimal("0.00")
+
+
+async def test_double_cancel_returns_capacity_once(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    b = await book(app_ctx, pool, capacity=2)
+    results = await asyncio.gather(*(call(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user)))
+                                     for _ in range(5)))
+    assert {r.status for r in results} == {"cancelled"}
+    s = await fetchrow(pool, "SELECT booked_count FROM slots WHERE id = $1", b.slot)
+    assert s["booked_count"] == 0
+    assert len(await outbox(pool, "booking.cancelled")) == 1
+    await assert_invariant(pool)
+
+
+async def test_cancel_authorization(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    b = await book(app_ctx, pool)
+    assert (await call_err(app_ctx, "booking.booking.cancel", body(b, user_actor(uuid.uuid4())))).code == "NOT_FOUND"
+    assert (await call_err(app_ctx, "booking.booking.cancel", body(b, staff(uuid.uuid4())))).code == "NOT_FOUND"
+    assert (await call_err(app_ctx, "booking.booking.cancel", {**body(b, admin()), "reason": ""})).code == (
+        "VALIDATION_FAILED")
+    assert (await call_err(app_ctx, "booking.booking.cancel", {**body(b, admin()), "reason": "   "})).code == (
+        "VALIDATION_FAILED")
+    no_reason = {"actor": admin(), "booking_id": str(b.booking.id)}
+    assert (await call_err(app_ctx, "booking.booking.cancel", no_reason)).code == "VALIDATION_FAILED"
+    assert (await call_err(app_ctx, "booking.booking.cancel", {**body(b, admin()), "actor": None})).code == (
+        "UNAUTHENTICATED")
+    out = await call(app_ctx, "booking.booking.cancel", body(b, staff(b.cat.clinic_id), "vet ill"))
+    assert out.status == "cancelled"
+    b2 = await book(app_ctx, pool)
+    assert (await call(app_ctx, "booking.booking.cancel", body(b2, admin()))).status == "cancelled"
+
+
+async def test_cannot_cancel_finished(app_ctx: Context, pool: asyncpg.Pool) -> None:
+    b = await book(app_ctx, pool)
+    await shift_slot(pool, b.slot, dt.timedelta(minutes=-5))
+    await set_status(app_ctx, b, "in-progress")
+    await set_status(app_ctx, b, "completed")
+    err = await call_err(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user)))
+    assert (err.code, err.status_code) == ("ILLEGAL_TRANSITION", 409)
+    assert "completed" in err.message and "cancelled" in err.message
