@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from booking_rpc.config import Settings, SettingsError
+from booking_rpc.context import Context
 from booking_rpc.loop import run
 
 
@@ -115,6 +117,57 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schemas(args: argparse.Namespace) -> int:
+    from booking_rpc.schemas import DEFAULT_DIR, check_schemas, write_schemas
+
+    out = Path(args.out) if args.out else DEFAULT_DIR
+    if args.check:
+        stale = check_schemas(out)
+        for rel in stale:
+            print(f"stale: {rel}")
+        return 1 if stale else 0
+    written = write_schemas(out)
+    print(f"wrote {len(written)} files under {out}")
+    return 0
+
+
+def _with_context(settings: Settings, work: Callable[[Context], Awaitable[int]]) -> int:
+    """Run `work` against the configured database (embedded or DATABASE_URL), migrated."""
+    from booking_rpc.app import open_database
+    from booking_rpc.db.migrations import migrate_dsn
+    from booking_rpc.db.pool import DatabaseUnavailable, create_pool
+    from booking_rpc.db.queries import Queries
+
+    async def go() -> int:
+        database = await open_database(settings)
+        try:
+            await migrate_dsn(database.dsn)
+            pool = await create_pool(database.dsn, min_size=1, max_size=4)
+            try:
+                return await work(Context(pool=pool, sql=Queries.load(), settings=settings))
+            finally:
+                await pool.close()
+        finally:
+            await asyncio.to_thread(database.stop)
+
+    try:
+        return run(go())
+    except DatabaseUnavailable as exc:
+        print(f"booking-rpc: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_outbox(args: argparse.Namespace) -> int:
+    from booking_rpc.events.relay import retry_dead
+
+    async def work(ctx: Context) -> int:
+        count = await retry_dead(ctx)
+        print(f"re-driven: {count} event(s)")
+        return 0
+
+    return _with_context(_settings(args), work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="booking-rpc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--codec", choices=["json", "msgpack"], default="json")
         p.add_argument("--timeout", type=float, default=30.0)
         p.set_defaults(func=func)
+
+    schemas = sub.add_parser("schemas", help="write the JSON Schemas and AsyncAPI document (schemas/)")
+    schemas.add_argument("--check", action="store_true", help="exit 1 when the files on disk are stale")
+    schemas.add_argument("--out", help="output folder (default: the repo's schemas/)")
+    schemas.set_defaults(func=_cmd_schemas)
+
+    outbox = sub.add_parser("outbox", help="outbox maintenance")
+    outbox.add_argument("action", choices=["retry"], help="retry: re-drive every dead delivery")
+    db_flags(outbox)
+    outbox.set_defaults(func=_cmd_outbox)
 
     config = sub.add_parser("config", help="print the effective configuration (secrets masked)")
     config.set_defaults(func=_cmd_config)
