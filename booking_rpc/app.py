@@ -17,16 +17,20 @@ from typing import Any, cast
 
 import asyncpg
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.embedded import EmbeddedPostgres, default_data_dir, start_embedded
-from booking_rpc.db.migrations import migrate
+from booking_rpc.db.migrations import migrate, pending
 from booking_rpc.db.pool import create_pool, redact
 from booking_rpc.db.queries import Queries, default_sql_dir
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.handlers import build_router
+from booking_rpc.health import HealthServer
 from booking_rpc.jobs.runner import JobRunner
+from booking_rpc.logging import configure_logging
+from booking_rpc.metrics import ServiceCollector, make_registry, render
 from booking_rpc.server.server import Server
 from booking_rpc.server.tls import server_context
 
@@ -63,15 +67,58 @@ class App:
     ctx: Context
     server: Server
     background: list[Any] = field(default_factory=list)
+    ready: bool = True
+
+
+async def readiness(app: App) -> tuple[int, bytes, str]:
+    """Ready: not draining, the database answers, and no migration is pending."""
+    if not app.ready or app.server.shutting_down:
+        return 503, b"shutting down\n", "text/plain"
+    try:
+        async with asyncio.timeout(2.0), app.pool.acquire() as conn:
+            waiting = await pending(
+                cast(asyncpg.Connection, conn), (app.settings.sql_dir or default_sql_dir()) / "migrations"
+            )
+    except Exception as exc:
+        return 503, f"database unavailable: {type(exc).__name__}\n".encode(), "text/plain"
+    if waiting:
+        return 503, f"migrations pending: {', '.join(waiting)}\n".encode(), "text/plain"
+    return 200, b"ready\n", "text/plain"
+
+
+def health_routes(app: App) -> dict[str, Any]:
+    collector = ServiceCollector(
+        app.server.router, app.server, app.ctx.extras.get("relay"), app.ctx.extras.get("jobs"), app.pool
+    )
+    registry = make_registry(collector)
+
+    async def metrics() -> tuple[int, bytes, str]:
+        await collector.refresh(app.ctx)
+        return 200, render(registry), CONTENT_TYPE_LATEST
+
+    async def healthz() -> tuple[int, bytes, str]:
+        return 200, b"ok\n", "text/plain"
+
+    async def readyz() -> tuple[int, bytes, str]:
+        return await readiness(app)
+
+    return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
+
+
+async def start_health(app: App, port: int | None = None) -> HealthServer:
+    health = HealthServer(
+        app.settings.metrics_host, app.settings.metrics_port if port is None else port, health_routes(app)
+    )
+    await health.start()
+    app.ctx.extras["health"] = health
+    return health
 
 
 @asynccontextmanager
 async def running_app(settings: Settings, *, migrate_first: bool = True) -> AsyncIterator[App]:
     database = await open_database(settings)
     try:
-        pool = await create_pool(
-            database.dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
-        )
+        pool = await create_pool(database.dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size)
         try:
             if migrate_first:
                 async with pool.acquire() as conn:
@@ -111,10 +158,14 @@ async def running_app(settings: Settings, *, migrate_first: bool = True) -> Asyn
                     await component.start()
                     app.background.append(component)
             await server.start()
+            health = await start_health(app) if settings.metrics_enabled else None
             try:
                 yield app
             finally:
+                app.ready = False  # /readyz answers 503 while we drain
                 await server.shutdown(settings.shutdown_timeout)
+                if health is not None:
+                    await health.stop()
                 for component in reversed(app.background):
                     with contextlib.suppress(Exception):
                         await component.stop()
@@ -126,6 +177,7 @@ async def running_app(settings: Settings, *, migrate_first: bool = True) -> Asyn
 
 async def serve(settings: Settings, *, migrate_first: bool = True) -> None:
     """Run until SIGTERM/SIGINT; the first signal drains, a second exits at once."""
+    configure_logging(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 

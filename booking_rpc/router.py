@@ -8,8 +8,11 @@ an `RpcError`, so the transport only ever writes `{"err": {...}}` frames of one 
 from __future__ import annotations
 
 import inspect
+from bisect import bisect_left
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any, Literal, get_type_hints
 
 import structlog
@@ -23,6 +26,7 @@ log = structlog.get_logger(__name__)
 Handler = Callable[..., Any]
 Kind = Literal["message", "event"]
 
+
 class _NoResponse:
     """What a handler returning None produces: NestJS then replies `{"isDisposed":true,"id":..}`."""
 
@@ -31,7 +35,9 @@ class _NoResponse:
     def __repr__(self) -> str:
         return "NO_RESPONSE"
 
+
 NO_RESPONSE: Any = _NoResponse()
+
 
 def validation_error(exc: ValidationError) -> RpcError:
     details = [
@@ -40,10 +46,12 @@ def validation_error(exc: ValidationError) -> RpcError:
     ]
     return RpcError("VALIDATION_FAILED", "The payload is invalid", details)
 
+
 def _is_connection_error(exc: BaseException) -> bool:
     from booking_rpc.db.pool import is_connection_error
 
     return is_connection_error(exc)
+
 
 def map_exception(exc: BaseException, route: str) -> RpcError:
     """Turn any exception from a handler into the structured error the caller sees."""
@@ -57,6 +65,40 @@ def map_exception(exc: BaseException, route: str) -> RpcError:
     log.error("unexpected error in handler", route=route, exc_info=exc)
     return INTERNAL_ERROR
 
+
+# Latency buckets (seconds) of the per-pattern histogram the metrics endpoint exports.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+@dataclass(slots=True)
+class RouteStats:
+    """Counted in plain Python on the hot path (about a microsecond); exported at scrape time."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    seconds_sum: float = 0.0
+
+    def observe(self, seconds: float, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.seconds_sum += seconds
+
+
 @dataclass(slots=True)
 class Route:
     """One registered pattern: how to validate its payload and which coroutine answers it."""
@@ -67,6 +109,7 @@ class Route:
     adapter: TypeAdapter[Any] | None
     model: type[BaseModel] | None
     streaming: bool
+    stats: RouteStats = field(default_factory=RouteStats)
 
     def parse(self, data: Any) -> Any:
         if self.model is not None:
@@ -79,16 +122,23 @@ class Route:
 
     async def invoke(self, data: Any, ctx: Any) -> Any:
         """The handler's value, `NO_RESPONSE`, or an async iterator for streams; raises only RpcError."""
+        started = perf_counter()
         try:
             payload = self.parse(data)
             if self.streaming:
-                return _guard_stream(self.handler(payload, ctx), self.route)
-            result = await self.handler(payload, ctx)
-        except RpcError:
+                result = _guard_stream(self.handler(payload, ctx), self.route)
+            else:
+                result = await self.handler(payload, ctx)
+        except RpcError as err:
+            self.stats.observe(perf_counter() - started, err.code)
             raise
         except Exception as exc:
-            raise map_exception(exc, self.route) from exc
+            mapped = map_exception(exc, self.route)
+            self.stats.observe(perf_counter() - started, mapped.code)
+            raise mapped from exc
+        self.stats.observe(perf_counter() - started, "ok")
         return NO_RESPONSE if result is None else result
+
 
 async def _guard_stream(stream: AsyncIterator[Any], route: str) -> AsyncIterator[Any]:
     try:
@@ -99,12 +149,14 @@ async def _guard_stream(stream: AsyncIterator[Any], route: str) -> AsyncIterator
     except Exception as exc:
         raise map_exception(exc, route) from exc
 
+
 def _payload_type(handler: Handler) -> Any:
     params = list(inspect.signature(handler).parameters.values())
     if not params:
         raise TypeError(f"handler {handler.__qualname__} must take (payload, ctx)")
     hints = get_type_hints(handler)
     return hints.get(params[0].name, Any)
+
 
 class Router:
     """Registration by decorator; lookup by the normalised NestJS route string."""

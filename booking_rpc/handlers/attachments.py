@@ -55,8 +55,17 @@ async def add_attachment(payload: AttachmentAddRequest, ctx: Context) -> Attachm
             payload.is_public,
         )
         assert row is not None
-        await append_log(conn, ctx, payload.booking_id, "attachment_added", "attached", None,
-                         {"attachment_id": str(row["id"]), "file_name": payload.file_name}, actor, None)
+        await append_log(
+            conn,
+            ctx,
+            payload.booking_id,
+            "attachment_added",
+            "attached",
+            None,
+            {"attachment_id": str(row["id"]), "file_name": payload.file_name},
+            actor,
+            None,
+        )
         return attachment_out(row)
 
 

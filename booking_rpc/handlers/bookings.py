@@ -324,12 +324,23 @@ async def _confirm_once(payload: ConfirmRequest, ctx: Context, actor: Actor) -> 
         meta = {"booking_id": str(booking_id), "reference_code": code, "status": status}
         if status == "confirmed":
             await notify(
-                conn, ctx, r["user_id"], booking_id, "booking_confirmed", "Booking confirmed",
-                f"Your booking {code} for {r['service_name']} on {when} is confirmed.", meta,
+                conn,
+                ctx,
+                r["user_id"],
+                booking_id,
+                "booking_confirmed",
+                "Booking confirmed",
+                f"Your booking {code} for {r['service_name']} on {when} is confirmed.",
+                meta,
             )
         else:
             await notify(
-                conn, ctx, r["user_id"], booking_id, "booking_status_changed", "Booking awaiting approval",
+                conn,
+                ctx,
+                r["user_id"],
+                booking_id,
+                "booking_status_changed",
+                "Booking awaiting approval",
                 f"Your booking {code} for {r['service_name']} on {when} is waiting for the clinic's approval.",
                 meta,
             )
@@ -496,13 +507,25 @@ async def update_booking(payload: BookingUpdateRequest, ctx: Context) -> Booking
                 ),
             )
             await notify(
-                conn, ctx, b["user_id"], b["id"], "booking_completed", "Visit completed",
-                f"Your booking {b['reference_code']} is completed. Tell us how it went!", meta,
+                conn,
+                ctx,
+                b["user_id"],
+                b["id"],
+                "booking_completed",
+                "Visit completed",
+                f"Your booking {b['reference_code']} is completed. Tell us how it went!",
+                meta,
             )
         else:
             await notify(
-                conn, ctx, b["user_id"], b["id"], "booking_status_changed", "Booking updated",
-                f"Your booking {b['reference_code']} is now {target}.", meta,
+                conn,
+                ctx,
+                b["user_id"],
+                b["id"],
+                "booking_status_changed",
+                "Booking updated",
+                f"Your booking {b['reference_code']} is now {target}.",
+                meta,
             )
         return await load_booking(conn, ctx, b["id"])
 
@@ -584,7 +607,12 @@ async def cancel_locked(
     )
     title = "Booking cancelled" if action == "cancel" else "Booking request declined"
     await notify(
-        conn, ctx, b["user_id"], b["id"], "booking_cancelled", title,
+        conn,
+        ctx,
+        b["user_id"],
+        b["id"],
+        "booking_cancelled",
+        title,
         f"Your booking {b['reference_code']} was cancelled. Refund: {refund.amount} {ctx.settings.currency}.",
         {"booking_id": str(b["id"]), "reference_code": b["reference_code"], "refund_amount": str(refund.amount)},
     )
@@ -620,13 +648,25 @@ async def approve_booking(payload: BookingApproveRequest, ctx: Context) -> Booki
         await conn.execute(ctx.sql["bookings.set_status"], b["id"], "confirmed", None)
         await plan_reminders(conn, ctx, b["id"], b)
         await append_log(
-            conn, ctx, b["id"], "approved", "confirmed", {"status": b["status"]}, {"status": "confirmed"}, actor,
+            conn,
+            ctx,
+            b["id"],
+            "approved",
+            "confirmed",
+            {"status": b["status"]},
+            {"status": "confirmed"},
+            actor,
             payload.notes,
         )
         full = await load_booking(conn, ctx, b["id"])
         await enqueue(conn, ctx.sql, b["id"], confirmed_event(full))
         await notify(
-            conn, ctx, b["user_id"], b["id"], "booking_confirmed", "Booking confirmed",
+            conn,
+            ctx,
+            b["user_id"],
+            b["id"],
+            "booking_confirmed",
+            "Booking confirmed",
             f"The clinic approved your booking {b['reference_code']}.",
             {"booking_id": str(b["id"]), "reference_code": b["reference_code"], "status": "confirmed"},
         )

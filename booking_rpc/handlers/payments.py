@@ -44,8 +44,15 @@ async def on_payment_status_changed(payload: PaymentStatusChanged, ctx: Context)
         assert row is not None
         booking_id = p["booking_id"]
         await append_log(
-            conn, ctx, booking_id, "payment_status_changed", p["booking_status"], {"payment_status": current},
-            {"payment_status": new, "external_reference": p["external_reference"]}, None, None,
+            conn,
+            ctx,
+            booking_id,
+            "payment_status_changed",
+            p["booking_status"],
+            {"payment_status": current},
+            {"payment_status": new, "external_reference": p["external_reference"]},
+            None,
+            None,
         )
         if new not in FINAL:
             return
@@ -69,11 +76,27 @@ async def on_payment_status_changed(payload: PaymentStatusChanged, ctx: Context)
             await _refund_after_cancel(conn, ctx, p)
             return
         if new == "success":
-            await notify(conn, ctx, p["user_id"], booking_id, "payment", "Payment received",
-                         f"We received your payment for booking {p['reference_code']}.", meta)
+            await notify(
+                conn,
+                ctx,
+                p["user_id"],
+                booking_id,
+                "payment",
+                "Payment received",
+                f"We received your payment for booking {p['reference_code']}.",
+                meta,
+            )
         else:
-            await notify(conn, ctx, p["user_id"], booking_id, "payment", "Payment failed",
-                         f"The payment for booking {p['reference_code']} failed.", meta)
+            await notify(
+                conn,
+                ctx,
+                p["user_id"],
+                booking_id,
+                "payment",
+                "Payment failed",
+                f"The payment for booking {p['reference_code']} failed.",
+                meta,
+            )
 
 
 async def _refund_after_cancel(conn: asyncpg.Connection, ctx: Context, p: asyncpg.Record) -> None:
@@ -97,12 +120,23 @@ async def _refund_after_cancel(conn: asyncpg.Connection, ctx: Context, p: asyncp
             ),
         )
     await append_log(
-        conn, ctx, booking_id, "refund_requested", "cancelled", None,
-        {"refund_amount": str(p["amount"]), "refund_status": rec["refund_status"]}, None,
+        conn,
+        ctx,
+        booking_id,
+        "refund_requested",
+        "cancelled",
+        None,
+        {"refund_amount": str(p["amount"]), "refund_status": rec["refund_status"]},
+        None,
         "payment succeeded after cancellation; refunded in full",
     )
     await notify(
-        conn, ctx, p["user_id"], booking_id, "payment", "Refund on its way",
+        conn,
+        ctx,
+        p["user_id"],
+        booking_id,
+        "payment",
+        "Refund on its way",
         f"Your payment for the cancelled booking {p['reference_code']} will be refunded in full.",
         {"booking_id": str(booking_id), "refund_amount": str(p["amount"])},
     )

@@ -46,8 +46,11 @@ async def create_review(payload: ReviewCreateRequest, ctx: Context) -> ReviewOut
             if actor.role != Role.USER or actor.id != b["user_id"]:
                 raise RpcError("FORBIDDEN", "Only the booking's user may review it", details)
             if b["status"] != "completed":
-                raise RpcError("BOOKING_NOT_COMPLETED", "Only a completed booking can be reviewed",
-                               {**details, "status": b["status"]})
+                raise RpcError(
+                    "BOOKING_NOT_COMPLETED",
+                    "Only a completed booking can be reviewed",
+                    {**details, "status": b["status"]},
+                )
             if await conn.fetchrow(ctx.sql["reviews.get_by_booking"], b["id"]) is not None:
                 raise RpcError("ALREADY_REVIEWED", "This booking was already reviewed", details)
             row = await conn.fetchrow(
@@ -77,8 +80,7 @@ async def create_review(payload: ReviewCreateRequest, ctx: Context) -> ReviewOut
                 ),
             )
             await conn.execute(ctx.sql["bookings.cancel_reminders"], b["id"], ["review_request"])
-            await append_log(conn, ctx, b["id"], "reviewed", b["status"], None, {"rating": payload.rating}, actor,
-                             None)
+            await append_log(conn, ctx, b["id"], "reviewed", b["status"], None, {"rating": payload.rating}, actor, None)
             return review_out(row)
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == ONE_REVIEW_CONSTRAINT:

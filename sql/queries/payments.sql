@@ -29,10 +29,13 @@ LIMIT 1
 FOR UPDATE OF p;
 
 -- name: payments.set_status
--- Payment $1 -> status $2; success stamps paid_at ($3, the provider's time, else now()).
+-- Payment $1 -> status $2; success stamps paid_at ($3, the provider's time, else now()); 'refunded' completes
+-- a pending refund.
 UPDATE payments
 SET status = $2::varchar,
     paid_at = CASE WHEN $2::varchar = 'success' THEN COALESCE($3::timestamptz, now()) ELSE paid_at END,
+    refund_status = CASE WHEN $2::varchar = 'refunded' AND refund_status IN ('pending', 'processing')
+                         THEN 'completed' ELSE refund_status END,
     updated_at = now()
 WHERE id = $1
 RETURNING id, booking_id, external_reference, amount, currency, payment_method, status, paid_at,

@@ -26,8 +26,10 @@ def test_table_is_exactly_the_legal_set() -> None:
     assert table == LEGAL
 
 
-@pytest.mark.parametrize(("current", "target", "action"),
-                         list(itertools.product(STATUSES, STATUSES, ["update", "cancel", "approve", "reject"])))
+@pytest.mark.parametrize(
+    ("current", "target", "action"),
+    list(itertools.product(STATUSES, STATUSES, ["update", "cancel", "approve", "reject"])),
+)
 def test_every_pair(current: str, target: str, action: str) -> None:
     if (current, target, action) in LEGAL:
         check_transition(current, target, action)

@@ -25,8 +25,7 @@ def test_parts_add_up(total: Decimal, fee: Decimal, tax: Decimal) -> None:
 
 def test_examples_half_even() -> None:
     s = split(Decimal("150000.00"), Decimal("10"), Decimal("11"))
-    assert (s.platform_fee, s.tax, s.clinic_amount) == (Decimal("15000.00"), Decimal("16500.00"),
-                                                        Decimal("118500.00"))
+    assert (s.platform_fee, s.tax, s.clinic_amount) == (Decimal("15000.00"), Decimal("16500.00"), Decimal("118500.00"))
     # 0.25 * 10 % = 0.025 -> 0.02 (half-even), 0.35 * 10 % = 0.035 -> 0.04
     assert split(Decimal("0.25"), Decimal("10"), Decimal("0")).platform_fee == Decimal("0.02")
     assert split(Decimal("0.35"), Decimal("10"), Decimal("0")).platform_fee == Decimal("0.04")

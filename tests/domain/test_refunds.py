@@ -14,8 +14,9 @@ START = dt.datetime(2030, 6, 1, 9, 0, tzinfo=dt.UTC)
 
 
 def r(paid: str, before: dt.timedelta, late: str = "50") -> Decimal:
-    return refund_for(Decimal(paid), START, START - before, full_refund_hours=24,
-                      late_refund_percent=Decimal(late)).amount
+    return refund_for(
+        Decimal(paid), START, START - before, full_refund_hours=24, late_refund_percent=Decimal(late)
+    ).amount
 
 
 def test_tiers() -> None:
@@ -31,7 +32,7 @@ def test_tiers() -> None:
 
 @given(
     st.decimals(min_value=0, max_value=Decimal("9999999999.99"), places=2, allow_nan=False),
-    st.integers(min_value=-10**7, max_value=10**7),
+    st.integers(min_value=-(10**7), max_value=10**7),
     st.decimals(min_value=0, max_value=100, places=2, allow_nan=False),
     st.floats(min_value=0, max_value=24 * 30),
 )

@@ -67,7 +67,13 @@ async def make_slot(
         slot_id: uuid.UUID = await conn.fetchval(
             """INSERT INTO slots (service_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at, capacity)
                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id""",
-            service_id, start.date(), start.time(), end.time(), start, end, capacity,
+            service_id,
+            start.date(),
+            start.time(),
+            end.time(),
+            start,
+            end,
+            capacity,
         )
     return slot_id
 
@@ -129,16 +135,20 @@ async def book(
     slot = await make_slot(pool, cat.service_id, capacity=capacity, starts_in=starts_in)
     user = uuid.uuid4()
     res = await hold(ctx, cat, slot, user)
-    pay = payment if payment is not None else {"method": "card", "external_reference": f"ext-{uuid.uuid4()}",
-                                              "status": "success"}
+    pay = (
+        payment
+        if payment is not None
+        else {"method": "card", "external_reference": f"ext-{uuid.uuid4()}", "status": "success"}
+    )
     b = await call(ctx, "booking.reservation.confirm", confirm_body(res, payment=pay))
     return Booked(cat, slot, user, b)
 
 
 async def set_status(ctx: Context, b: Booked, status: str) -> Any:
     return await call(
-        ctx, "booking.booking.update", {"actor": staff(b.cat.clinic_id), "booking_id": str(b.booking.id),
-                                        "status": status},
+        ctx,
+        "booking.booking.update",
+        {"actor": staff(b.cat.clinic_id), "booking_id": str(b.booking.id), "status": status},
     )
 
 

@@ -42,8 +42,9 @@ async def reach(ctx: Context, pool: asyncpg.Pool, status: str) -> Booked:
     if status in ("no-show", "in-progress", "completed"):
         await shift_slot(pool, b.slot, dt.timedelta(minutes=-5))
     if status == "cancelled":
-        await call(ctx, "booking.booking.cancel", {"actor": user_actor(b.user), "booking_id": str(b.booking.id),
-                                                   "reason": "x"})
+        await call(
+            ctx, "booking.booking.cancel", {"actor": user_actor(b.user), "booking_id": str(b.booking.id), "reason": "x"}
+        )
     for step in PATHS.get(status) or []:
         await set_status(ctx, b, step)
     return b
@@ -55,11 +56,17 @@ async def test_complete_path_logs_events_and_settlement(app_ctx: Context, pool: 
     assert out.status == "in-progress"
     out = await set_status(app_ctx, b, "completed")
     assert out.status == "completed"
-    entries = await fetch(pool, """SELECT e.* FROM booking_log_entries e JOIN booking_logs l ON l.id = e.log_id
-                                   WHERE l.booking_id = $1 ORDER BY e.created_at, e.id""", b.booking.id)
+    entries = await fetch(
+        pool,
+        """SELECT e.* FROM booking_log_entries e JOIN booking_logs l ON l.id = e.log_id
+                                   WHERE l.booking_id = $1 ORDER BY e.created_at, e.id""",
+        b.booking.id,
+    )
     changes = [(e["previous_state"], e["new_state"]) for e in entries if e["action"] == "status_changed"]
-    assert changes == [({"status": "confirmed"}, {"status": "in-progress"}),
-                       ({"status": "in-progress"}, {"status": "completed"})]
+    assert changes == [
+        ({"status": "confirmed"}, {"status": "in-progress"}),
+        ({"status": "in-progress"}, {"status": "completed"}),
+    ]
     assert all(e["performed_by"] is not None for e in entries if e["action"] == "status_changed")
     fe = await fetch(pool, "SELECT status FROM financial_entries WHERE booking_id = $1", b.booking.id)
     assert [r["status"] for r in fe] == ["ready_for_settlement"]
@@ -80,16 +87,22 @@ async def test_every_illegal_transition(app_ctx: Context, pool: asyncpg.Pool, cu
     for target in STATUSES:
         if target == current or is_allowed(current, target, "update"):
             continue
-        err = await call_err(app_ctx, "booking.booking.update",
-                             {"actor": staff(b.cat.clinic_id), "booking_id": str(b.booking.id), "status": target})
+        err = await call_err(
+            app_ctx,
+            "booking.booking.update",
+            {"actor": staff(b.cat.clinic_id), "booking_id": str(b.booking.id), "status": target},
+        )
         assert (err.code, err.status_code) == ("ILLEGAL_TRANSITION", 409), (current, target)
         assert current in err.message and target in err.message
 
 
 async def test_no_show_only_after_start(app_ctx: Context, pool: asyncpg.Pool) -> None:
     b = await book(app_ctx, pool)
-    err = await call_err(app_ctx, "booking.booking.update",
-                         {"actor": staff(b.cat.clinic_id), "booking_id": str(b.booking.id), "status": "no-show"})
+    err = await call_err(
+        app_ctx,
+        "booking.booking.update",
+        {"actor": staff(b.cat.clinic_id), "booking_id": str(b.booking.id), "status": "no-show"},
+    )
     assert err.code == "ILLEGAL_TRANSITION"
     await shift_slot(pool, b.slot, dt.timedelta(minutes=-1))
     out = await set_status(app_ctx, b, "no-show")
@@ -103,11 +116,14 @@ async def test_update_authorization(app_ctx: Context, pool: asyncpg.Pool) -> Non
     body = {"booking_id": str(b.booking.id), "status": "in-progress"}
     assert (await call_err(app_ctx, "booking.booking.update", body)).code == "UNAUTHENTICATED"
     assert (await call_err(app_ctx, "booking.booking.update", {**body, "actor": user_actor(b.user)})).code == (
-        "FORBIDDEN")
+        "FORBIDDEN"
+    )
     assert (await call_err(app_ctx, "booking.booking.update", {**body, "actor": user_actor(uuid.uuid4())})).code == (
-        "NOT_FOUND")
+        "NOT_FOUND"
+    )
     assert (await call_err(app_ctx, "booking.booking.update", {**body, "actor": staff(uuid.uuid4())})).code == (
-        "NOT_FOUND")
+        "NOT_FOUND"
+    )
     assert (await call(app_ctx, "booking.booking.update", {**body, "actor": admin()})).status == "in-progress"
 
 
@@ -118,8 +134,11 @@ async def test_concurrent_cancel_vs_complete_one_wins(app_ctx: Context, pool: as
         await set_status(app_ctx, b, "in-progress")
         results = await asyncio.gather(
             set_status(app_ctx, b, "completed"),
-            call(app_ctx, "booking.booking.cancel", {"actor": user_actor(b.user), "booking_id": str(b.booking.id),
-                                                     "reason": "changed my mind"}),
+            call(
+                app_ctx,
+                "booking.booking.cancel",
+                {"actor": user_actor(b.user), "booking_id": str(b.booking.id), "reason": "changed my mind"},
+            ),
             return_exceptions=True,
         )
         oks = [r for r in results if not isinstance(r, BaseException)]
@@ -128,7 +147,12 @@ async def test_concurrent_cancel_vs_complete_one_wins(app_ctx: Context, pool: as
         assert isinstance(errs[0], RpcError) and errs[0].code == "ILLEGAL_TRANSITION"
         final = await fetch(pool, "SELECT status FROM bookings WHERE id = $1", b.booking.id)
         assert final[0]["status"] == oks[0].status
-        n_done = len([e for e in await outbox(pool) if e["aggregate_id"] == b.booking.id
-                      and e["event_type"] in ("booking.completed", "booking.cancelled")])
+        n_done = len(
+            [
+                e
+                for e in await outbox(pool)
+                if e["aggregate_id"] == b.booking.id and e["event_type"] in ("booking.completed", "booking.cancelled")
+            ]
+        )
         assert n_done == 1
     await assert_invariant(pool)

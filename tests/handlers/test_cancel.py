@@ -43,8 +43,7 @@ def body(b: Any, actor: dict[str, Any], reason: str = "sick pet") -> dict[str, A
         (dt.timedelta(minutes=-10), Decimal("0.00")),  # started: nothing
     ],
 )
-async def test_refund_tiers(app_ctx: Context, pool: asyncpg.Pool, starts_in: dt.timedelta,
-                            expected: Decimal) -> None:
+async def test_refund_tiers(app_ctx: Context, pool: asyncpg.Pool, starts_in: dt.timedelta, expected: Decimal) -> None:
     b = await book(app_ctx, pool)
     await shift_slot(pool, b.slot, starts_in)
     if starts_in < dt.timedelta(0):
@@ -60,8 +59,9 @@ async def test_refund_tiers(app_ctx: Context, pool: asyncpg.Pool, starts_in: dt.
     assert (s["booked_count"], s["status"]) == (0, "available")
     rem = await fetch(pool, "SELECT status FROM booking_reminders WHERE booking_id = $1", b.booking.id)
     assert all(r["status"] == "cancelled" for r in rem)
-    fe = {r["type"]: r for r in await fetch(pool, "SELECT * FROM financial_entries WHERE booking_id = $1",
-                                            b.booking.id)}
+    fe = {
+        r["type"]: r for r in await fetch(pool, "SELECT * FROM financial_entries WHERE booking_id = $1", b.booking.id)
+    }
     assert fe["booking_payment"]["status"] == "reversed"
     if expected > 0:
         assert fe["refund"]["total_amount"] == expected
@@ -72,8 +72,12 @@ async def test_refund_tiers(app_ctx: Context, pool: asyncpg.Pool, starts_in: dt.
     assert ev[0]["payload"]["refund_amount"] == str(expected)
     assert ev[0]["payload"]["refund_status"] == ("pending" if expected > 0 else None)
     assert ev[0]["payload"]["cancellation_reason"] == "sick pet"
-    log = await fetch(pool, """SELECT e.* FROM booking_log_entries e JOIN booking_logs l ON l.id = e.log_id
-                               WHERE l.booking_id = $1 AND e.action = 'cancelled'""", b.booking.id)
+    log = await fetch(
+        pool,
+        """SELECT e.* FROM booking_log_entries e JOIN booking_logs l ON l.id = e.log_id
+                               WHERE l.booking_id = $1 AND e.action = 'cancelled'""",
+        b.booking.id,
+    )
     assert len(log) == 1 and log[0]["notes"] == "sick pet" and log[0]["performed_by"] == b.user
     await validate_outbox(pool)
     await assert_invariant(pool)
@@ -87,8 +91,9 @@ async def test_unpaid_booking_refunds_nothing(app_ctx: Context, pool: asyncpg.Po
 
 async def test_double_cancel_returns_capacity_once(app_ctx: Context, pool: asyncpg.Pool) -> None:
     b = await book(app_ctx, pool, capacity=2)
-    results = await asyncio.gather(*(call(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user)))
-                                     for _ in range(5)))
+    results = await asyncio.gather(
+        *(call(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user))) for _ in range(5))
+    )
     assert {r.status for r in results} == {"cancelled"}
     s = await fetchrow(pool, "SELECT booked_count FROM slots WHERE id = $1", b.slot)
     assert s["booked_count"] == 0
@@ -101,13 +106,16 @@ async def test_cancel_authorization(app_ctx: Context, pool: asyncpg.Pool) -> Non
     assert (await call_err(app_ctx, "booking.booking.cancel", body(b, user_actor(uuid.uuid4())))).code == "NOT_FOUND"
     assert (await call_err(app_ctx, "booking.booking.cancel", body(b, staff(uuid.uuid4())))).code == "NOT_FOUND"
     assert (await call_err(app_ctx, "booking.booking.cancel", {**body(b, admin()), "reason": ""})).code == (
-        "VALIDATION_FAILED")
+        "VALIDATION_FAILED"
+    )
     assert (await call_err(app_ctx, "booking.booking.cancel", {**body(b, admin()), "reason": "   "})).code == (
-        "VALIDATION_FAILED")
+        "VALIDATION_FAILED"
+    )
     no_reason = {"actor": admin(), "booking_id": str(b.booking.id)}
     assert (await call_err(app_ctx, "booking.booking.cancel", no_reason)).code == "VALIDATION_FAILED"
     assert (await call_err(app_ctx, "booking.booking.cancel", {**body(b, admin()), "actor": None})).code == (
-        "UNAUTHENTICATED")
+        "UNAUTHENTICATED"
+    )
     out = await call(app_ctx, "booking.booking.cancel", body(b, staff(b.cat.clinic_id), "vet ill"))
     assert out.status == "cancelled"
     b2 = await book(app_ctx, pool)

@@ -37,8 +37,18 @@ from tests.handlers.factories import (
 async def snapshot(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
     out = {}
     async with pool.acquire() as conn:
-        for t in ("slots", "reservations", "bookings", "payments", "financial_entries", "booking_reminders",
-                  "booking_logs", "booking_log_entries", "notifications", "booking_events_outbox"):
+        for t in (
+            "slots",
+            "reservations",
+            "bookings",
+            "payments",
+            "financial_entries",
+            "booking_reminders",
+            "booking_logs",
+            "booking_log_entries",
+            "notifications",
+            "booking_events_outbox",
+        ):
             out[t] = [dict(r) for r in await conn.fetch(f"SELECT * FROM {t} ORDER BY id")]
     return out
 
@@ -47,8 +57,9 @@ async def test_confirm_writes_everything(app_ctx: Context, pool: asyncpg.Pool) -
     cat = await make_service(app_ctx, price="150000.00", duration_minutes=30)
     pet = uuid.uuid4()
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO pets (id, name, species, breed, updated_at) VALUES ($1,'Rex','dog',NULL,now())",
-                           pet)
+        await conn.execute(
+            "INSERT INTO pets (id, name, species, breed, updated_at) VALUES ($1,'Rex','dog',NULL,now())", pet
+        )
         await conn.execute("INSERT INTO clinics (id, name, updated_at) VALUES ($1, 'Happy Paws', now())", cat.clinic_id)
     slot = await make_slot(pool, cat.service_id, capacity=2, starts_in=dt.timedelta(days=3))
     user = uuid.uuid4()
@@ -58,8 +69,14 @@ async def test_confirm_writes_everything(app_ctx: Context, pool: asyncpg.Pool) -
     assert b.status == "confirmed" and b.amount == Decimal("150000.00")
     assert reference_codes.is_valid(b.reference_code)
     assert b.pet_snapshot == {"id": str(pet), "name": "Rex", "species": "dog", "breed": None}
-    assert b.service_snapshot == {"id": str(cat.service_id), "name": "Vaccination", "price": "150000.00",
-                                  "duration_minutes": 30, "clinic_id": str(cat.clinic_id), "clinic_name": "Happy Paws"}
+    assert b.service_snapshot == {
+        "id": str(cat.service_id),
+        "name": "Vaccination",
+        "price": "150000.00",
+        "duration_minutes": 30,
+        "clinic_id": str(cat.clinic_id),
+        "clinic_name": "Happy Paws",
+    }
     s = await fetchrow(pool, "SELECT * FROM slots WHERE id = $1", slot)
     assert b.booking_time == s["starts_at"]
     assert s["booked_count"] == 1  # the unit moved from the hold to the booking
@@ -70,15 +87,22 @@ async def test_confirm_writes_everything(app_ctx: Context, pool: asyncpg.Pool) -
     fe = await fetch(pool, "SELECT * FROM financial_entries WHERE booking_id = $1", b.id)
     assert len(fe) == 1 and fe[0]["type"] == "booking_payment" and fe[0]["status"] == "pending"
     assert (fe[0]["platform_fee"], fe[0]["tax_amount"], fe[0]["clinic_amount"]) == (
-        Decimal("15000.00"), Decimal("16500.00"), Decimal("118500.00"))
+        Decimal("15000.00"),
+        Decimal("16500.00"),
+        Decimal("118500.00"),
+    )
     rem = await fetch(pool, "SELECT reminder_type, scheduled_time FROM booking_reminders WHERE booking_id = $1", b.id)
     kinds = {x["reminder_type"]: x["scheduled_time"] for x in rem}
     assert set(kinds) == {"upcoming", "check_in", "follow_up", "review_request"}
     assert kinds["upcoming"] == s["starts_at"] - dt.timedelta(hours=24)
     assert kinds["check_in"] == s["starts_at"]
     assert kinds["review_request"] > s["ends_at"] and kinds["follow_up"] > s["ends_at"]
-    log = await fetch(pool, """SELECT e.* FROM booking_log_entries e JOIN booking_logs l ON l.id = e.log_id
-                               WHERE l.booking_id = $1""", b.id)
+    log = await fetch(
+        pool,
+        """SELECT e.* FROM booking_log_entries e JOIN booking_logs l ON l.id = e.log_id
+                               WHERE l.booking_id = $1""",
+        b.id,
+    )
     assert len(log) == 1 and log[0]["action"] == "created" and log[0]["performed_by"] == user
     assert log[0]["notes"] == "first visit"
     notes = await fetch(pool, "SELECT * FROM notifications WHERE booking_id = $1", b.id)
@@ -125,8 +149,9 @@ async def test_concurrent_confirms_make_one_booking(app_ctx: Context, pool: asyn
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id)
     res = await hold(app_ctx, cat, slot, uuid.uuid4())
-    results = await asyncio.gather(*(call(app_ctx, "booking.reservation.confirm", confirm_body(res))
-                                     for _ in range(10)))
+    results = await asyncio.gather(
+        *(call(app_ctx, "booking.reservation.confirm", confirm_body(res)) for _ in range(10))
+    )
     assert len({r.id for r in results}) == 1
     assert len(await fetch(pool, "SELECT id FROM bookings")) == 1
     assert len(await fetch(pool, "SELECT id FROM payments")) == 1
@@ -134,8 +159,9 @@ async def test_concurrent_confirms_make_one_booking(app_ctx: Context, pool: asyn
     await assert_invariant(pool)
 
 
-async def test_two_confirms_over_sockets(app_ctx: Context, pool: asyncpg.Pool, app_server: Any,
-                                         app_client: Client) -> None:
+async def test_two_confirms_over_sockets(
+    app_ctx: Context, pool: asyncpg.Pool, app_server: Any, app_client: Client
+) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id)
     res = await hold(app_ctx, cat, slot, uuid.uuid4())
@@ -160,8 +186,9 @@ async def test_confirm_racing_expiry(app_ctx: Context, pool: asyncpg.Pool) -> No
         slot = await make_slot(pool, cat.service_id)
         res = await hold(app_ctx, cat, slot, uuid.uuid4())
         async with pool.acquire() as conn:
-            await conn.execute("UPDATE reservations SET expires_at = now() + interval '20 milliseconds' WHERE id = $1",
-                               res.id)
+            await conn.execute(
+                "UPDATE reservations SET expires_at = now() + interval '20 milliseconds' WHERE id = $1", res.id
+            )
         await asyncio.sleep(0.015)
         results = await asyncio.gather(
             call(app_ctx, "booking.reservation.confirm", confirm_body(res)),
@@ -221,8 +248,9 @@ async def test_admin_confirms_for_user(app_ctx: Context, pool: asyncpg.Pool) -> 
     assert b.user_id == res.user_id
 
 
-async def test_reference_code_collision_is_retried(app_ctx: Context, pool: asyncpg.Pool,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_reference_code_collision_is_retried(
+    app_ctx: Context, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = await book(app_ctx, pool)
     codes = iter([first.booking.reference_code, first.booking.reference_code, "BK-2345-6789"])
     monkeypatch.setattr("booking_rpc.handlers.bookings.new_reference_code", lambda: next(codes))
@@ -240,7 +268,8 @@ async def test_requires_approval_flow(app_ctx: Context, pool: asyncpg.Pool) -> N
     body = {"actor": user_actor(b.user), "booking_id": str(b.booking.id)}
     assert (await call_err(app_ctx, "booking.booking.approve", body)).code == "FORBIDDEN"
     assert (await call_err(app_ctx, "booking.booking.approve", {**body, "actor": staff(uuid.uuid4())})).code == (
-        "NOT_FOUND")
+        "NOT_FOUND"
+    )
     ok = await call(app_ctx, "booking.booking.approve", {**body, "actor": staff(b.cat.clinic_id)})
     assert ok.status == "confirmed"
     assert len(await outbox(pool, "booking.confirmed")) == 1
@@ -248,14 +277,18 @@ async def test_requires_approval_flow(app_ctx: Context, pool: asyncpg.Pool) -> N
     # reject of another pending booking: full refund even late, capacity back
     late = await book(app_ctx, pool, cat=b.cat, starts_in=dt.timedelta(hours=2))
     assert late.booking.status == "pending_approval"
-    rej = await call(app_ctx, "booking.booking.reject",
-                     {"actor": staff(b.cat.clinic_id), "booking_id": str(late.booking.id), "reason": "no vet"})
+    rej = await call(
+        app_ctx,
+        "booking.booking.reject",
+        {"actor": staff(b.cat.clinic_id), "booking_id": str(late.booking.id), "reason": "no vet"},
+    )
     assert rej.status == "cancelled" and rej.payment is not None
     assert rej.payment.refund_amount == rej.payment.amount and rej.payment.refund_status == "pending"
     s = await fetchrow(pool, "SELECT booked_count FROM slots WHERE id = $1", late.slot)
     assert s["booked_count"] == 0
-    err = await call_err(app_ctx, "booking.booking.approve",
-                         {"actor": staff(b.cat.clinic_id), "booking_id": str(late.booking.id)})
+    err = await call_err(
+        app_ctx, "booking.booking.approve", {"actor": staff(b.cat.clinic_id), "booking_id": str(late.booking.id)}
+    )
     assert err.code == "ILLEGAL_TRANSITION"
     await validate_outbox(pool)
     await assert_invariant(pool)

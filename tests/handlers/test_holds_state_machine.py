@@ -54,7 +54,7 @@ def test_holds_state_machine(db_url: str) -> None:
         return loop.run_until_complete(coro)
 
     pool: asyncpg.Pool = run(create_pool(db_url, min_size=1, max_size=3))
-    ctx = Context(pool=pool, sql=Queries.load(), settings=Settings(port=0, metrics_port=0, jobs_enabled=False))
+    ctx = Context(pool=pool, sql=Queries.load(), settings=Settings(port=0, metrics_enabled=False, jobs_enabled=False))
 
     class Holds(RuleBasedStateMachine):
         @initialize()

@@ -14,9 +14,16 @@ from tests.handlers.factories import book, fetch, fetchrow, outbox, user_actor, 
 
 
 def event(ref: str, new: str, prev: str | None = None) -> dict[str, Any]:
-    return {"event_type": "payment.status_changed", "payment_id": str(uuid.uuid4()), "external_reference": ref,
-            "previous_status": prev, "new_status": new, "changed_at": "2030-01-01T10:00:00Z",
-            "event_id": str(uuid.uuid4()), "occurred_at": "2030-01-01T10:00:00Z"}
+    return {
+        "event_type": "payment.status_changed",
+        "payment_id": str(uuid.uuid4()),
+        "external_reference": ref,
+        "previous_status": prev,
+        "new_status": new,
+        "changed_at": "2030-01-01T10:00:00Z",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": "2030-01-01T10:00:00Z",
+    }
 
 
 async def pay_status(pool: asyncpg.Pool, ref: str) -> str:
@@ -55,8 +62,11 @@ async def test_failed_and_unknown(app_ctx: Context, pool: asyncpg.Pool) -> None:
 async def test_success_after_cancel_refunds_never_rebooks(app_ctx: Context, pool: asyncpg.Pool) -> None:
     ref = f"ext-{uuid.uuid4()}"
     b = await book(app_ctx, pool, payment={"method": "va", "external_reference": ref, "status": "pending"})
-    await call(app_ctx, "booking.booking.cancel", {"actor": user_actor(b.user), "booking_id": str(b.booking.id),
-                                                   "reason": "plans changed"})
+    await call(
+        app_ctx,
+        "booking.booking.cancel",
+        {"actor": user_actor(b.user), "booking_id": str(b.booking.id), "reason": "plans changed"},
+    )
     await call(app_ctx, "payment.status_changed", event(ref, "success"))
     row = await fetchrow(pool, "SELECT * FROM payments WHERE external_reference = $1", ref)
     assert row["status"] == "success" and row["refund_status"] == "pending"
@@ -70,6 +80,9 @@ async def test_success_after_cancel_refunds_never_rebooks(app_ctx: Context, pool
     assert [r["type"] for r in fe] == ["booking_payment", "refund"]
     await call(app_ctx, "payment.status_changed", event(ref, "success"))  # again: nothing more
     assert len(await outbox(pool, "payment.refund_requested")) == 1
+    await call(app_ctx, "payment.status_changed", event(ref, "refunded", "success"))
+    row = await fetchrow(pool, "SELECT * FROM payments WHERE external_reference = $1", ref)
+    assert (row["status"], row["refund_status"]) == ("refunded", "completed")
     await validate_outbox(pool)
 
 

@@ -117,3 +117,25 @@ async def test_msgpack_listener(transport_server: RunningServer) -> None:
     assert transport_server.msgpack_port is not None
     async with Client("127.0.0.1", transport_server.msgpack_port, codec="msgpack") as client:
         assert await client.send("echo", {"n": [1, 2, 3], "t": "猫"}) == {"n": [1, 2, 3], "t": "猫"}
+
+
+async def test_graceful_shutdown_finishes_in_flight_then_cancels_stragglers(make_server: MakeServer) -> None:
+    router = Router()
+
+    @router.message("sleep")
+    async def sleep(payload: Any, ctx: Any) -> float:
+        await asyncio.sleep(float(payload))
+        return float(payload)
+
+    server = await make_server(router)
+    port = server.port
+    async with Client("127.0.0.1", port) as client:
+        quick = asyncio.create_task(client.send("sleep", 0.2))
+        slow = asyncio.create_task(client.send("sleep", 30))
+        await asyncio.sleep(0.05)
+        await server.shutdown(1.0)
+        assert await quick == 0.2  # finished within the deadline and answered
+        with pytest.raises(Exception):  # cancelled at the deadline: the connection closes under it
+            await slow
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)  # no longer accepting

@@ -1,0 +1,113 @@
+"""The whole service as an operator runs it: real process, real sockets, real HTTP, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from booking_rpc.client import Client
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+class Service:
+    def __init__(self, process: subprocess.Popen[str], port: int, metrics_port: int) -> None:
+        self.process, self.port, self.metrics_port = process, port, metrics_port
+
+
+@pytest.fixture
+def service(db_url: str) -> Iterator[Service]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "BOOKING_RPC_PORT": "0",
+        "BOOKING_RPC_METRICS_PORT": "0",
+        "BOOKING_RPC_LOG_FORMAT": "json",
+        "BOOKING_RPC_SHUTDOWN_TIMEOUT": "5",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "booking_rpc", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    port = metrics_port = 0
+    assert process.stdout is not None
+    for line in process.stdout:  # JSON log lines: the service says which ports it bound
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "metrics and health endpoints listening":
+            metrics_port = int(entry["port"])
+        if entry.get("event") == "booking-rpc ready":
+            port = int(entry["port"])
+            break
+    assert port and metrics_port, "the service did not report its ports"
+    try:
+        yield Service(process, port, metrics_port)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+async def test_serves_pings_counts_them_and_stops_cleanly(service: Service) -> None:
+    async with Client("127.0.0.1", service.port) as client:
+        assert await client.send("ping", {}) == "pong"
+    assert http_get(service.metrics_port, "/healthz")[0] == 200
+    assert http_get(service.metrics_port, "/readyz") == (200, "ready\n")
+    status, metrics = await asyncio.to_thread(http_get, service.metrics_port, "/metrics")
+    assert status == 200
+    assert 'booking_rpc_requests_total{kind="message",outcome="ok",pattern="ping"} 1.0' in metrics
+    assert "booking_rpc_outbox_pending 0.0" in metrics
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(15) == 0
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "booking_rpc", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bad_setting_stops_the_start_naming_the_variable() -> None:
+    done = run_cli("serve", env={"BOOKING_RPC_PORT": "not-a-port", "DATABASE_URL": "postgresql://x@127.0.0.1:1/x"})
+    assert done.returncode == 2
+    assert "BOOKING_RPC_PORT" in done.stderr
+
+
+def test_unreachable_database_exits_with_a_clear_message() -> None:
+    done = run_cli("serve", "--port", "0", env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nothing"})
+    assert done.returncode == 2
+    assert "cannot reach PostgreSQL at host=127.0.0.1 port=1" in done.stderr
+
+
+def test_config_masks_the_database_password() -> None:
+    done = run_cli("config", env={"DATABASE_URL": "postgresql://u:s3cret@db:5432/b"})
+    assert done.returncode == 0
+    assert "s3cret" not in done.stdout and "DATABASE_URL=********" in done.stdout
