@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from booking_rpc.client import Client, RemoteError
+from booking_rpc.client import Client, ConnectionClosed, RemoteError
 from booking_rpc.errors import RpcError
 from booking_rpc.handlers.system import router as system_router
 from booking_rpc.router import Router
@@ -135,7 +135,7 @@ async def test_graceful_shutdown_finishes_in_flight_then_cancels_stragglers(make
         await asyncio.sleep(0.05)
         await server.shutdown(1.0)
         assert await quick == 0.2  # finished within the deadline and answered
-        with pytest.raises(Exception):  # cancelled at the deadline: the connection closes under it
+        with pytest.raises(ConnectionClosed):  # cancelled at the deadline: the connection closes under it
             await slow
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)  # no longer accepting
