@@ -1,0 +1,87 @@
+// Drives a server with the genuine NestJS 12 ClientProxy (Transport.TCP).
+//   node nest_client.mjs --port P [--host H] [--msgpack] < scenario.json
+//     scenario: [{"op": "send"|"send_all"|"emit", "pattern": ..., "data": ..., "count"?: N, "timeout_ms"?: T}]
+//     prints one JSON line per op: {"ok": value} | {"error": err as the client received it}
+//     ("count" > 1 sends that many concurrently and prints {"ok": [values...]})
+//   node nest_client.mjs --port P --load --concurrency N --duration S [--warmup W] [--pattern echo]
+//     closed-loop load; prints {"requests", "rps", "p50_ms", "p95_ms", "p99_ms"}
+import 'reflect-metadata';
+import { ClientProxyFactory, Transport } from '@nestjs/microservices';
+import { lastValueFrom, timeout, toArray } from 'rxjs';
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+const options = { host: arg('host', '127.0.0.1'), port: Number(arg('port', '3000')) };
+if (process.argv.includes('--msgpack')) {
+  const { createMsgpackSocket } = await import('../../clients/nestjs/msgpack-socket.mjs');
+  const { TcpSocket } = await import('@nestjs/microservices');
+  const { encode, decode } = await import('@msgpack/msgpack');
+  options.socketClass = createMsgpackSocket({ TcpSocket, encode, decode });
+}
+const client = ClientProxyFactory.create({ transport: Transport.TCP, options });
+await client.connect();
+
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
+const errorOf = (e) => (e instanceof Error ? { name: e.name, message: e.message } : e);
+
+async function runOp(op) {
+  const ms = op.timeout_ms ?? 10000;
+  if (op.op === 'emit') {
+    await lastValueFrom(client.emit(op.pattern, op.data), { defaultValue: undefined });
+    return { ok: null };
+  }
+  const one = () => {
+    const obs = client.send(op.pattern, op.data).pipe(timeout(ms));
+    return op.op === 'send_all' ? lastValueFrom(obs.pipe(toArray())) : lastValueFrom(obs);
+  };
+  try {
+    if ((op.count ?? 1) > 1) {
+      return { ok: await Promise.all(Array.from({ length: op.count }, one)) };
+    }
+    return { ok: await one() };
+  } catch (e) {
+    return { error: errorOf(e) };
+  }
+}
+
+async function load() {
+  const concurrency = Number(arg('concurrency', '64'));
+  const duration = Number(arg('duration', '5')) * 1000;
+  const warmup = Number(arg('warmup', '1')) * 1000;
+  const pattern = arg('pattern', 'echo');
+  const data = { booking_id: '6f1c1f5e-8a55-4c3e-9a43-2f1e9a6b2c10', note: '猫🐕 bench', amount: '150000.00' };
+  const start = performance.now();
+  const measureFrom = start + warmup;
+  const end = measureFrom + duration;
+  const latencies = [];
+  async function lane() {
+    for (;;) {
+      const t0 = performance.now();
+      if (t0 >= end) return;
+      await lastValueFrom(client.send(pattern, data));
+      if (t0 >= measureFrom) latencies.push(performance.now() - t0);
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  latencies.sort((a, b) => a - b);
+  const pct = (q) => latencies[Math.min(latencies.length - 1, Math.round((q / 100) * (latencies.length - 1)))];
+  out({ requests: latencies.length, rps: latencies.length / (duration / 1000), p50_ms: pct(50), p95_ms: pct(95), p99_ms: pct(99) });
+}
+
+try {
+  if (process.argv.includes('--load')) {
+    await load();
+  } else {
+    const chunks = [];
+    for await (const chunk of process.stdin) chunks.push(chunk);
+    const scenario = JSON.parse(Buffer.concat(chunks).toString('utf8') || '[]');
+    for (const op of scenario) out(await runOp(op));
+  }
+} finally {
+  await client.close();
+}
+await new Promise((resolve) => process.stdout.write("", resolve));
+process.exit(0);

@@ -1,0 +1,65 @@
+// A genuine NestJS 12 TCP microservice: the peer booking-rpc must be indistinguishable from, the
+// subscriber the outbox relay delivers to, and the baseline of the transport bench.
+//   node nest_server.mjs --port 0 [--events booking.created,booking.confirmed] [--msgpack]
+// Prints {"port": N} once listening, then one JSON line {"pattern", "data"} per event received.
+import 'reflect-metadata';
+import { Controller, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { EventPattern, MessagePattern, RpcException, Transport } from '@nestjs/microservices';
+import { from } from 'rxjs';
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+const port = Number(arg('port', '0'));
+const events = (arg('events', '') || '').split(',').filter(Boolean);
+const useMsgpack = process.argv.includes('--msgpack');
+
+class AppController {
+  echo(data) { return data; }
+  sum(data) { return (data || []).reduce((a, b) => a + b, 0); }
+  fail(data) { throw new RpcException(data); }
+  stream(data) { return from(data || []); }
+}
+
+function decorateMethod(cls, name, decorator) {
+  const descriptor = Object.getOwnPropertyDescriptor(cls.prototype, name);
+  Reflect.decorate([decorator], cls.prototype, name, descriptor);
+}
+
+decorateMethod(AppController, 'echo', MessagePattern('echo'));
+decorateMethod(AppController, 'sum', MessagePattern('sum'));
+decorateMethod(AppController, 'fail', MessagePattern('fail'));
+decorateMethod(AppController, 'stream', MessagePattern('stream'));
+events.forEach((pattern, i) => {
+  const name = `event${i}`;
+  AppController.prototype[name] = function (data) {
+    process.stdout.write(JSON.stringify({ pattern, data }) + '\n');
+  };
+  decorateMethod(AppController, name, EventPattern(pattern));
+});
+
+const Ctl = Reflect.decorate([Controller()], AppController);
+class AppModule {}
+const Mod = Reflect.decorate([Module({ controllers: [Ctl] })], AppModule);
+
+const options = { host: '127.0.0.1', port };
+if (useMsgpack) {
+  const { createMsgpackSocket } = await import('../../clients/nestjs/msgpack-socket.mjs');
+  const { TcpSocket } = await import('@nestjs/microservices');
+  const { encode, decode } = await import('@msgpack/msgpack');
+  options.socketClass = createMsgpackSocket({ TcpSocket, encode, decode });
+}
+const app = await NestFactory.createMicroservice(Mod, { transport: Transport.TCP, options, logger: false });
+await app.listen();
+let bound = port;
+try {
+  const server = app.unwrap();
+  if (server && typeof server.address === 'function') bound = server.address().port;
+} catch { /* older versions: the port given is the port used */ }
+process.stdout.write(JSON.stringify({ port: bound }) + '\n');
+const stop = async () => { await app.close(); process.exit(0); };
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
