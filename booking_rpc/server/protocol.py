@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -61,6 +62,8 @@ class RpcProtocol(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self.decoder: FrameDecoder = codec.new_decoder(limits.max_frame)
         self.tasks: set[asyncio.Task[None]] = set()
+        # Messages decoded beyond the in-flight cap wait here (reading is paused meanwhile).
+        self.backlog: deque[Any] = deque()
         self.peer: Any = None
         self._incomplete_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -119,8 +122,14 @@ class RpcProtocol(asyncio.Protocol):
             log.warning("frame error, closing connection", peer=self.peer, kind=exc.kind, error=str(exc))
             self.close()
             return
+        limit = self.limits.max_in_flight
         for message in messages:
-            self._dispatch(message)
+            if self.backlog or len(self.tasks) >= limit:
+                self.backlog.append(message)
+            else:
+                self._dispatch(message)
+        if self.backlog and self.flow is not None:
+            self.flow.set_in_flight_paused(True)
         self._arm_incomplete_timer()
         if self._idle_timer is not None:
             self._arm_idle_timer()
@@ -157,7 +166,10 @@ class RpcProtocol(asyncio.Protocol):
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.stats.in_flight -= 1
-        if self.flow is not None and len(self.tasks) <= self.limits.max_in_flight // 2:
+        limit = self.limits.max_in_flight
+        while self.backlog and len(self.tasks) < limit and not self._closed:
+            self._dispatch(self.backlog.popleft())
+        if self.flow is not None and not self.backlog and len(self.tasks) <= limit // 2:
             self.flow.set_in_flight_paused(False)
         if not self.tasks:
             self.server.on_idle(self)
