@@ -109,6 +109,8 @@ class Route:
     adapter: TypeAdapter[Any] | None
     model: type[BaseModel] | None
     streaming: bool
+    # Started without a Task (see server.protocol): only for handlers that need no Task context.
+    eager: bool = False
     stats: RouteStats = field(default_factory=RouteStats)
 
     def parse(self, data: Any) -> Any:
@@ -164,7 +166,7 @@ class Router:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
 
-    def _register(self, pattern: Any, kind: Kind) -> Callable[[Handler], Handler]:
+    def _register(self, pattern: Any, kind: Kind, eager: bool = False) -> Callable[[Handler], Handler]:
         route = route_for_registration(pattern)
 
         def decorate(handler: Handler) -> Handler:
@@ -184,14 +186,19 @@ class Router:
                 adapter=adapter,
                 model=model,
                 streaming=inspect.isasyncgenfunction(handler),
+                eager=eager,
             )
             return handler
 
         return decorate
 
-    def message(self, pattern: Any) -> Callable[[Handler], Handler]:
-        """A request/response pattern (`ClientProxy.send`)."""
-        return self._register(pattern, "message")
+    def message(self, pattern: Any, *, eager: bool = False) -> Callable[[Handler], Handler]:
+        """A request/response pattern (`ClientProxy.send`).
+
+        `eager=True` runs the handler straight from the socket callback until it first waits, saving a
+        Task per request; only for handlers that use nothing needing a Task (no asyncio.timeout, no DB).
+        """
+        return self._register(pattern, "message", eager)
 
     def event(self, pattern: Any) -> Callable[[Handler], Handler]:
         """An event pattern (`ClientProxy.emit`): the result is dropped."""

@@ -9,11 +9,11 @@ from booking_rpc.router import Router
 router = Router()
 
 
-@router.message("ping")
+@router.message("ping", eager=True)
 async def ping(payload: Any, ctx: Any) -> str:
     return "pong"
 
 
-@router.message("echo")
+@router.message("echo", eager=True)
 async def echo(payload: Any, ctx: Any) -> Any:
     return payload

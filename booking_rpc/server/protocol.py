@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -50,6 +50,34 @@ class Limits:
     max_connections: int = 0
 
 
+async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+    """Drive a coroutine that was started outside a Task, as a Task would (Python 3.11 has no eager tasks).
+
+    The coroutine yielded a future it waits on: wait for it here, then resume the coroutine, which reads
+    the future's result or exception itself. Cancellation is thrown into the coroutine.
+    """
+    while True:
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)
+            else:
+                # what Task.__step does with a yielded future before waiting on it
+                yielded._asyncio_future_blocking = False
+                await yielded
+        except asyncio.CancelledError as cancelled:
+            try:
+                yielded = coro.throw(cancelled)
+            except StopIteration:
+                return
+            continue
+        except BaseException:
+            pass
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+
+
 class RpcProtocol(asyncio.Protocol):
     def __init__(self, server: Server, router: Router, ctx: Any, codec: Codec, limits: Limits) -> None:
         self.server = server
@@ -62,6 +90,8 @@ class RpcProtocol(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self.decoder: FrameDecoder = codec.new_decoder(limits.max_frame)
         self.tasks: set[asyncio.Task[None]] = set()
+        self._outgoing: list[bytes] = []
+        self._flush_scheduled = False
         # Messages decoded beyond the in-flight cap wait here (reading is paused meanwhile).
         self.backlog: deque[Any] = deque()
         self.peer: Any = None
@@ -146,17 +176,28 @@ class RpcProtocol(asyncio.Protocol):
                 self.stats.unroutable_requests += 1
                 self.write(no_handler_reply(incoming.id))
                 return
-            self._start(self._answer(route, incoming.data, incoming.id))
+            self._start(self._answer(route, incoming.data, incoming.id), route.eager)
         else:
             self.stats.events_total += 1
             if route is None:
                 self.stats.unroutable_events += 1
                 log.debug("no handler for event", pattern=incoming.pattern)
                 return
-            self._start(self._consume(route, incoming.data))
+            self._start(self._consume(route, incoming.data), route.eager)
 
-    def _start(self, coro: Any) -> None:
-        task: asyncio.Task[None] = self._loop.create_task(coro)
+    def _start(self, coro: Coroutine[Any, Any, None], eager: bool) -> None:
+        task: asyncio.Task[None]
+        if eager:
+            # Run the handler at once, up to its first real suspension: a handler that does no I/O
+            # (ping, echo) answers right here with no Task at all; the rest continues in one (_resume).
+            # Only for routes registered eager=True: outside a Task, asyncio.timeout() cannot be used.
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
+                return
+            task = self._loop.create_task(_resume(coro, yielded))
+        else:
+            task = self._loop.create_task(coro)
         self.tasks.add(task)
         self.stats.in_flight += 1
         task.add_done_callback(self._task_done)
@@ -228,7 +269,22 @@ class RpcProtocol(asyncio.Protocol):
             self.stats.reply_encode_errors += 1
             log.error("reply could not be serialised", error=str(exc))
             frame = self.codec.encode(error_reply(reply.get("id"), INTERNAL_ERROR.to_wire()))
-        transport.write(frame)
+        # Replies finished in the same loop iteration leave in one write (one syscall), like NestJS's
+        # nextTick flush: under load this is most of the difference in CPU per request.
+        self._outgoing.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        transport = self.transport
+        if transport is None or self._closed or not self._outgoing:
+            self._outgoing.clear()
+            return
+        data = self._outgoing[0] if len(self._outgoing) == 1 else b"".join(self._outgoing)
+        self._outgoing.clear()
+        transport.write(data)
         if transport.get_write_buffer_size() > self.limits.max_send_buffer:
             self.stats.dropped["send_buffer_full"] += 1
             log.warning("peer is not reading its replies, dropping it", peer=self.peer)
@@ -272,6 +328,7 @@ class RpcProtocol(asyncio.Protocol):
     def close(self) -> None:
         """Half-close like NestJS's `socket.end()`: what is already written still reaches the peer."""
         if self.transport is not None and not self._closed:
+            self._flush()
             self._closed = True
             self._cancel_timers()
             self.transport.close()

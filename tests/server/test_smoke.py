@@ -139,3 +139,34 @@ async def test_graceful_shutdown_finishes_in_flight_then_cancels_stragglers(make
             await slow
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)  # no longer accepting
+
+
+async def test_eager_handlers_that_suspend_still_complete_and_cancel(make_server: MakeServer) -> None:
+    router = Router()
+    started = asyncio.Event()
+
+    @router.message("nap", eager=True)
+    async def nap(payload: Any, ctx: Any) -> Any:
+        started.set()
+        await asyncio.sleep(float(payload))
+        await asyncio.sleep(0)
+        return payload
+
+    @router.message("boom", eager=True)
+    async def boom(payload: Any, ctx: Any) -> Any:
+        await asyncio.sleep(0.01)
+        raise RpcError("CONFLICT", "after a suspension")
+
+    server = await make_server(router)
+    port = server.port
+    async with Client("127.0.0.1", port) as client:
+        assert await asyncio.gather(*(client.send("nap", 0.01 * i) for i in range(5))) == [0.01 * i for i in range(5)]
+        with pytest.raises(RemoteError) as info:
+            await client.send("boom", None)
+        assert info.value.code == "CONFLICT"
+        started.clear()
+        long_nap = asyncio.create_task(client.send("nap", 30))
+        await started.wait()
+        await server.shutdown(0.1)  # the eager handler's Task is cancelled at the deadline
+        with pytest.raises(ConnectionClosed):
+            await long_nap
