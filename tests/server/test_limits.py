@@ -81,7 +81,7 @@ async def test_peer_that_never_reads_is_dropped_past_the_send_buffer(make_server
         return "x" * 100_000
 
     server = await make_server(router, max_send_buffer=256 * 1024)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     for i in range(200):  # 20 MB of replies for a peer that reads none of them
         frame = b'{"pattern":"big","data":null,"id":"%d"}' % i
         writer.write(str(len(frame)).encode() + b"#" + frame)
