@@ -276,6 +276,16 @@ class Client:
         protocol.transport.write(self.codec.encode(event_message(pattern, data)))
         await protocol.drain()
 
+    async def emit_many(self, events: list[tuple[Any, Any]]) -> None:
+        """Several events in one write (the outbox relay's batches), then one drain."""
+        protocol = await self._ensure_connected()
+        assert protocol.transport is not None
+        encode = self.codec.encode
+        protocol.transport.write(b"".join(encode(event_message(p, d)) for p, d in events))
+        await protocol.drain()
+        if protocol.transport is None or protocol.transport.is_closing():
+            raise ConnectionClosed(f"connection to {self.host}:{self.port} closed while sending")
+
     async def stream(self, pattern: Any, data: Any, *, timeout: float | None = 30.0) -> AsyncIterator[Any]:
         """Each streamed value as it arrives; `timeout` bounds the wait for every next value."""
         protocol = await self._ensure_connected()

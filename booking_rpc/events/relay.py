@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "booking_outbox"
 DELIVERY_TIMEOUT = 5.0
+SCAN_WINDOW = 4  # batches' worth of backlog rows a claim looks at
 SUBSCRIPTIONS_REFRESH = 5.0
 
 
@@ -78,23 +79,27 @@ class _SubscriberLoop:
         async with ctx.transaction() as conn:
             if not await conn.fetchval(ctx.sql["outbox.try_subscriber_lock"], sub.name):
                 return 0
+            batch = ctx.settings.outbox_batch_size
             rows = await conn.fetch(
-                ctx.sql["outbox.claim_for_subscriber"], sub.name, sub.like_patterns(), ctx.settings.outbox_batch_size
+                ctx.sql["outbox.claim_for_subscriber"], sub.name, sub.like_patterns(), batch, batch * SCAN_WINDOW
             )
             if not rows:
                 return 0
             self.relay.stats.batches += 1
             delivered: list[Any] = []
             failure: tuple[asyncpg.Record, str] | None = None
-            for row in rows:
-                try:
-                    await asyncio.wait_for(self.client.emit(row["event_type"], row["payload"]), DELIVERY_TIMEOUT)
-                except (ClientError, OSError, TimeoutError) as exc:
-                    failure = (row, f"{type(exc).__name__}: {exc}")
-                    break
-                delivered.append(row["id"])
+            try:
+                # the whole batch in one write, then one wait for the peer to take it
+                await asyncio.wait_for(
+                    self.client.emit_many([(row["event_type"], row["payload"]) for row in rows]), DELIVERY_TIMEOUT
+                )
+                delivered = [row["id"] for row in rows]
+            except (ClientError, OSError, TimeoutError) as exc:
+                failure = (rows[0], f"{type(exc).__name__}: {exc}")
             if delivered:
                 await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered)
+                names, patterns = self.relay.subscription_pairs()
+                await conn.execute(ctx.sql["outbox.publish_delivered"], names, patterns, delivered)
                 self.relay.stats.delivered[sub.name] += len(delivered)
             if failure is not None:
                 row, error = failure
@@ -115,8 +120,7 @@ class _SubscriberLoop:
                     log.error("event parked as dead", subscriber=sub.name, event_id=str(row["id"]), error=error)
                 else:
                     log.warning("delivery failed, will retry", subscriber=sub.name, attempts=attempts, error=error)
-        await self.relay.publish_done()
-        return len(delivered) if failure is None else 0
+        return len(delivered)
 
     async def close(self) -> None:
         if self.task is not None:
@@ -141,11 +145,16 @@ class OutboxRelay:
         static_names = {s.name for s in self.static}
         return self.static + [s for s in dynamic if s.name not in static_names]
 
+    def subscription_pairs(self) -> tuple[list[str], list[str]]:
+        """(subscriber name, LIKE pattern) pairs of every current subscriber, as two arrays for SQL."""
+        subs = list(self.loops)
+        return [s.name for s in subs for _ in s.like_patterns()], [p for s in subs for p in s.like_patterns()]
+
     async def publish_done(self) -> int:
-        """Mark published every row all its subscribers have; rows nobody subscribes to go at once."""
-        subs = list(self.loops) or await self.subscribers()
-        names = [s.name for s in subs for _ in s.like_patterns()]
-        patterns = [p for s in subs for p in s.like_patterns()]
+        """Sweep: mark published every row all its subscribers have; rows nobody subscribes to go at once."""
+        if not self.loops:
+            await self.sync_loops(start_tasks=False)
+        names, patterns = self.subscription_pairs()
         total = 0
         while True:
             async with self.ctx.transaction() as conn:

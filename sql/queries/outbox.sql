@@ -6,7 +6,9 @@ VALUES ($1, $2, $3, $4, $5);
 -- name: outbox.claim_for_subscriber
 -- The next events a subscriber should get: per aggregate only the oldest it has not received (a failed
 -- or dead one holds back the later events of its own aggregate only), due for (re)delivery, in seq order.
--- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size.
+-- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size, $4 scan window. Only the oldest $4
+-- undelivered rows are looked at (an index scan on seq): an aggregate's oldest undelivered event is always
+-- older than its later ones, so heads found in the window are true heads.
 WITH pending AS (
     SELECT o.id, o.aggregate_id, o.seq, d.attempts, d.next_attempt_at, d.dead
     FROM booking_events_outbox o
@@ -14,6 +16,8 @@ WITH pending AS (
     WHERE NOT o.published
       AND o.event_type LIKE ANY ($2::text[])
       AND d.delivered_at IS NULL
+    ORDER BY o.seq
+    LIMIT $4
 ), heads AS (
     SELECT DISTINCT ON (aggregate_id) id, seq, attempts, next_attempt_at, dead
     FROM pending
@@ -76,6 +80,23 @@ UPDATE booking_events_outbox o
 SET published = TRUE, published_at = now()
 FROM candidates c
 WHERE o.id = c.id;
+
+-- name: outbox.publish_delivered
+-- After a batch: mark published those of its rows ($3 ids) that every matching subscriber now has.
+-- $1 subscriber names, $2 their LIKE patterns (pairs).
+UPDATE booking_events_outbox o
+SET published = TRUE, published_at = now()
+WHERE o.id = ANY ($3::uuid[])
+  AND NOT o.published
+  AND NOT EXISTS (
+    SELECT 1
+    FROM unnest($1::text[], $2::text[]) AS s(name, pattern)
+    WHERE o.event_type LIKE s.pattern
+      AND NOT EXISTS (
+        SELECT 1 FROM outbox_deliveries d
+        WHERE d.event_id = o.id AND d.subscriber = s.name AND d.delivered_at IS NOT NULL
+      )
+  );
 
 -- name: outbox.retry_dead
 -- `booking-rpc outbox retry`: re-drive every dead delivery (and the rows they held back).

@@ -1,0 +1,165 @@
+"""Events bench: outbox → relay → a genuine NestJS 12 microservice, at a steady offered load.
+
+Writes events into the outbox at `--rate` per second (small transactions, as handlers do), runs the
+relay in-process (LISTEN/NOTIFY wake-ups), and a NestJS TCP microservice (tests/interop/nest_server.mjs)
+prints each event it receives. Reports delivered events/s and end-to-end lag (commit → received by the
+NestJS handler) p50/p95/p99. Targets: ≥ 5,000 events/s, lag p99 < 1 s.
+
+    python -m bench.events --rate 6000 --duration 5 [--json out.json]     (DATABASE_URL or embedded)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from bench.common import INTEROP, ensure_node_modules, percentile
+from booking_rpc.config import Settings
+from booking_rpc.context import Context
+from booking_rpc.db.migrations import migrate_dsn
+from booking_rpc.db.pool import create_pool
+from booking_rpc.db.queries import Queries
+from booking_rpc.events.outbox import enqueue
+from booking_rpc.events.relay import OutboxRelay
+from booking_rpc.events.subscribers import Subscriber
+from booking_rpc.loop import new_event_loop
+from booking_rpc.models.events import ReservationCancelled
+
+
+async def fresh_database(base_dsn: str) -> tuple[str, str]:
+    name = f"booking_rpc_bench_events_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(base_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name, base_dsn.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_database(base_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(base_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def run(opts: argparse.Namespace) -> dict[str, Any]:
+    embedded = None
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        from booking_rpc.db.embedded import start_embedded
+
+        embedded = await asyncio.to_thread(start_embedded, Path(tempfile.mkdtemp(prefix="bench-events-")))
+        base = embedded.admin_dsn
+    name, dsn = await fresh_database(base)
+    ensure_node_modules()
+    nest = await asyncio.create_subprocess_exec(
+        "node",
+        str(INTEROP / "nest_server.mjs"),
+        "--port",
+        "0",
+        "--events",
+        "reservation.cancelled",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert nest.stdout is not None
+    committed: dict[str, float] = {}
+    received: dict[str, float] = {}
+    failures: dict[str, int] = {}
+    try:
+        await migrate_dsn(dsn)
+        pool = await create_pool(dsn, min_size=2, max_size=8)
+        port = int(orjson.loads(await nest.stdout.readline())["port"])
+        settings = Settings(outbox_batch_size=opts.batch, outbox_poll_interval=1.0)
+        ctx = Context(pool=pool, sql=Queries.load(), settings=settings)
+        relay = OutboxRelay(ctx, [Subscriber("nest", "127.0.0.1", port, ("reservation.*",))])
+        await relay.start()
+
+        async def read() -> None:
+            assert nest.stdout is not None
+            async for line in nest.stdout:
+                with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                    received[orjson.loads(line)["data"]["event_id"]] = time.perf_counter()
+
+        reader = asyncio.create_task(read())
+        tick = 0.01
+        per_tick = max(1, round(opts.rate * tick))
+        start = time.perf_counter()
+        sent = 0
+        while time.perf_counter() - start < opts.duration:
+            aggregate = uuid.uuid4()
+            event = ReservationCancelled(
+                reservation_id=aggregate, user_id=aggregate, slot_id=aggregate, cancelled_at="2026-01-01T00:00:00Z"
+            )
+            async with ctx.transaction() as conn:
+                ids = [await enqueue(conn, ctx.sql, uuid.uuid4(), event) for _ in range(per_tick)]
+            now = time.perf_counter()
+            committed.update((str(i), now) for i in ids)
+            sent += per_tick
+            delay = start + (sent / opts.rate) - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        deadline = time.perf_counter() + 30
+        while len(received) < len(committed) and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        reader.cancel()
+        failures = dict(relay.stats.failed)
+        print(f"relay batches: {relay.stats.batches}, wakeups: {relay.stats.wakeups}")
+        await relay.stop()
+        await pool.close()
+    finally:
+        nest.terminate()
+        await nest.wait()
+        await drop_database(base, name)
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+    lags = sorted(received[i] - committed[i] for i in committed if i in received)
+    if failures:
+        print(f"delivery failures (retried with backoff): {failures}")
+    first = min(committed.values())
+    last = max(received.values()) if received else first
+    return {
+        "bench": "events",
+        "offered_rate": opts.rate,
+        "events": len(committed),
+        "delivered": len(lags),
+        "events_per_s": round(len(lags) / (last - first), 1) if last > first else 0.0,
+        "lag_p50_ms": round(percentile(lags, 50) * 1000, 2),
+        "lag_p95_ms": round(percentile(lags, 95) * 1000, 2),
+        "lag_p99_ms": round(percentile(lags, 99) * 1000, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=6000.0, help="events offered per second")
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=500, help="relay batch size")
+    parser.add_argument("--json", type=Path)
+    opts = parser.parse_args(argv)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        result = runner.run(run(opts))
+    print(
+        f"events: offered {result['offered_rate']:.0f}/s, delivered {result['delivered']}/{result['events']} "
+        f"at {result['events_per_s']:.0f}/s; lag p50 {result['lag_p50_ms']} ms, p95 {result['lag_p95_ms']} ms, "
+        f"p99 {result['lag_p99_ms']} ms"
+    )
+    if opts.json:
+        opts.json.parent.mkdir(parents=True, exist_ok=True)
+        opts.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+
+
+if __name__ == "__main__":
+    main()
