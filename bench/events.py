@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
+import multiprocessing
 import os
 import tempfile
 import time
@@ -34,6 +36,36 @@ from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.events.subscribers import Subscriber
 from booking_rpc.loop import new_event_loop
 from booking_rpc.models.events import ReservationCancelled
+
+
+def produce(dsn: str, rate: float, duration: float) -> dict[str, float]:
+    """Write `rate` events per second for `duration` seconds; the commit time of each event id."""
+
+    async def go() -> dict[str, float]:
+        pool = await create_pool(dsn, min_size=1, max_size=2)
+        ctx = Context(pool=pool, sql=Queries.load(), settings=Settings())
+        committed: dict[str, float] = {}
+        tick = 0.01
+        per_tick = max(1, round(rate * tick))
+        start = time.perf_counter()
+        sent = 0
+        while time.perf_counter() - start < duration:
+            aggregate = uuid.uuid4()
+            event = ReservationCancelled(
+                reservation_id=aggregate, user_id=aggregate, slot_id=aggregate, cancelled_at="2026-01-01T00:00:00Z"
+            )
+            async with ctx.transaction() as conn:
+                ids = [await enqueue(conn, ctx.sql, uuid.uuid4(), event) for _ in range(per_tick)]
+            now = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+            committed.update((str(i), now) for i in ids)
+            sent += per_tick
+            delay = start + (sent / rate) - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await pool.close()
+        return committed
+
+    return asyncio.run(go())
 
 
 async def fresh_database(base_dsn: str) -> tuple[str, str]:
@@ -94,23 +126,11 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
                     received[orjson.loads(line)["data"]["event_id"]] = time.perf_counter()
 
         reader = asyncio.create_task(read())
-        tick = 0.01
-        per_tick = max(1, round(opts.rate * tick))
-        start = time.perf_counter()
-        sent = 0
-        while time.perf_counter() - start < opts.duration:
-            aggregate = uuid.uuid4()
-            event = ReservationCancelled(
-                reservation_id=aggregate, user_id=aggregate, slot_id=aggregate, cancelled_at="2026-01-01T00:00:00Z"
-            )
-            async with ctx.transaction() as conn:
-                ids = [await enqueue(conn, ctx.sql, uuid.uuid4(), event) for _ in range(per_tick)]
-            now = time.perf_counter()
-            committed.update((str(i), now) for i in ids)
-            sent += per_tick
-            delay = start + (sent / opts.rate) - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        # the producer runs in its own process, as the service's handlers would: it does not share
+        # this event loop (or this core) with the relay
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool_exec:
+            committed = await loop.run_in_executor(pool_exec, produce, dsn, opts.rate, opts.duration)
         deadline = time.perf_counter() + 30
         while len(received) < len(committed) and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)

@@ -79,6 +79,7 @@ class _SubscriberLoop:
         async with ctx.transaction() as conn:
             if not await conn.fetchval(ctx.sql["outbox.try_subscriber_lock"], sub.name):
                 return 0
+            await conn.execute(ctx.sql["outbox.custom_plans"])
             batch = ctx.settings.outbox_batch_size
             rows = await conn.fetch(
                 ctx.sql["outbox.claim_for_subscriber"], sub.name, sub.like_patterns(), batch, batch * SCAN_WINDOW

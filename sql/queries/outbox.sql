@@ -9,15 +9,22 @@ VALUES ($1, $2, $3, $4, $5);
 -- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size, $4 scan window. Only the oldest $4
 -- undelivered rows are looked at (an index scan on seq): an aggregate's oldest undelivered event is always
 -- older than its later ones, so heads found in the window are true heads.
-WITH pending AS (
-    SELECT o.id, o.aggregate_id, o.seq, d.attempts, d.next_attempt_at, d.dead
+WITH backlog AS (
+    -- an index scan on seq with a per-row anti-join: cost follows the window, not the delivery history
+    SELECT o.id, o.aggregate_id, o.seq
     FROM booking_events_outbox o
-    LEFT JOIN outbox_deliveries d ON d.event_id = o.id AND d.subscriber = $1
     WHERE NOT o.published
       AND o.event_type LIKE ANY ($2::text[])
-      AND d.delivered_at IS NULL
+      AND NOT EXISTS (
+        SELECT 1 FROM outbox_deliveries d
+        WHERE d.subscriber = $1 AND d.event_id = o.id AND d.delivered_at IS NOT NULL
+      )
     ORDER BY o.seq
     LIMIT $4
+), pending AS (
+    SELECT b.id, b.aggregate_id, b.seq, d.attempts, d.next_attempt_at, d.dead
+    FROM backlog b
+    LEFT JOIN outbox_deliveries d ON d.subscriber = $1 AND d.event_id = b.id
 ), heads AS (
     SELECT DISTINCT ON (aggregate_id) id, seq, attempts, next_attempt_at, dead
     FROM pending
@@ -125,3 +132,8 @@ SELECT name, host, port, patterns, codec FROM event_subscriptions ORDER BY name;
 -- name: outbox.try_subscriber_lock
 -- One relay at a time serves a subscriber (replicas take the others): held until the batch commits.
 SELECT pg_try_advisory_xact_lock(hashtext('booking_outbox:' || $1));
+
+-- name: outbox.custom_plans
+-- The claim's best plan depends on its parameters (window size, patterns): a cached generic plan sorted the
+-- whole backlog and made every batch slower as the backlog grew. Plan per execution, for this transaction.
+SET LOCAL plan_cache_mode = force_custom_plan;
