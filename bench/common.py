@@ -66,6 +66,4 @@ def spawn_printing_port(cmd: list[str], *, cwd: Path | None = None, timeout: flo
 
 def ensure_node_modules() -> None:
     if not (INTEROP / "node_modules" / "@nestjs" / "microservices").exists():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=INTEROP, check=True
-        )
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=INTEROP, check=True)

@@ -75,9 +75,7 @@ def _run_worker(args: tuple[int, str, int, int, float, float]) -> list[float]:
         return runner.run(_worker(*args))
 
 
-def python_load(
-    name: str, server: Spawned, port: int, codec: str, opts: argparse.Namespace
-) -> Result:
+def python_load(name: str, server: Spawned, port: int, codec: str, opts: argparse.Namespace) -> Result:
     per_worker = max(1, opts.connections // opts.workers)
     jobs = [(port, codec, per_worker, opts.inflight, opts.warmup, opts.duration)] * opts.workers
     ctx = multiprocessing.get_context("fork")
@@ -109,9 +107,19 @@ def python_load(
 def nest_client_load(name: str, server: Spawned, port: int, opts: argparse.Namespace) -> Result:
     """The genuine NestJS ClientProxy as load (tests/interop/nest_client.mjs --load)."""
     cmd = [
-        "node", str(INTEROP / "nest_client.mjs"), "--port", str(port), "--load",
-        "--concurrency", str(opts.connections * opts.inflight), "--duration", str(opts.duration),
-        "--warmup", str(opts.warmup), "--pattern", "echo",
+        "node",
+        str(INTEROP / "nest_client.mjs"),
+        "--port",
+        str(port),
+        "--load",
+        "--concurrency",
+        str(opts.connections * opts.inflight),
+        "--duration",
+        str(opts.duration),
+        "--warmup",
+        str(opts.warmup),
+        "--pattern",
+        "echo",
     ]
     cpu0 = cpu_seconds(server.process.pid)
     out = subprocess.run(cmd, check=True, capture_output=True, timeout=opts.duration + opts.warmup + 60)
@@ -209,8 +217,14 @@ def main(argv: list[str] | None = None) -> None:
     if opts.json:
         opts.json.parent.mkdir(parents=True, exist_ok=True)
         opts.json.write_bytes(
-            orjson.dumps({"bench": "transport", "options": vars(opts) | {"json": str(opts.json)},
-                          "results": [asdict(r) for r in results]}, option=orjson.OPT_INDENT_2)
+            orjson.dumps(
+                {
+                    "bench": "transport",
+                    "options": vars(opts) | {"json": str(opts.json)},
+                    "results": [asdict(r) for r in results],
+                },
+                option=orjson.OPT_INDENT_2,
+            )
         )
 
 

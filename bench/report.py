@@ -1,0 +1,128 @@
+"""Bench results → one self-contained HTML page with inline SVG charts (no plotting dependency)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+COLORS = {"booking-rpc": "#2b6cb0", "baseline": "#a0aec0"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One bar group: a scenario measured for booking-rpc or for its baseline."""
+
+    scenario: str
+    target: str
+    baseline: bool
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+def rows_from_results(results: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for r in (results.get("transport") or {}).get("results", []):
+        rows.append(
+            Row(
+                f"transport echo ({r['load']})",
+                r["target"],
+                r["target"].startswith("nestjs"),
+                r["rps"],
+                r["p50_ms"],
+                r["p95_ms"],
+                r["p99_ms"],
+            )
+        )
+    for r in (results.get("reservations") or {}).get("results", []):
+        name = str(r["name"])
+        baseline = name.startswith("pgbench")
+        pattern = name.split(" ", 1)[1] if " " in name else name
+        rows.append(
+            Row(
+                f"{pattern} c={r['concurrency']}",
+                "pgbench" if baseline else "booking-rpc",
+                baseline,
+                r["throughput"],
+                r["p50_ms"],
+                r["p95_ms"],
+                r["p99_ms"],
+            )
+        )
+    ev = results.get("events")
+    if ev:
+        rows.append(
+            Row(
+                f"events to NestJS (offered {ev['offered_rate']:.0f}/s)",
+                "booking-rpc relay",
+                False,
+                ev["events_per_s"],
+                ev["lag_p50_ms"],
+                ev["lag_p95_ms"],
+                ev["lag_p99_ms"],
+            )
+        )
+    return rows
+
+
+def bar_chart(title: str, rows: list[Row], value: str, unit: str) -> str:
+    """Horizontal bars, one per row, labelled with scenario, target and value."""
+    bar_h, gap, left, width = 18, 6, 360, 420
+    top = 30
+    height = top + len(rows) * (bar_h + gap) + 10
+    peak = max((getattr(r, value) for r in rows), default=1.0) or 1.0
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 120}" height="{height}" role="img">',
+        f'<text x="0" y="18" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for i, r in enumerate(rows):
+        y = top + i * (bar_h + gap)
+        v = float(getattr(r, value))
+        w = max(1.0, width * v / peak)
+        color = COLORS["baseline" if r.baseline else "booking-rpc"]
+        label = html.escape(f"{r.scenario} · {r.target}")
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end" font-size="12">{label}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}"/>')
+        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 13}" font-size="12">{v:,.2f} {unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(results: dict[str, Any]) -> str:
+    rows = rows_from_results(results)
+    table = "".join(
+        f"<tr><td>{html.escape(r.scenario)}</td><td>{html.escape(r.target)}</td><td>{r.throughput:,.1f}</td>"
+        f"<td>{r.p50_ms:.2f}</td><td>{r.p95_ms:.2f}</td><td>{r.p99_ms:.2f}</td></tr>"
+        for r in rows
+    )
+    charts = "".join(
+        f"<div>{bar_chart(t, rows, v, u)}</div>"
+        for t, v, u in (
+            ("Throughput (req/s, ops/s, events/s)", "throughput", "/s"),
+            ("p50 latency", "p50_ms", "ms"),
+            ("p95 latency", "p95_ms", "ms"),
+            ("p99 latency", "p99_ms", "ms"),
+        )
+    )
+    when = html.escape(str(results.get("generated_at", "")))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>booking-rpc bench</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,td:nth-child(2){text-align:left}"
+        "</style></head><body>"
+        f"<h1>booking-rpc bench</h1><p>{when} · blue: booking-rpc, grey: baseline (NestJS 12, pgbench)</p>"
+        f"{charts}<h2>Figures</h2><table><tr><th>scenario</th><th>target</th><th>throughput/s</th>"
+        f"<th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>{table}</table></body></html>\n"
+    )
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    lines = [f"{'scenario':48} {'target':20} {'per s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"]
+    for r in rows_from_results(results):
+        lines.append(
+            f"{r.scenario[:48]:48} {r.target[:20]:20} {r.throughput:>10,.0f} {r.p50_ms:>8.2f} "
+            f"{r.p95_ms:>8.2f} {r.p99_ms:>8.2f}"
+        )
+    return "\n".join(lines)

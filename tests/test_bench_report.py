@@ -1,0 +1,82 @@
+"""The bench chart: results in, a self-contained page with the figures and SVG bars out."""
+
+from __future__ import annotations
+
+from bench.report import render_html, rows_from_results, summary_table
+
+RESULTS = {
+    "generated_at": "2026-11-24T20:00:00+00:00",
+    "transport": {
+        "results": [
+            {
+                "target": "booking-rpc json",
+                "load": "python x2",
+                "rps": 90426.0,
+                "p50_ms": 1.37,
+                "p95_ms": 2.29,
+                "p99_ms": 3.18,
+            },
+            {
+                "target": "nestjs 12",
+                "load": "python x2",
+                "rps": 76956.0,
+                "p50_ms": 1.03,
+                "p95_ms": 4.75,
+                "p99_ms": 5.89,
+            },
+        ]
+    },
+    "reservations": {
+        "results": [
+            {
+                "name": "rpc reservation.create",
+                "concurrency": 8,
+                "throughput": 2027.5,
+                "p50_ms": 3.71,
+                "p95_ms": 6.28,
+                "p99_ms": 8.34,
+            },
+            {
+                "name": "pgbench reservation.create",
+                "concurrency": 8,
+                "throughput": 3115.4,
+                "p50_ms": 2.31,
+                "p95_ms": 4.44,
+                "p99_ms": 6.66,
+            },
+        ]
+    },
+    "events": {
+        "offered_rate": 8000,
+        "events_per_s": 7883.0,
+        "lag_p50_ms": 30.08,
+        "lag_p95_ms": 110.66,
+        "lag_p99_ms": 177.95,
+    },
+}
+
+
+def test_rows_pair_booking_rpc_with_its_baselines() -> None:
+    rows = rows_from_results(RESULTS)
+    assert [(r.target, r.baseline) for r in rows] == [
+        ("booking-rpc json", False),
+        ("nestjs 12", True),
+        ("booking-rpc", False),
+        ("pgbench", True),
+        ("booking-rpc relay", False),
+    ]
+    assert rows[2].scenario == "reservation.create c=8"
+
+
+def test_page_has_charts_and_every_figure() -> None:
+    page = render_html(RESULTS)
+    assert page.count("<svg") == 4
+    for text in ("90,426.00", "3,115.4", "reservation.create c=8", "events to NestJS", "177.95"):
+        assert text in page
+    assert "<script" not in page  # self-contained and static
+
+
+def test_missing_bench_is_left_out() -> None:
+    partial = {"transport": RESULTS["transport"], "reservations": None, "events": None}
+    assert len(rows_from_results(partial)) == 2
+    assert "nestjs 12" in summary_table(partial)
