@@ -168,6 +168,20 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
     return _with_context(_settings(args), work)
 
 
+def _cmd_seed(args: argparse.Namespace) -> int:
+    from booking_rpc.seed import instructions, seed_demo
+
+    if not args.demo:
+        print("booking-rpc: say what to seed: --demo", file=sys.stderr)
+        return 2
+
+    async def work(ctx: Context) -> int:
+        print(instructions(await seed_demo(ctx, days=args.days)))
+        return 0
+
+    return _with_context(_settings(args), work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="booking-rpc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("action", choices=["retry"], help="retry: re-drive every dead delivery")
     db_flags(outbox)
     outbox.set_defaults(func=_cmd_outbox)
+
+    seed = sub.add_parser("seed", help="create demo clinics, services and a month of slots (idempotent)")
+    seed.add_argument("--demo", action="store_true", help="the demo data set")
+    seed.add_argument("--days", type=int, default=30, help="days of slots from tomorrow")
+    db_flags(seed)
+    seed.set_defaults(func=_cmd_seed)
 
     config = sub.add_parser("config", help="print the effective configuration (secrets masked)")
     config.set_defaults(func=_cmd_config)
