@@ -210,3 +210,21 @@ async def test_notify_wakes_a_running_relay(relay_ctx: Context, make_server: Mak
         await wait_for(lambda: len(recorder.events) == 1, timeout=3.0)  # far sooner than the 30 s poll
     finally:
         await relay.stop()
+
+
+async def test_an_event_committed_late_is_still_delivered(relay_ctx: Context, make_server: MakeServer) -> None:
+    recorder = Recorder()
+    server = await make_server(recorder.router)
+    relay = OutboxRelay(relay_ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    early, late = uuid.uuid4(), uuid.uuid4()
+    try:
+        async with relay_ctx.transaction() as slow:  # takes the lower seq, commits last
+            await enqueue(slow, relay_ctx.sql, early, cancelled(early))
+            later_ids = await write_events(relay_ctx, late, 1)
+            assert await relay.run_once() == 1  # the committed one goes; the open one is invisible
+        assert await relay.run_once() == 1  # committed now: delivered, not skipped as "behind the offset"
+        await wait_for(lambda: len(recorder.events) == 2)
+    finally:
+        await relay.stop()
+    assert recorder.events[0][1]["event_id"] == later_ids[0]
+    assert recorder.events[1][1]["reservation_id"] == str(early)
