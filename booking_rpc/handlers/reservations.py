@@ -18,9 +18,10 @@ import asyncpg
 from booking_rpc.auth import is_privileged, require_actor, require_self
 from booking_rpc.context import Context
 from booking_rpc.errors import RpcError, not_found
+from booking_rpc.events.holds import announce_expired
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.handlers.slots import REASON_MESSAGES, unavailable_reason
-from booking_rpc.models.events import ReservationCancelled, ReservationCreated, ReservationExpired
+from booking_rpc.models.events import ReservationCancelled, ReservationCreated
 from booking_rpc.models.reservations import (
     ReservationCancelRequest,
     ReservationCreateRequest,
@@ -75,20 +76,7 @@ def _replay(row: asyncpg.Record, fp: str) -> ReservationOut:
 async def release_expired(conn: asyncpg.Connection, ctx: Context, slot_id: object) -> int:
     """Give back the slot's expired holds in the caller's transaction; one reservation.expired each."""
     rows = await conn.fetch(ctx.sql["reservations.release_expired_for_slot"], slot_id)
-    for r in rows:
-        await enqueue(
-            conn,
-            ctx.sql,
-            r["id"],
-            ReservationExpired(
-                reservation_id=r["id"],
-                user_id=r["user_id"],
-                pet_id=r["pet_id"],
-                service_id=r["service_id"],
-                slot_id=r["slot_id"],
-                expired_at=r["expires_at"],
-            ),
-        )
+    await announce_expired(conn, ctx.sql, rows)
     return len(rows)
 
 

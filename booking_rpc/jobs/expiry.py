@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncpg
 
 from booking_rpc.context import Context
-from booking_rpc.events.outbox import enqueue
-from booking_rpc.models.events import ReservationExpired
+from booking_rpc.events.holds import announce_expired
 
 DEADLOCK_RETRIES = 3
 
@@ -21,20 +20,7 @@ DEADLOCK_RETRIES = 3
 async def _expire_once(ctx: Context, batch_size: int) -> int:
     async with ctx.transaction() as conn:
         rows = await conn.fetch(ctx.sql["reservations.expire_batch"], batch_size)
-        for r in rows:
-            await enqueue(
-                conn,
-                ctx.sql,
-                r["id"],
-                ReservationExpired(
-                    reservation_id=r["id"],
-                    user_id=r["user_id"],
-                    pet_id=r["pet_id"],
-                    service_id=r["service_id"],
-                    slot_id=r["slot_id"],
-                    expired_at=r["expires_at"],
-                ),
-            )
+        await announce_expired(conn, ctx.sql, rows)
     return len(rows)
 
 
