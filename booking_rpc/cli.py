@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -112,8 +113,10 @@ def _cmd_emit(args: argparse.Namespace) -> int:
 def _cmd_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for name, value in settings.model_dump().items():
+        variable = Settings.env_name(name)
         shown = "********" if name == "database_url" and value is not None else value
-        print(f"{Settings.env_name(name)}={'' if shown is None else shown}")
+        source = "env" if os.environ.get(variable) else "default"
+        print(f"{variable}={'' if shown is None else shown}  # {source}")
     return 0
 
 

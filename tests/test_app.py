@@ -110,4 +110,5 @@ def test_unreachable_database_exits_with_a_clear_message() -> None:
 def test_config_masks_the_database_password() -> None:
     done = run_cli("config", env={"DATABASE_URL": "postgresql://u:s3cret@db:5432/b"})
     assert done.returncode == 0
-    assert "s3cret" not in done.stdout and "DATABASE_URL=********" in done.stdout
+    assert "s3cret" not in done.stdout and "DATABASE_URL=********  # env" in done.stdout
+    assert "BOOKING_RPC_HOLD_TTL_SECONDS=600  # default" in done.stdout
