@@ -2,8 +2,9 @@
 
     python -m bench.reservations --concurrency 1,8,32 --duration 5 [--json out.json]
 
-For each concurrency level it measures `booking.reservation.create` and `booking.slots.find` through our
-Client against a booking-rpc server in a subprocess (throughput, p50/p95/p99), then runs pgbench with a
+For each concurrency level it measures `booking.reservation.create` and `booking.slots.find` over real
+sockets against a booking-rpc server in a subprocess (throughput, p50/p95/p99), driven by lean lanes
+(bench/lanes.py: ready frames, replies split but not parsed, as pgbench does), then runs pgbench with a
 script made from the very same named statements (sql/queries/*.sql) at the same concurrency on the same
 database, and prints the ratio. Then `slots.find` latency with 10k slots and with 1M slots of one service
 (generated with generate_series), with the EXPLAIN of the query.
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -38,8 +39,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bench.lanes import Request, closed_loop, open_lanes
 from booking_rpc import jsonutil
 from booking_rpc.db.queries import Queries
+from booking_rpc.loop import run as run_on_service_loop
 
 NIL = uuid.UUID(int=0)
 FIND_BASE_DATE = dt.date(2030, 1, 1)
@@ -172,7 +175,7 @@ async def explain_find(dsn: str, sql: Queries, ds: Dataset) -> str:
             d,
             dt.time(0),
             NIL,
-            FIND_LIMIT + 1,
+            FIND_LIMIT,
         )
     finally:
         await conn.close()
@@ -203,10 +206,9 @@ async def serve(dsn: str, pool_size: int) -> None:
 
 
 @contextlib.contextmanager
-def server_process(dsn: str, pool_size: int, uvloop: bool = False) -> Iterator[int]:
+def server_process(dsn: str, pool_size: int) -> Iterator[int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.reservations", "--serve", dsn, "--pool", str(pool_size)]
-        + (["--uvloop"] if uvloop else []),
+        [sys.executable, "-m", "bench.reservations", "--serve", dsn, "--pool", str(pool_size)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -231,81 +233,58 @@ def server_process(dsn: str, pool_size: int, uvloop: bool = False) -> Iterator[i
             proc.wait()
 
 
-# --- load through our client ---------------------------------------------------------------------------
-
-Op = Callable[[Any], Awaitable[Any]]
+# --- load through the wire ------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def clients(port: int, n: int) -> AsyncIterator[list[Any]]:
-    from booking_rpc.client import Client
-
-    opened = [await Client.connect("127.0.0.1", port) for _ in range(n)]
+async def run_load(name: str, port: int, concurrency: int, seconds: float, request: Request) -> Result:
+    """`concurrency` lanes, each its own connection with one request in flight (bench/lanes.py)."""
+    lanes = await open_lanes("127.0.0.1", port, concurrency)
     try:
-        yield opened
+        for lane in lanes:  # warm-up: connections, prepared statements
+            await lane.call(*request())
+        latencies, errors, elapsed = await closed_loop(lanes, request, seconds)
     finally:
-        for c in opened:
-            await c.close()
-
-
-async def run_load(name: str, port: int, concurrency: int, seconds: float, op: Op) -> Result:
-    """`concurrency` workers, each with its own connection, each one request in flight at a time."""
-    latencies: list[float] = []
-    errors = 0
-    async with clients(port, concurrency) as cs:
-        for c in cs:  # warm-up: connections, prepared statements
-            await op(c)
-        deadline = time.perf_counter() + seconds
-
-        async def worker(c: Any) -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                try:
-                    await op(c)
-                except Exception:
-                    errors += 1
-                    continue
-                latencies.append((time.perf_counter() - t0) * 1000)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(c) for c in cs))
-        elapsed = time.perf_counter() - started
+        for lane in lanes:
+            lane.close()
     p50, p95, p99 = percentiles(latencies)
     return Result(name, concurrency, len(latencies), elapsed, len(latencies) / elapsed, p50, p95, p99, errors)
 
 
-def create_op(ds: Dataset) -> Op:
-    async def op(client: Any) -> Any:
-        user = str(uuid.uuid4())
-        return await client.send(
-            "booking.reservation.create",
-            {
-                "actor": {"id": user, "role": "user"},
-                "user_id": user,
-                "pet_id": str(uuid.uuid4()),
-                "service_id": str(ds.service_id),
-                "slot_id": str(random.choice(ds.create_slots)),
-            },
-        )
-
-    return op
+def fast_uuid() -> str:
+    """A random (version 4) UUID without a urandom syscall: bench ids need to be unique, not secret."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
-def find_op(ds: Dataset) -> Op:
-    async def op(client: Any) -> Any:
+def create_request(ds: Dataset) -> Request:
+    service_id = str(ds.service_id)
+    slots = [str(s) for s in ds.create_slots]
+
+    def request() -> tuple[str, Any]:
+        user = fast_uuid()
+        return "booking.reservation.create", {
+            "actor": {"id": user, "role": "user"},
+            "user_id": user,
+            "pet_id": fast_uuid(),
+            "service_id": service_id,
+            "slot_id": random.choice(slots),
+        }
+
+    return request
+
+
+def find_request(ds: Dataset) -> Request:
+    service_id = str(ds.find_service_id)
+
+    def request() -> tuple[str, Any]:
         d = FIND_BASE_DATE + dt.timedelta(days=random.randrange(0, FIND_DAYS - 10))
-        return await client.send(
-            "booking.slots.find",
-            {
-                "service_id": str(ds.find_service_id),
-                "date_from": d.isoformat(),
-                "date_to": (d + dt.timedelta(days=7)).isoformat(),
-                "limit": FIND_LIMIT,
-            },
-        )
+        return "booking.slots.find", {
+            "service_id": service_id,
+            "date_from": d.isoformat(),
+            "date_to": (d + dt.timedelta(days=7)).isoformat(),
+            "limit": FIND_LIMIT,
+        }
 
-    return op
+    return request
 
 
 # --- pgbench with the same statements ------------------------------------------------------------------
@@ -337,57 +316,24 @@ def lit(value: object, cast: str) -> str:
 
 
 def create_scripts(sql: Queries, ds: Dataset, ttl: int, folder: Path) -> list[Path]:
-    """One script per target slot (pgbench picks scripts at random): the handler's exact transaction."""
-    # the handler's payload shape and size; no ':' inside values (pgbench would read ':00' as a variable)
-    stamp = "2030-01-01T00.00.00.000000+00.00"
-    payload = jsonutil.dumps(
-        {
-            "event_type": "reservation.created",
-            "reservation_id": str(NIL),
-            "user_id": str(NIL),
-            "pet_id": str(NIL),
-            "service_id": str(ds.service_id),
-            "slot_id": str(NIL),
-            "expires_at": stamp,
-            "created_at": stamp,
-            "event_id": str(NIL),
-            "occurred_at": stamp,
-        }
-    ).decode()
+    """One script per target slot (pgbench picks scripts at random): the handler's exact statement."""
     paths = []
     for i, slot in enumerate(ds.create_slots):
-        s = lit(slot, "uuid")
-        lines = [
-            "BEGIN;",
-            bind(sql["reservations.release_expired_for_slot"], {1: s}),
-            bind(sql["slots.take_unit"], {1: s, 2: lit(ds.service_id, "uuid")}),
-            bind(
-                sql["reservations.insert"],
-                {
-                    1: "gen_random_uuid()",
-                    2: "gen_random_uuid()",
-                    3: lit(ds.service_id, "uuid"),
-                    4: s,
-                    5: "md5(random()::text)",
-                    6: str(ttl),
-                    7: "NULL",
-                    8: lit("0" * 64, "text"),
-                },
-            ),
-            bind(
-                sql["outbox.enqueue"],
-                {
-                    1: "gen_random_uuid()",
-                    2: "'reservation'",
-                    3: "gen_random_uuid()",
-                    4: "'reservation.created'",
-                    5: lit(payload, "jsonb"),
-                },
-            ),
-            "COMMIT;",
-        ]
+        hold = bind(
+            sql["reservations.hold"],
+            {
+                1: "gen_random_uuid()",
+                2: "gen_random_uuid()",
+                3: lit(ds.service_id, "uuid"),
+                4: lit(slot, "uuid"),
+                5: "md5(random()::text)",
+                6: str(ttl),
+                7: "NULL",
+                8: lit("0" * 64, "text"),
+            },
+        )
         path = folder / f"create_{i}.sql"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text(hold + "\n")
         paths.append(path)
     return paths
 
@@ -405,7 +351,7 @@ def find_script(sql: Queries, ds: Dataset, folder: Path) -> Path:
             6: d,
             7: "make_time(0, 0, 0)",
             8: lit(NIL, "uuid"),
-            9: str(FIND_LIMIT + 1),
+            9: str(FIND_LIMIT),
         },
     )
     path = folder / "find.sql"
@@ -470,7 +416,7 @@ def line(r: Result) -> str:
 
 
 async def find_latency(port: int, ds: Dataset, seconds: float) -> Result:
-    return await run_load("rpc slots.find (latency)", port, 1, seconds, find_op(ds))
+    return await run_load("rpc slots.find (latency)", port, 1, seconds, find_request(ds))
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -493,14 +439,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             ttl = 600
             creates = create_scripts(sql, ds, ttl, folder)
             find = find_script(sql, ds, folder)
-            with server_process(dsn, max(levels), args.uvloop) as port:
+            with server_process(dsn, max(levels)) as port:
                 print(f"booking-rpc on 127.0.0.1:{port}, database {name}, {args.duration}s per run")
                 for c in levels:
                     for label, op, scripts in (
-                        ("reservation.create", create_op(ds), creates),
-                        ("slots.find", find_op(ds), [find]),
+                        ("reservation.create", create_request(ds), creates),
+                        ("slots.find", find_request(ds), [find]),
                     ):
-                        rpc = asyncio.run(run_load(f"rpc {label}", port, c, args.duration, op))
+                        rpc = run_on_service_loop(run_load(f"rpc {label}", port, c, args.duration, op))
                         pg = run_pgbench(label, dsn, scripts, c, args.duration, folder)
                         ratio = rpc.throughput / pg.throughput if pg.throughput else float("nan")
                         print(line(rpc))
@@ -509,12 +455,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         report["results"] += [asdict(rpc), asdict(pg)]
                         report["ratios"].append({"pattern": label, "concurrency": c, "ratio": ratio})
                 if not args.skip_big:
-                    small = asyncio.run(find_latency(port, ds, args.duration))
+                    small = run_on_service_loop(find_latency(port, ds, args.duration))
                     plan_small = asyncio.run(explain_find(dsn, sql, ds))
                     t0 = time.perf_counter()
                     n = asyncio.run(grow_find_service(dsn, sql, ds, args.big_slots))
                     grown = time.perf_counter() - t0
-                    big = asyncio.run(find_latency(port, ds, args.duration))
+                    big = run_on_service_loop(find_latency(port, ds, args.duration))
                     plan_big = asyncio.run(explain_find(dsn, sql, ds))
                     growth = big.p50_ms / small.p50_ms
                     print(
@@ -547,14 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-big", action="store_true", help="skip the 10k vs 1M slots.find comparison")
     p.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)
     p.add_argument("--pool", type=int, default=10, help=argparse.SUPPRESS)
-    p.add_argument("--uvloop", action="store_true", help="run the server under uvloop")
     args = p.parse_args(argv)
     if args.serve:
-        if args.uvloop:
-            import uvloop
-
-            uvloop.install()
-        asyncio.run(serve(args.serve, args.pool))
+        run_on_service_loop(serve(args.serve, args.pool))
         return 0
     report = bench(args)
     if args.json:

@@ -35,7 +35,6 @@ def steps(full: bool) -> list[tuple[str, list[str]]]:
                 "1,8,32",
                 "--duration",
                 d,
-                "--uvloop",
                 *([] if full else ["--skip-big"]),
             ],
         ),

@@ -13,9 +13,8 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import asyncpg
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -23,7 +22,7 @@ from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.embedded import EmbeddedPostgres, default_data_dir, start_embedded
 from booking_rpc.db.migrations import migrate, pending
-from booking_rpc.db.pool import create_pool, redact
+from booking_rpc.db.pool import Pool, create_pool, redact
 from booking_rpc.db.queries import Queries, default_sql_dir
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.handlers import build_router
@@ -63,7 +62,7 @@ async def open_database(settings: Settings) -> Database:
 class App:
     settings: Settings
     database: Database
-    pool: asyncpg.Pool
+    pool: Pool
     ctx: Context
     server: Server
     background: list[Any] = field(default_factory=list)
@@ -77,7 +76,7 @@ async def readiness(app: App) -> tuple[int, bytes, str]:
     try:
         async with asyncio.timeout(2.0), app.pool.acquire() as conn:
             waiting = await pending(
-                cast(asyncpg.Connection, conn), (app.settings.sql_dir or default_sql_dir()) / "migrations"
+                conn, (app.settings.sql_dir or default_sql_dir()) / "migrations"
             )
     except Exception as exc:
         return 503, f"database unavailable: {type(exc).__name__}\n".encode(), "text/plain"
@@ -123,7 +122,7 @@ async def running_app(settings: Settings, *, migrate_first: bool = True) -> Asyn
             if migrate_first:
                 async with pool.acquire() as conn:
                     applied = await migrate(
-                        cast(asyncpg.Connection, conn), (settings.sql_dir or default_sql_dir()) / "migrations"
+                        conn, (settings.sql_dir or default_sql_dir()) / "migrations"
                     )
                 if applied:
                     log.info("migrations applied", applied=applied)

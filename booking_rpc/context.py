@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import asyncpg
 
 from booking_rpc.config import Settings
+from booking_rpc.db.pool import Pool
 from booking_rpc.db.queries import Queries
 
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
@@ -17,7 +18,7 @@ Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 
 @dataclass(slots=True)
 class Context:
-    pool: asyncpg.Pool
+    pool: Pool
     sql: Queries
     settings: Settings
     # Process-wide singletons other layers hang here (metrics, relay wake-up); handlers don't need them.
@@ -29,10 +30,8 @@ class Context:
     ) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside one explicit transaction, committed on success."""
         async with self.pool.acquire() as conn, conn.transaction(isolation=isolation):
-            yield cast(asyncpg.Connection, conn)
+            yield conn
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection for reads that need no transaction."""
-        async with self.pool.acquire() as conn:
-            yield cast(asyncpg.Connection, conn)
+    def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A pooled connection for reads and single statements (each its own transaction)."""
+        return self.pool.acquire()

@@ -17,7 +17,7 @@ import contextlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 import structlog
@@ -137,7 +137,7 @@ class OutboxRelay:
         self.static = static if static is not None else parse_subscribers(ctx.settings.subscribers)
         self.loops: dict[Subscriber, _SubscriberLoop] = {}
         self.stats = RelayStats()
-        self._listener: Any = None
+        self._listener: asyncpg.Connection | None = None
         self._manager: asyncio.Task[None] | None = None
 
     async def subscribers(self) -> list[Subscriber]:
@@ -198,7 +198,7 @@ class OutboxRelay:
         await self.sync_loops()
         # LISTEN needs a connection of its own for as long as the relay runs.
         self._listener = await self.ctx.pool.acquire()
-        await cast(asyncpg.Connection, self._listener).add_listener(NOTIFY_CHANNEL, self._on_notify)
+        await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
         self._manager = asyncio.create_task(self._manage(), name="outbox-relay-manager")
         log.info("outbox relay started", subscribers=[s.name for s in self.loops])
 

@@ -1,10 +1,10 @@
 """`booking.reservation.create` / `.cancel`: the hold engine.
 
-A hold takes one unit of slot capacity with a single conditional UPDATE (it waits only on that slot's row
-and can never push `booked_count` past `capacity`), in the same transaction that first gives back the
-slot's holds past their TTL (so capacity never drifts while the expiry job is late), inserts the
-reservation and writes `reservation.created` to the outbox. Errors are decided after the fact from one
-diagnostic read, so the fast path is: release-expired, take, insert, enqueue.
+A hold is one statement, `reservations.hold`, so one transaction and one round trip: it gives back the
+slot's holds past their TTL (so capacity never drifts while the expiry job is late), takes one unit of
+capacity with a single conditional UPDATE (it waits only on that slot's row and can never push
+`booked_count` past `capacity`), inserts the reservation and writes `reservation.expired` /
+`reservation.created` to the outbox. When it takes nothing, one diagnostic read says why.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import asyncpg
 from booking_rpc.auth import is_privileged, require_actor, require_self
 from booking_rpc.context import Context
 from booking_rpc.errors import RpcError, not_found
-from booking_rpc.events.holds import announce_expired
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.handlers.slots import REASON_MESSAGES, unavailable_reason
-from booking_rpc.models.events import ReservationCancelled, ReservationCreated
+from booking_rpc.models.events import ReservationCancelled
 from booking_rpc.models.reservations import (
     ReservationCancelRequest,
     ReservationCreateRequest,
@@ -73,15 +72,8 @@ def _replay(row: asyncpg.Record, fp: str) -> ReservationOut:
     return reservation_out(row)
 
 
-async def release_expired(conn: asyncpg.Connection, ctx: Context, slot_id: object) -> int:
-    """Give back the slot's expired holds in the caller's transaction; one reservation.expired each."""
-    rows = await conn.fetch(ctx.sql["reservations.release_expired_for_slot"], slot_id)
-    await announce_expired(conn, ctx.sql, rows)
-    return len(rows)
-
-
 async def _refuse(conn: asyncpg.Connection, ctx: Context, payload: ReservationCreateRequest) -> NoReturn:
-    """The take found nothing to update: say precisely why (read after the fact, same transaction)."""
+    """The hold took nothing: say precisely why (read right after it)."""
     row = await conn.fetchrow(ctx.sql["slots.diagnose"], payload.slot_id, payload.user_id)
     details = {"slot_id": str(payload.slot_id)}
     if row is None or row["service_id"] != payload.service_id:
@@ -102,21 +94,13 @@ async def create_reservation(payload: ReservationCreateRequest, ctx: Context) ->
     fp = fingerprint(payload)
     key = payload.idempotency_key
     try:
-        async with ctx.transaction() as conn:
+        async with ctx.connection() as conn:
             if key is not None:
                 first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)
                 if first is not None:
                     return _replay(first, fp)
-            await release_expired(conn, ctx, payload.slot_id)
-            taken = await conn.fetchrow(ctx.sql["slots.take_unit"], payload.slot_id, payload.service_id)
-            if taken is None:
-                if key is not None:  # a racing twin with this key may have taken the last unit
-                    first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)
-                    if first is not None:
-                        return _replay(first, fp)
-                await _refuse(conn, ctx, payload)
             row = await conn.fetchrow(
-                ctx.sql["reservations.insert"],
+                ctx.sql["reservations.hold"],
                 payload.user_id,
                 payload.pet_id,
                 payload.service_id,
@@ -126,24 +110,15 @@ async def create_reservation(payload: ReservationCreateRequest, ctx: Context) ->
                 key,
                 fp,
             )
-            assert row is not None
-            await enqueue(
-                conn,
-                ctx.sql,
-                row["id"],
-                ReservationCreated(
-                    reservation_id=row["id"],
-                    user_id=row["user_id"],
-                    pet_id=row["pet_id"],
-                    service_id=row["service_id"],
-                    slot_id=row["slot_id"],
-                    expires_at=row["expires_at"],
-                    created_at=row["created_at"],
-                ),
-            )
-            return reservation_out(row)
+            if row is not None:
+                return reservation_out(row)
+            if key is not None:  # a racing twin with this key may have taken the last unit
+                first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)
+                if first is not None:
+                    return _replay(first, fp)
+            await _refuse(conn, ctx, payload)
     except asyncpg.UniqueViolationError as exc:
-        # The transaction rolled back, so the unit it took is back: nothing changed.
+        # The statement rolled back, so the unit it took is back: nothing changed.
         if exc.constraint_name == IDEMPOTENCY_CONSTRAINT and key is not None:
             async with ctx.connection() as conn:
                 first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)

@@ -1,33 +1,85 @@
 -- Reservations: temporary holds on a unit of slot capacity (lock_id + expires_at on the database clock).
 
--- name: reservations.release_expired_for_slot
--- Give back the units of slot $1's pending holds past their TTL, in the transaction that is about to take
--- a unit from it, so a late expiry job never turns a customer away. Returns the holds now 'expired' (one
--- reservation.expired event each). Locks the holds first, then the slot, like the expiry job and cancel.
+-- name: reservations.hold
+-- A hold, as one statement (so one transaction and one round trip): $1 user, $2 pet, $3 service, $4 slot,
+-- $5 lock_id, $6 TTL seconds, $7 idempotency key, $8 request fingerprint.
+--   1. The slot's pending holds past their TTL become 'expired' and give their units back, so a late
+--      expiry job never turns a customer away (holds are locked first, then the slot: the order the expiry
+--      job and cancel use).
+--   2. One conditional UPDATE takes a unit: it waits only on this slot's row and can never push
+--      booked_count past capacity; a slot full only because of those expired holds can be taken again.
+--   3. The reservation row, then one outbox row per event: reservation.expired for each hold of step 1,
+--      reservation.created for the new one (payload = the models in booking_rpc/models/events.py, plus
+--      event_type, event_id = the outbox row id, occurred_at).
+-- Returns the new reservation, or no row when nothing was taken (gone, wrong service, blocked, full, in the
+-- past on the database clock, service unavailable, an availability exception on the slot's date; the
+-- expired holds are still given back). slots.diagnose tells which. Unique violations roll it all back:
+-- uq_reservations_user_idempotency (a racing retry), uq_reservations_pending_user_slot (already held).
 WITH expired AS (
     UPDATE reservations
     SET status = 'expired', updated_at = now()
-    WHERE slot_id = $1 AND status = 'pending' AND expires_at <= now()
+    WHERE slot_id = $4 AND status = 'pending' AND expires_at <= now()
     RETURNING id, user_id, pet_id, service_id, slot_id, expires_at
-), released AS (
-    UPDATE slots
-    SET booked_count = booked_count - (SELECT count(*) FROM expired)::int,
-        status = CASE WHEN status = 'booked' THEN 'available' ELSE status END,
+), freed AS (
+    SELECT count(*)::int AS n FROM expired
+), taken AS (
+    UPDATE slots s
+    SET booked_count = s.booked_count - f.n + 1,
+        status = CASE WHEN s.booked_count - f.n + 1 >= s.capacity THEN 'booked' ELSE 'available' END,
         updated_at = now()
-    WHERE id = $1 AND EXISTS (SELECT 1 FROM expired)
-    RETURNING id
+    FROM services sv, freed f
+    WHERE s.id = $4
+      AND s.service_id = $3
+      AND sv.id = s.service_id
+      AND s.booked_count - f.n < s.capacity
+      AND (s.status = 'available' OR (s.status = 'booked' AND f.n > 0))
+      AND s.starts_at > now()
+      AND sv.is_available IS TRUE
+      AND NOT EXISTS (
+          SELECT 1
+          FROM jsonb_array_elements(
+              CASE WHEN jsonb_typeof(sv.availability_exceptions) = 'array'
+                   THEN sv.availability_exceptions ELSE '[]'::jsonb END) e
+          WHERE jsonb_typeof(e) = 'object'
+            AND s.slot_date BETWEEN COALESCE(e->>'date', e->>'start_date')::date
+                                AND COALESCE(e->>'date', e->>'end_date', e->>'start_date')::date)
+    RETURNING s.id
+), released AS (
+    -- nothing taken: the expired holds' units go back all the same (never both this and `taken`)
+    UPDATE slots s
+    SET booked_count = s.booked_count - f.n,
+        status = CASE WHEN s.status = 'booked' THEN 'available' ELSE s.status END,
+        updated_at = now()
+    FROM freed f
+    WHERE s.id = $4 AND f.n > 0 AND NOT EXISTS (SELECT 1 FROM taken)
+    RETURNING s.id
+), inserted AS (
+    INSERT INTO reservations (user_id, pet_id, service_id, slot_id, lock_id, status, expires_at,
+                              idempotency_key, request_fingerprint)
+    SELECT $1, $2, $3, t.id, $5, 'pending', now() + make_interval(secs => $6::int), $7, $8
+    FROM taken t
+    RETURNING id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at, idempotency_key,
+              request_fingerprint, created_at, updated_at
+), events AS MATERIALIZED (
+    SELECT gen_random_uuid() AS id, e.id AS aggregate_id, 'reservation.expired' AS event_type,
+           jsonb_build_object('reservation_id', e.id, 'user_id', e.user_id, 'pet_id', e.pet_id,
+                              'service_id', e.service_id, 'slot_id', e.slot_id, 'expired_at', e.expires_at) AS body
+    FROM expired e
+    UNION ALL
+    SELECT gen_random_uuid(), i.id, 'reservation.created',
+           jsonb_build_object('reservation_id', i.id, 'user_id', i.user_id, 'pet_id', i.pet_id,
+                              'service_id', i.service_id, 'slot_id', i.slot_id, 'expires_at', i.expires_at,
+                              'created_at', i.created_at)
+    FROM inserted i
+), announced AS (
+    INSERT INTO booking_events_outbox (id, aggregate_type, aggregate_id, event_type, payload)
+    SELECT id, 'reservation', aggregate_id, event_type,
+           body || jsonb_build_object('event_type', event_type, 'event_id', id, 'occurred_at', now())
+    FROM events
 )
-SELECT id, user_id, pet_id, service_id, slot_id, expires_at FROM expired;
-
--- name: reservations.insert
--- The hold itself: $1 user, $2 pet, $3 service, $4 slot, $5 lock_id, $6 TTL seconds, $7 idempotency key,
--- $8 request fingerprint. Unique violations: uq_reservations_user_idempotency (a racing retry) and
--- uq_reservations_pending_user_slot (this user already holds the slot).
-INSERT INTO reservations (user_id, pet_id, service_id, slot_id, lock_id, status, expires_at,
-                          idempotency_key, request_fingerprint)
-VALUES ($1, $2, $3, $4, $5, 'pending', now() + make_interval(secs => $6::int), $7, $8)
-RETURNING id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at, idempotency_key,
-          request_fingerprint, created_at, updated_at;
+SELECT id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at, idempotency_key,
+       request_fingerprint, created_at, updated_at
+FROM inserted;
 
 -- name: reservations.get_by_idempotency
 -- The reservation a user made with an idempotency key, if any.

@@ -12,32 +12,6 @@ SET booked_count = booked_count - $2::int,
 WHERE id = $1
 RETURNING id, booked_count, capacity, status;
 
--- name: slots.take_unit
--- Take one unit of slot $1 of service $2 for a hold: one conditional UPDATE, waits only on this slot's row.
--- 0 rows: gone, wrong service, blocked, full, in the past (database clock), service unavailable or an
--- availability exception on the slot's date; slots.diagnose tells which.
-UPDATE slots s
-SET booked_count = s.booked_count + 1,
-    status = CASE WHEN s.booked_count + 1 >= s.capacity THEN 'booked' ELSE s.status END,
-    updated_at = now()
-FROM services sv
-WHERE s.id = $1
-  AND s.service_id = $2
-  AND sv.id = s.service_id
-  AND s.booked_count < s.capacity
-  AND s.status = 'available'
-  AND s.starts_at > now()
-  AND sv.is_available IS TRUE
-  AND NOT EXISTS (
-      SELECT 1
-      FROM jsonb_array_elements(
-          CASE WHEN jsonb_typeof(sv.availability_exceptions) = 'array'
-               THEN sv.availability_exceptions ELSE '[]'::jsonb END) e
-      WHERE jsonb_typeof(e) = 'object'
-        AND s.slot_date BETWEEN COALESCE(e->>'date', e->>'start_date')::date
-                            AND COALESCE(e->>'date', e->>'end_date', e->>'start_date')::date)
-RETURNING s.id, s.service_id, s.booked_count, s.capacity, s.status;
-
 -- name: slots.diagnose
 -- Everything that decides whether slot $1 can take a hold now, for user $2 (NULL: anyone). `stale` counts
 -- pending holds past their TTL that still occupy a unit until someone gives them back.

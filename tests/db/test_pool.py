@@ -1,4 +1,4 @@
-"""The pool's codecs, and how an unreachable or lost database is recognised."""
+"""The pool: its codecs, how an unreachable or lost database is recognised, and how it lends connections."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from booking_rpc.db.pool import DatabaseUnavailable, create_pool, is_connection_error, redact
+from booking_rpc.db.pool import DatabaseUnavailable, Pool, create_pool, is_connection_error, redact
 from tests.fixtures.db import with_database
 
 
-async def test_json_numeric_uuid_timestamptz_codecs(pool: asyncpg.Pool) -> None:
+async def test_json_numeric_uuid_timestamptz_codecs(pool: Pool) -> None:
     value = {"a": 1, "nested": {"list": [1, "x", None]}, "price": Decimal("12.50"), "ü": "ß"}
     assert await pool.fetchval("SELECT $1::jsonb", value) == {
         "a": 1,
@@ -40,7 +40,7 @@ async def test_json_numeric_uuid_timestamptz_codecs(pool: asyncpg.Pool) -> None:
     assert when == dt.datetime(2025, 3, 30, 0, 30, tzinfo=dt.UTC)
 
 
-async def test_jsonb_column_round_trip(pool: asyncpg.Pool) -> None:
+async def test_jsonb_column_round_trip(pool: Pool) -> None:
     async with pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO services (clinic_id, name, price, availability_exceptions) VALUES ($1, 'x', 1, $2)",
@@ -51,7 +51,7 @@ async def test_jsonb_column_round_trip(pool: asyncpg.Pool) -> None:
     assert stored == [{"date": "2030-01-01", "closed": True}]
 
 
-async def test_lost_connection_is_a_connection_error(pool: asyncpg.Pool) -> None:
+async def test_lost_connection_is_a_connection_error(pool: Pool) -> None:
     async with pool.acquire() as victim, pool.acquire() as killer:
         pid = victim.get_server_pid()
         assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
@@ -64,7 +64,7 @@ async def test_lost_connection_is_a_connection_error(pool: asyncpg.Pool) -> None
     assert await pool.fetchval("SELECT 1") == 1
 
 
-async def test_query_errors_are_not_connection_errors(pool: asyncpg.Pool) -> None:
+async def test_query_errors_are_not_connection_errors(pool: Pool) -> None:
     async with pool.acquire() as conn:
         with pytest.raises(asyncpg.PostgresError) as syntax:
             await conn.execute("SELEC 1")
@@ -116,3 +116,102 @@ async def test_missing_database_raises_database_unavailable(pg_base_dsn: str) ->
 def test_redact(dsn: str, expected: str) -> None:
     assert redact(dsn) == expected
     assert urlsplit(redact(dsn)).password in (None, "***")
+
+
+# --- the pool itself -------------------------------------------------------------------------------------
+
+
+async def test_at_most_max_size_and_waiters_served_in_order(db_url: str) -> None:
+    pool = await create_pool(db_url, min_size=1, max_size=2)
+    try:
+        first, second = await pool.acquire(), await pool.acquire()
+        assert (pool.get_size(), pool.get_idle_size()) == (2, 0)
+        order: list[int] = []
+
+        async def wait(n: int) -> None:
+            async with pool.acquire() as conn:
+                order.append(n)
+                assert await conn.fetchval("SELECT 1") == 1
+
+        waiters = [asyncio.create_task(wait(n)) for n in range(3)]
+        await asyncio.sleep(0.05)
+        assert order == [] and pool.get_size() == 2  # nobody opened a third connection
+        await pool.release(first)
+        await pool.release(second)
+        await asyncio.gather(*waiters)
+        assert order == [0, 1, 2]
+        assert (pool.get_size(), pool.get_idle_size()) == (2, 2)
+    finally:
+        await pool.close()
+
+
+async def test_a_cancelled_user_leaves_no_half_used_connection(db_url: str) -> None:
+    pool = await create_pool(db_url, min_size=1, max_size=1)
+    try:
+        started = asyncio.Event()
+
+        async def slow() -> None:
+            async with pool.acquire() as conn:
+                started.set()
+                await conn.execute("SELECT pg_sleep(10)")
+
+        task = asyncio.create_task(slow())
+        await started.wait()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # the interrupted connection was terminated, not handed to the next user mid-query
+        assert pool.get_size() == 0
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+        assert pool.get_size() == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_cancelled_waiter_loses_nothing(db_url: str) -> None:
+    pool = await create_pool(db_url, min_size=1, max_size=1)
+    try:
+        held = await pool.acquire()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await pool.acquire()
+        await pool.release(held)
+        async with asyncio.timeout(2):
+            async with pool.acquire() as conn:
+                assert conn is held  # the connection came back to the pool, not to the gone waiter
+        assert (pool.get_size(), pool.get_idle_size()) == (1, 1)
+    finally:
+        await pool.close()
+
+
+async def test_left_in_a_transaction_or_idle_too_long_is_replaced(db_url: str) -> None:
+    pool = Pool(db_url, min_size=1, max_size=2, max_idle=0.2)
+    await pool.open()
+    try:
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+        await pool.release(conn)
+        assert conn.is_closed() and pool.get_size() == 0
+        again = await pool.acquire()
+        assert again is not conn and not again.is_in_transaction()
+        await pool.release(again)
+        await asyncio.sleep(0.3)
+        fresh = await pool.acquire()
+        assert fresh is not again and again.is_closed()
+        await pool.release(fresh)
+        assert pool.get_size() == 1
+    finally:
+        await pool.close()
+
+
+async def test_closing_refuses_new_users_and_ends_returning_ones(db_url: str) -> None:
+    pool = await create_pool(db_url, min_size=2, max_size=2)
+    in_use = await pool.acquire()
+    await pool.close()
+    assert pool.get_size() == 1
+    with pytest.raises(asyncpg.InterfaceError, match="closing"):
+        await pool.acquire()
+    await pool.release(in_use)
+    assert in_use.is_closed() and pool.get_size() == 0

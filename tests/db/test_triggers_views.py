@@ -10,6 +10,8 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from booking_rpc.db.pool import Pool
+
 CLINIC = uuid.UUID("00000000-0000-0000-0000-000000000033")
 USER = uuid.UUID("00000000-0000-0000-0000-000000000011")
 PET = uuid.UUID("00000000-0000-0000-0000-000000000022")
@@ -52,7 +54,7 @@ async def outbox(conn: Conn, booking: uuid.UUID) -> list[asyncpg.Record]:
     )
 
 
-async def test_insert_writes_booking_created(pool: asyncpg.Pool) -> None:
+async def test_insert_writes_booking_created(pool: Pool) -> None:
     async with pool.acquire() as conn:
         booking = await make_booking(conn)
         row = await conn.fetchrow("SELECT * FROM bookings WHERE id = $1", booking)
@@ -82,7 +84,7 @@ async def test_insert_writes_booking_created(pool: asyncpg.Pool) -> None:
     assert set(payload) == set(expected) | {"event_id", "occurred_at", "created_at"}
 
 
-async def test_status_update_writes_status_changed_only_on_change(pool: asyncpg.Pool) -> None:
+async def test_status_update_writes_status_changed_only_on_change(pool: Pool) -> None:
     async with pool.acquire() as conn:
         booking = await make_booking(conn)
         await conn.execute("UPDATE bookings SET notes = 'no status change' WHERE id = $1", booking)
@@ -114,7 +116,7 @@ async def test_status_update_writes_status_changed_only_on_change(pool: asyncpg.
     }
 
 
-async def test_outbox_insert_notifies_the_relay_at_commit(pool: asyncpg.Pool) -> None:
+async def test_outbox_insert_notifies_the_relay_at_commit(pool: Pool) -> None:
     received: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
     def on_notify(conn: object, pid: int, channel: str, payload: object) -> None:
@@ -133,7 +135,7 @@ async def test_outbox_insert_notifies_the_relay_at_commit(pool: asyncpg.Pool) ->
         await listener.remove_listener("booking_outbox", on_notify)
 
 
-async def test_materialized_views_refresh_concurrently(pool: asyncpg.Pool) -> None:
+async def test_materialized_views_refresh_concurrently(pool: Pool) -> None:
     async with pool.acquire() as conn:
         upcoming = await make_booking(conn, days_ahead=3, reference="UP1")
         past = await make_booking(conn, days_ahead=-3, reference="PAST1")

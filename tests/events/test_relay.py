@@ -6,11 +6,11 @@ import asyncio
 import uuid
 from typing import Any
 
-import asyncpg
 import pytest
 
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from booking_rpc.db.queries import Queries
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.events.relay import OutboxRelay, retry_dead
@@ -46,7 +46,7 @@ def cancelled(aggregate: uuid.UUID) -> ReservationCancelled:
 
 
 @pytest.fixture
-def relay_ctx(pool: asyncpg.Pool) -> Context:
+def relay_ctx(pool: Pool) -> Context:
     settings = Settings(outbox_backoff_base=0.01, outbox_backoff_max=0.05, outbox_max_attempts=3)
     return Context(pool=pool, sql=Queries.load(), settings=settings)
 

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from booking_rpc.errors import RpcError
 from booking_rpc.models.bookings import BookingOut
 from booking_rpc.models.events import PUBLISHED_EVENTS
@@ -52,7 +53,7 @@ async def make_service(ctx: Context, **fields: Any) -> Catalog:
 
 
 async def make_slot(
-    pool: asyncpg.Pool,
+    pool: Pool,
     service_id: uuid.UUID,
     *,
     capacity: int = 1,
@@ -78,7 +79,7 @@ async def make_slot(
     return slot_id
 
 
-async def shift_slot(pool: asyncpg.Pool, slot_id: uuid.UUID, starts_in: dt.timedelta) -> None:
+async def shift_slot(pool: Pool, slot_id: uuid.UUID, starts_in: dt.timedelta) -> None:
     """Move a slot's instants relative to the database clock (the local DATE/TIME stay as they are)."""
     async with pool.acquire() as conn:
         await conn.execute(
@@ -123,7 +124,7 @@ class Booked:
 
 async def book(
     ctx: Context,
-    pool: asyncpg.Pool,
+    pool: Pool,
     *,
     cat: Catalog | None = None,
     starts_in: dt.timedelta = dt.timedelta(days=3),
@@ -152,7 +153,7 @@ async def set_status(ctx: Context, b: Booked, status: str) -> Any:
     )
 
 
-async def outbox(pool: asyncpg.Pool, event_type: str | None = None) -> list[asyncpg.Record]:
+async def outbox(pool: Pool, event_type: str | None = None) -> list[asyncpg.Record]:
     async with pool.acquire() as conn:
         return await conn.fetch(
             "SELECT * FROM booking_events_outbox WHERE $1::text IS NULL OR event_type = $1 ORDER BY seq",
@@ -160,7 +161,7 @@ async def outbox(pool: asyncpg.Pool, event_type: str | None = None) -> list[asyn
         )
 
 
-async def validate_outbox(pool: asyncpg.Pool) -> int:
+async def validate_outbox(pool: Pool) -> int:
     """Every outbox payload parses as its event model (the seed shape + envelope); returns the row count."""
     rows = await outbox(pool)
     for r in rows:
@@ -182,7 +183,7 @@ FROM slots s
 """
 
 
-async def assert_invariant(pool: asyncpg.Pool) -> None:
+async def assert_invariant(pool: Pool) -> None:
     """booked_count = pending holds + active bookings, within [0, capacity], for every slot."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(INVARIANT_SQL)
@@ -191,12 +192,12 @@ async def assert_invariant(pool: asyncpg.Pool) -> None:
         assert 0 <= r["booked_count"] <= r["capacity"], dict(r)
 
 
-async def fetch(pool: asyncpg.Pool, sql: str, *args: Any) -> list[asyncpg.Record]:
+async def fetch(pool: Pool, sql: str, *args: Any) -> list[asyncpg.Record]:
     async with pool.acquire() as conn:
         return await conn.fetch(sql, *args)
 
 
-async def fetchrow(pool: asyncpg.Pool, sql: str, *args: Any) -> asyncpg.Record:
+async def fetchrow(pool: Pool, sql: str, *args: Any) -> asyncpg.Record:
     async with pool.acquire() as conn:
         row = await conn.fetchrow(sql, *args)
     assert row is not None

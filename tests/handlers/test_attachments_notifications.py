@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
-
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from tests.fixtures.app import call
 from tests.handlers.factories import admin, book, call_err, staff, user_actor
 
 
-async def test_attachments(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_attachments(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
     add = {
         "actor": user_actor(b.user),
@@ -35,7 +34,7 @@ async def test_attachments(app_ctx: Context, pool: asyncpg.Pool) -> None:
     assert (await call_err(app_ctx, "booking.attachments.add", {**add, "actor": None})).code == "UNAUTHENTICATED"
 
 
-async def test_notifications(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_notifications(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
     await call(
         app_ctx, "booking.booking.cancel", {"actor": user_actor(b.user), "booking_id": str(b.booking.id), "reason": "x"}

@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-import asyncpg
-
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from tests.handlers.test_reservations import (
     admin,
     call,
@@ -21,7 +20,7 @@ from tests.handlers.test_reservations import (
 )
 
 
-async def test_slot_reasons(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_slot_reasons(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     open_slot = await make_slot(pool, cat.service_id, capacity=3)
     blocked = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=3), status="blocked")
@@ -67,7 +66,7 @@ async def test_slot_reasons(app_ctx: Context, pool: asyncpg.Pool) -> None:
     assert err.code == "VALIDATION_FAILED"
 
 
-async def test_ttl_on_the_database_clock(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_ttl_on_the_database_clock(app_ctx: Context, pool: Pool) -> None:
     """Scenario 2: before the TTL capacity-1, after it capacity again, with no expiry job."""
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=2)
@@ -83,7 +82,7 @@ async def test_ttl_on_the_database_clock(app_ctx: Context, pool: asyncpg.Pool) -
     assert [(s.remaining, s.booked_count) for s in page.items] == [(2, 0)]
 
 
-async def test_by_date(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_by_date(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     await call(
         app_ctx,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-import asyncpg
-
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from tests.fixtures.app import call
 from tests.handlers.factories import (
     admin,
@@ -22,7 +21,7 @@ from tests.handlers.factories import (
 )
 
 
-async def test_by_id_and_reference(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_by_id_and_reference(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
     by_id = await call(app_ctx, "booking.booking.find", {"actor": user_actor(b.user), "id": str(b.booking.id)})
     assert by_id.id == b.booking.id and by_id.payment is not None
@@ -40,7 +39,7 @@ async def test_by_id_and_reference(app_ctx: Context, pool: asyncpg.Pool) -> None
     assert (await call_err(app_ctx, "booking.booking.find", {"id": str(b.booking.id)})).code == "UNAUTHENTICATED"
 
 
-async def test_criteria_pages_sorts_and_scopes(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_criteria_pages_sorts_and_scopes(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     user = uuid.uuid4()
     ids = []

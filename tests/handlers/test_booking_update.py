@@ -6,10 +6,10 @@ import asyncio
 import datetime as dt
 import uuid
 
-import asyncpg
 import pytest
 
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from booking_rpc.domain.booking_states import STATUSES, is_allowed
 from booking_rpc.errors import RpcError
 from tests.fixtures.app import call
@@ -37,7 +37,7 @@ PATHS = {
 }
 
 
-async def reach(ctx: Context, pool: asyncpg.Pool, status: str) -> Booked:
+async def reach(ctx: Context, pool: Pool, status: str) -> Booked:
     b = await book(ctx, pool)
     if status in ("no-show", "in-progress", "completed"):
         await shift_slot(pool, b.slot, dt.timedelta(minutes=-5))
@@ -50,7 +50,7 @@ async def reach(ctx: Context, pool: asyncpg.Pool, status: str) -> Booked:
     return b
 
 
-async def test_complete_path_logs_events_and_settlement(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_complete_path_logs_events_and_settlement(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
     out = await set_status(app_ctx, b, "in-progress")
     assert out.status == "in-progress"
@@ -82,7 +82,7 @@ async def test_complete_path_logs_events_and_settlement(app_ctx: Context, pool: 
 
 
 @pytest.mark.parametrize("current", ["confirmed", "in-progress", "completed", "no-show", "cancelled"])
-async def test_every_illegal_transition(app_ctx: Context, pool: asyncpg.Pool, current: str) -> None:
+async def test_every_illegal_transition(app_ctx: Context, pool: Pool, current: str) -> None:
     b = await reach(app_ctx, pool, current)
     for target in STATUSES:
         if target == current or is_allowed(current, target, "update"):
@@ -96,7 +96,7 @@ async def test_every_illegal_transition(app_ctx: Context, pool: asyncpg.Pool, cu
         assert current in err.message and target in err.message
 
 
-async def test_no_show_only_after_start(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_no_show_only_after_start(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
     err = await call_err(
         app_ctx,
@@ -111,7 +111,7 @@ async def test_no_show_only_after_start(app_ctx: Context, pool: asyncpg.Pool) ->
     assert all(r["status"] == "cancelled" for r in rem)
 
 
-async def test_update_authorization(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_update_authorization(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
     body = {"booking_id": str(b.booking.id), "status": "in-progress"}
     assert (await call_err(app_ctx, "booking.booking.update", body)).code == "UNAUTHENTICATED"
@@ -127,7 +127,7 @@ async def test_update_authorization(app_ctx: Context, pool: asyncpg.Pool) -> Non
     assert (await call(app_ctx, "booking.booking.update", {**body, "actor": admin()})).status == "in-progress"
 
 
-async def test_concurrent_cancel_vs_complete_one_wins(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_concurrent_cancel_vs_complete_one_wins(app_ctx: Context, pool: Pool) -> None:
     for _ in range(4):
         b = await book(app_ctx, pool)
         await shift_slot(pool, b.slot, dt.timedelta(minutes=-5))

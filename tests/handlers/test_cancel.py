@@ -8,10 +8,10 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import pytest
 
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from tests.fixtures.app import call
 from tests.handlers.factories import (
     admin,
@@ -43,7 +43,7 @@ def body(b: Any, actor: dict[str, Any], reason: str = "sick pet") -> dict[str, A
         (dt.timedelta(minutes=-10), Decimal("0.00")),  # started: nothing
     ],
 )
-async def test_refund_tiers(app_ctx: Context, pool: asyncpg.Pool, starts_in: dt.timedelta, expected: Decimal) -> None:
+async def test_refund_tiers(app_ctx: Context, pool: Pool, starts_in: dt.timedelta, expected: Decimal) -> None:
     b = await book(app_ctx, pool)
     await shift_slot(pool, b.slot, starts_in)
     if starts_in < dt.timedelta(0):
@@ -83,13 +83,13 @@ async def test_refund_tiers(app_ctx: Context, pool: asyncpg.Pool, starts_in: dt.
     await assert_invariant(pool)
 
 
-async def test_unpaid_booking_refunds_nothing(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_unpaid_booking_refunds_nothing(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool, payment={"method": "va", "external_reference": "u1", "status": "pending"})
     out = await call(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user)))
     assert out.payment is not None and out.payment.refund_amount == Decimal("0.00")
 
 
-async def test_double_cancel_returns_capacity_once(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_double_cancel_returns_capacity_once(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool, capacity=2)
     results = await asyncio.gather(
         *(call(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user))) for _ in range(5))
@@ -101,7 +101,7 @@ async def test_double_cancel_returns_capacity_once(app_ctx: Context, pool: async
     await assert_invariant(pool)
 
 
-async def test_cancel_authorization(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_cancel_authorization(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
     assert (await call_err(app_ctx, "booking.booking.cancel", body(b, user_actor(uuid.uuid4())))).code == "NOT_FOUND"
     assert (await call_err(app_ctx, "booking.booking.cancel", body(b, staff(uuid.uuid4())))).code == "NOT_FOUND"
@@ -122,7 +122,7 @@ async def test_cancel_authorization(app_ctx: Context, pool: asyncpg.Pool) -> Non
     assert (await call(app_ctx, "booking.booking.cancel", body(b2, admin()))).status == "cancelled"
 
 
-async def test_cannot_cancel_finished(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_cannot_cancel_finished(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
     await shift_slot(pool, b.slot, dt.timedelta(minutes=-5))
     await set_status(app_ctx, b, "in-progress")

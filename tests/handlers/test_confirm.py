@@ -8,11 +8,11 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import pytest
 
 from booking_rpc.client import Client
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from booking_rpc.domain import reference_codes
 from booking_rpc.errors import RpcError
 from tests.fixtures.app import call
@@ -34,7 +34,7 @@ from tests.handlers.factories import (
 )
 
 
-async def snapshot(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
+async def snapshot(pool: Pool) -> dict[str, list[dict[str, Any]]]:
     out = {}
     async with pool.acquire() as conn:
         for t in (
@@ -53,7 +53,7 @@ async def snapshot(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-async def test_confirm_writes_everything(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_confirm_writes_everything(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx, price="150000.00", duration_minutes=30)
     pet = uuid.uuid4()
     async with pool.acquire() as conn:
@@ -116,7 +116,7 @@ async def test_confirm_writes_everything(app_ctx: Context, pool: asyncpg.Pool) -
     await assert_invariant(pool)
 
 
-async def test_pending_payment_and_no_payment(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_pending_payment_and_no_payment(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool, payment={"method": "va", "external_reference": "x1", "status": "pending"})
     assert b.booking.payment is not None and b.booking.payment.status == "pending"
     assert b.booking.payment.paid_at is None
@@ -128,13 +128,13 @@ async def test_pending_payment_and_no_payment(app_ctx: Context, pool: asyncpg.Po
     assert bare.payment is not None and bare.payment.payment_method == "unspecified"
 
 
-async def test_only_future_reminders(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_only_future_reminders(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool, starts_in=dt.timedelta(hours=5))
     rem = await fetch(pool, "SELECT reminder_type FROM booking_reminders WHERE booking_id = $1", b.booking.id)
     assert {r["reminder_type"] for r in rem} == {"check_in", "follow_up", "review_request"}
 
 
-async def test_confirm_is_idempotent(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_confirm_is_idempotent(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id)
     res = await hold(app_ctx, cat, slot, uuid.uuid4())
@@ -145,7 +145,7 @@ async def test_confirm_is_idempotent(app_ctx: Context, pool: asyncpg.Pool) -> No
     assert await snapshot(pool) == before
 
 
-async def test_concurrent_confirms_make_one_booking(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_concurrent_confirms_make_one_booking(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id)
     res = await hold(app_ctx, cat, slot, uuid.uuid4())
@@ -160,7 +160,7 @@ async def test_concurrent_confirms_make_one_booking(app_ctx: Context, pool: asyn
 
 
 async def test_two_confirms_over_sockets(
-    app_ctx: Context, pool: asyncpg.Pool, app_server: Any, app_client: Client
+    app_ctx: Context, pool: Pool, app_server: Any, app_client: Client
 ) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id)
@@ -177,7 +177,7 @@ async def test_two_confirms_over_sockets(
     assert len(await fetch(pool, "SELECT id FROM bookings")) == 1
 
 
-async def test_confirm_racing_expiry(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_confirm_racing_expiry(app_ctx: Context, pool: Pool) -> None:
     """Expiry set to 'about now' while confirms run: either a booking or RESERVATION_EXPIRED, never both."""
     from booking_rpc.jobs.expiry import expire_holds
 
@@ -208,7 +208,7 @@ async def test_confirm_racing_expiry(app_ctx: Context, pool: asyncpg.Pool) -> No
         await assert_invariant(pool)
 
 
-async def test_expired_and_mismatch_write_nothing(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_expired_and_mismatch_write_nothing(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id)
     user = uuid.uuid4()
@@ -240,7 +240,7 @@ async def test_expired_and_mismatch_write_nothing(app_ctx: Context, pool: asyncp
     assert ok.status == "confirmed"
 
 
-async def test_admin_confirms_for_user(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_admin_confirms_for_user(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id)
     res = await hold(app_ctx, cat, slot, uuid.uuid4())
@@ -249,7 +249,7 @@ async def test_admin_confirms_for_user(app_ctx: Context, pool: asyncpg.Pool) -> 
 
 
 async def test_reference_code_collision_is_retried(
-    app_ctx: Context, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    app_ctx: Context, pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = await book(app_ctx, pool)
     codes = iter([first.booking.reference_code, first.booking.reference_code, "BK-2345-6789"])
@@ -258,7 +258,7 @@ async def test_reference_code_collision_is_retried(
     assert second.booking.reference_code == "BK-2345-6789"
 
 
-async def test_requires_approval_flow(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_requires_approval_flow(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool, requires_approval=True)
     assert b.booking.status == "pending_approval"
     assert await outbox(pool, "booking.confirmed") == []

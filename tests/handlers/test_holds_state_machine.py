@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
-from booking_rpc.db.pool import create_pool
+from booking_rpc.db.pool import Pool, create_pool
 from booking_rpc.db.queries import Queries
 from booking_rpc.errors import RpcError
 from booking_rpc.jobs.expiry import expire_holds
@@ -53,7 +53,7 @@ def test_holds_state_machine(db_url: str) -> None:
     def run(coro: Coroutine[Any, Any, T]) -> T:
         return loop.run_until_complete(coro)
 
-    pool: asyncpg.Pool = run(create_pool(db_url, min_size=1, max_size=3))
+    pool: Pool = run(create_pool(db_url, min_size=1, max_size=3))
     ctx = Context(pool=pool, sql=Queries.load(), settings=Settings(port=0, metrics_enabled=False, jobs_enabled=False))
 
     class Holds(RuleBasedStateMachine):

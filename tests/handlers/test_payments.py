@@ -6,9 +6,8 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
-
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from tests.fixtures.app import call
 from tests.handlers.factories import book, fetch, fetchrow, outbox, user_actor, validate_outbox
 
@@ -26,11 +25,11 @@ def event(ref: str, new: str, prev: str | None = None) -> dict[str, Any]:
     }
 
 
-async def pay_status(pool: asyncpg.Pool, ref: str) -> str:
+async def pay_status(pool: Pool, ref: str) -> str:
     return str((await fetchrow(pool, "SELECT status FROM payments WHERE external_reference = $1", ref))["status"])
 
 
-async def test_forward_only_and_idempotent(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_forward_only_and_idempotent(app_ctx: Context, pool: Pool) -> None:
     ref = f"ext-{uuid.uuid4()}"
     await book(app_ctx, pool, payment={"method": "va", "external_reference": ref, "status": "pending"})
     await call(app_ctx, "payment.status_changed", event(ref, "processing", "pending"))
@@ -47,7 +46,7 @@ async def test_forward_only_and_idempotent(app_ctx: Context, pool: asyncpg.Pool)
     await validate_outbox(pool)
 
 
-async def test_failed_and_unknown(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_failed_and_unknown(app_ctx: Context, pool: Pool) -> None:
     ref = f"ext-{uuid.uuid4()}"
     b = await book(app_ctx, pool, payment={"method": "va", "external_reference": ref, "status": "pending"})
     await call(app_ctx, "payment.status_changed", event(ref, "failed"))
@@ -59,7 +58,7 @@ async def test_failed_and_unknown(app_ctx: Context, pool: asyncpg.Pool) -> None:
     await call(app_ctx, "payment.status_changed", event("nobody-knows", "success"))  # ignored, no error
 
 
-async def test_success_after_cancel_refunds_never_rebooks(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_success_after_cancel_refunds_never_rebooks(app_ctx: Context, pool: Pool) -> None:
     ref = f"ext-{uuid.uuid4()}"
     b = await book(app_ctx, pool, payment={"method": "va", "external_reference": ref, "status": "pending"})
     await call(
@@ -86,7 +85,7 @@ async def test_success_after_cancel_refunds_never_rebooks(app_ctx: Context, pool
     await validate_outbox(pool)
 
 
-async def test_over_the_socket_event(app_ctx: Context, pool: asyncpg.Pool, app_client: Any) -> None:
+async def test_over_the_socket_event(app_ctx: Context, pool: Pool, app_client: Any) -> None:
     import asyncio
 
     ref = f"ext-{uuid.uuid4()}"

@@ -14,6 +14,7 @@ import pytest
 from booking_rpc import jsonutil
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from booking_rpc.errors import RpcError
 from booking_rpc.handlers import reservations as reservations_handlers
 from booking_rpc.handlers import services as services_handlers
@@ -21,6 +22,7 @@ from booking_rpc.handlers import slots as slots_handlers
 from booking_rpc.jobs.expiry import expire_holds
 from booking_rpc.models.catalog import SlotsPage
 from booking_rpc.router import Router
+from tests.handlers.factories import validate_outbox
 
 # --- helpers shared by this aggregate's test files -------------------------------------------------------
 
@@ -77,7 +79,7 @@ async def make_service(ctx: Context, **fields: Any) -> Catalog:
 
 
 async def make_slot(
-    pool: asyncpg.Pool,
+    pool: Pool,
     service_id: uuid.UUID,
     *,
     capacity: int = 1,
@@ -128,7 +130,7 @@ FROM slots s
 """
 
 
-async def assert_invariant(pool: asyncpg.Pool) -> None:
+async def assert_invariant(pool: Pool) -> None:
     """booked_count = pending holds + active bookings, and 0 <= booked_count <= capacity, for every slot.
 
     Pending holds past their TTL still count until they are given back: that is what booked_count holds.
@@ -140,7 +142,7 @@ async def assert_invariant(pool: asyncpg.Pool) -> None:
         assert 0 <= r["booked_count"] <= r["capacity"], dict(r)
 
 
-async def snapshot(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
+async def snapshot(pool: Pool) -> dict[str, list[dict[str, Any]]]:
     """Every row of the tables a hold touches, for "an error changes nothing"."""
     out: dict[str, list[dict[str, Any]]] = {}
     async with pool.acquire() as conn:
@@ -155,14 +157,14 @@ async def snapshot(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-async def slot_row(pool: asyncpg.Pool, slot_id: uuid.UUID) -> asyncpg.Record:
+async def slot_row(pool: Pool, slot_id: uuid.UUID) -> asyncpg.Record:
     async with pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM slots WHERE id = $1", slot_id)
     assert row is not None
     return row
 
 
-async def outbox(pool: asyncpg.Pool, event_type: str | None = None) -> list[asyncpg.Record]:
+async def outbox(pool: Pool, event_type: str | None = None) -> list[asyncpg.Record]:
     async with pool.acquire() as conn:
         return await conn.fetch(
             "SELECT * FROM booking_events_outbox WHERE $1::text IS NULL OR event_type = $1 ORDER BY seq",
@@ -170,7 +172,7 @@ async def outbox(pool: asyncpg.Pool, event_type: str | None = None) -> list[asyn
         )
 
 
-async def insert_booking(pool: asyncpg.Pool, cat: Catalog, slot_id: uuid.UUID, status: str = "confirmed") -> None:
+async def insert_booking(pool: Pool, cat: Catalog, slot_id: uuid.UUID, status: str = "confirmed") -> None:
     """An active booking on the slot, taking its unit like the confirm flow does."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
@@ -193,7 +195,7 @@ async def insert_booking(pool: asyncpg.Pool, cat: Catalog, slot_id: uuid.UUID, s
         )
 
 
-async def expire_now(pool: asyncpg.Pool, reservation_id: uuid.UUID) -> None:
+async def expire_now(pool: Pool, reservation_id: uuid.UUID) -> None:
     """Move a hold's TTL into the past on the database clock (instead of sleeping)."""
     async with pool.acquire() as conn:
         await conn.execute(
@@ -204,7 +206,7 @@ async def expire_now(pool: asyncpg.Pool, reservation_id: uuid.UUID) -> None:
 # --- create ---------------------------------------------------------------------------------------------
 
 
-async def test_create_holds_a_unit_and_writes_the_event(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_create_holds_a_unit_and_writes_the_event(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=2)
     body = hold_body(cat, slot)
@@ -232,7 +234,7 @@ async def test_create_holds_a_unit_and_writes_the_event(app_ctx: Context, pool: 
     await assert_invariant(pool)
 
 
-async def test_concurrent_in_process_capacity(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_concurrent_in_process_capacity(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=3)
     results = await asyncio.gather(
@@ -247,7 +249,7 @@ async def test_concurrent_in_process_capacity(app_ctx: Context, pool: asyncpg.Po
     await assert_invariant(pool)
 
 
-async def test_idempotent_replay_and_conflict(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_idempotent_replay_and_conflict(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=5)
     other = await make_slot(pool, cat.service_id, capacity=5, starts_in=dt.timedelta(days=3))
@@ -266,7 +268,7 @@ async def test_idempotent_replay_and_conflict(app_ctx: Context, pool: asyncpg.Po
     await assert_invariant(pool)
 
 
-async def test_idempotent_racing_retries_take_one_unit(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_idempotent_racing_retries_take_one_unit(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=1)
     body = hold_body(cat, slot, idempotency_key="double-click")
@@ -278,7 +280,7 @@ async def test_idempotent_racing_retries_take_one_unit(app_ctx: Context, pool: a
     await assert_invariant(pool)
 
 
-async def test_one_user_cannot_hold_a_slot_twice(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_one_user_cannot_hold_a_slot_twice(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=3)
     user = uuid.uuid4()
@@ -299,7 +301,7 @@ async def test_one_user_cannot_hold_a_slot_twice(app_ctx: Context, pool: asyncpg
     await assert_invariant(pool)
 
 
-async def test_every_error_path_changes_nothing(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_every_error_path_changes_nothing(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx, availability_exceptions=[{"start_date": "2000-01-01", "end_date": "2000-01-02"}])
     open_slot = await make_slot(pool, cat.service_id, capacity=1)
     blocked = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=3), status="blocked")
@@ -339,7 +341,7 @@ async def test_every_error_path_changes_nothing(app_ctx: Context, pool: asyncpg.
     await assert_invariant(pool)
 
 
-async def test_admin_may_hold_for_a_user(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_admin_may_hold_for_a_user(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id)
     res = await call(app_ctx, "booking.reservation.create", {**hold_body(cat, slot), "actor": admin()})
@@ -349,7 +351,7 @@ async def test_admin_may_hold_for_a_user(app_ctx: Context, pool: asyncpg.Pool) -
 # --- cancel ---------------------------------------------------------------------------------------------
 
 
-async def test_cancel_gives_the_unit_back_once(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_cancel_gives_the_unit_back_once(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=1)
     user = uuid.uuid4()
@@ -383,7 +385,7 @@ async def test_cancel_gives_the_unit_back_once(app_ctx: Context, pool: asyncpg.P
     await assert_invariant(pool)
 
 
-async def test_cancel_after_ttl_is_refused_and_changes_nothing(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_cancel_after_ttl_is_refused_and_changes_nothing(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id)
     user = uuid.uuid4()
@@ -402,7 +404,7 @@ async def test_cancel_after_ttl_is_refused_and_changes_nothing(app_ctx: Context,
 # --- TTL (scenario 2) ----------------------------------------------------------------------------------
 
 
-async def test_expired_hold_frees_the_slot_without_the_job(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_expired_hold_frees_the_slot_without_the_job(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=1)
     first = await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
@@ -425,7 +427,59 @@ async def test_expired_hold_frees_the_slot_without_the_job(app_ctx: Context, poo
     assert [e["payload"]["reservation_id"] for e in expired] == [str(first.id)]
 
 
-async def test_hold_ttl_from_settings(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_expired_holds_filling_a_slot_are_replaced_in_one_statement(
+    app_ctx: Context, pool: Pool
+) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=2)
+    lapsed = [await call(app_ctx, "booking.reservation.create", hold_body(cat, slot)) for _ in range(2)]
+    assert (await slot_row(pool, slot))["status"] == "booked"
+    for r in lapsed:
+        await expire_now(pool, r.id)
+    fresh = await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    row = await slot_row(pool, slot)
+    assert (row["booked_count"], row["status"]) == (1, "available")
+    await assert_invariant(pool)
+    expired = await outbox(pool, "reservation.expired")
+    assert sorted(e["payload"]["reservation_id"] for e in expired) == sorted(str(r.id) for r in lapsed)
+    created = await outbox(pool, "reservation.created")
+    assert [e["payload"]["reservation_id"] for e in created][-1] == str(fresh.id)
+    for e in [*expired, *created]:
+        assert e["payload"]["event_id"] == str(e["id"])  # consumers deduplicate on it
+    assert await validate_outbox(pool) == 5
+
+
+async def test_a_refused_hold_still_gives_back_expired_units(app_ctx: Context, pool: Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=1)
+    lapsed = await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    await expire_now(pool, lapsed.id)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE slots SET status = 'blocked' WHERE id = $1", slot)
+    err = await call_err(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    assert (err.code, err.status_code) == ("SLOT_BLOCKED", 409)
+    row = await slot_row(pool, slot)
+    assert (row["booked_count"], row["status"]) == (0, "blocked")  # the unit is back, the block stays
+    await assert_invariant(pool)
+    assert [e["payload"]["reservation_id"] for e in await outbox(pool, "reservation.expired")] == [str(lapsed.id)]
+    assert await validate_outbox(pool) == 2
+
+
+async def test_already_held_rolls_back_the_whole_hold(app_ctx: Context, pool: Pool) -> None:
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=3)
+    user = uuid.uuid4()
+    other = await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
+    await call(app_ctx, "booking.reservation.create", hold_body(cat, slot, user))
+    await expire_now(pool, other.id)
+    before = await snapshot(pool)
+    err = await call_err(app_ctx, "booking.reservation.create", hold_body(cat, slot, user))
+    assert (err.code, err.status_code) == ("ALREADY_HELD", 409)
+    # not even the expired hold was released: the statement is one transaction and it rolled back
+    assert await snapshot(pool) == before
+
+
+async def test_hold_ttl_from_settings(app_ctx: Context, pool: Pool) -> None:
     ctx = Context(
         pool=app_ctx.pool,
         sql=app_ctx.sql,
@@ -445,7 +499,7 @@ async def test_hold_ttl_from_settings(app_ctx: Context, pool: asyncpg.Pool) -> N
 # --- the invariant with bookings -----------------------------------------------------------------------
 
 
-async def test_existing_booking_counts(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_existing_booking_counts(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=2)
     await insert_booking(pool, cat, slot)
@@ -475,7 +529,7 @@ async def _send_all(clients: list[Any], bodies: list[dict[str, Any]]) -> list[An
 @pytest.mark.parametrize(("existing", "expected_ok"), [(None, 3), ("hold", 2), ("booking", 2)])
 async def test_200_concurrent_creates_over_sockets(
     app_ctx: Context,
-    pool: asyncpg.Pool,
+    pool: Pool,
     app_server: Any,
     app_client: Client,
     existing: str | None,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-import asyncpg
-
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from tests.fixtures.app import call
 from tests.handlers.factories import (
     admin,
@@ -23,7 +22,7 @@ from tests.handlers.factories import (
 )
 
 
-async def test_whole_path_to_review(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_whole_path_to_review(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
     review = {
         "actor": user_actor(b.user),

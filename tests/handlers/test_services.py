@@ -6,9 +6,8 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
-
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from tests.handlers.test_reservations import admin, call, call_err, snapshot
 
 
@@ -16,7 +15,7 @@ def svc_body(clinic: uuid.UUID, **extra: Any) -> dict[str, Any]:
     return {"actor": admin(), "clinic_id": str(clinic), "name": "Grooming", "price": "250000.50", **extra}
 
 
-async def test_upsert_creates_then_updates(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_upsert_creates_then_updates(app_ctx: Context, pool: Pool) -> None:
     clinic = uuid.uuid4()
     staff = {"id": str(uuid.uuid4()), "role": "clinic_staff", "clinic_id": str(clinic)}
     created = await call(app_ctx, "booking.services.upsert", {**svc_body(clinic), "actor": staff})
@@ -54,7 +53,7 @@ async def test_upsert_creates_then_updates(app_ctx: Context, pool: asyncpg.Pool)
     assert updated.model_dump(mode="json")["price"] == "300000.00"
 
 
-async def test_upsert_refusals_change_nothing(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_upsert_refusals_change_nothing(app_ctx: Context, pool: Pool) -> None:
     clinic = uuid.uuid4()
     created = await call(app_ctx, "booking.services.upsert", svc_body(clinic))
     before = await snapshot(pool)
@@ -82,7 +81,7 @@ async def test_upsert_refusals_change_nothing(app_ctx: Context, pool: asyncpg.Po
         assert await snapshot(pool) == before
 
 
-async def test_find_paginates_and_filters(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_find_paginates_and_filters(app_ctx: Context, pool: Pool) -> None:
     clinic = uuid.uuid4()
     names = [f"Service {i:02d}" for i in range(7)]
     for i, name in enumerate(names):

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from tests.handlers.test_reservations import (
     admin,
     assert_invariant,
@@ -24,7 +25,7 @@ from tests.handlers.test_reservations import (
 )
 
 
-async def set_clinic_zone(pool: asyncpg.Pool, clinic_id: uuid.UUID, tz: str) -> None:
+async def set_clinic_zone(pool: Pool, clinic_id: uuid.UUID, tz: str) -> None:
     async with pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO clinics (id, name, timezone, updated_at) VALUES ($1, 'Clinic', $2, now())",
@@ -44,7 +45,7 @@ def gen_body(service_id: uuid.UUID, day: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def stored(pool: asyncpg.Pool, service_id: uuid.UUID) -> list[asyncpg.Record]:
+async def stored(pool: Pool, service_id: uuid.UUID) -> list[asyncpg.Record]:
     async with pool.acquire() as conn:
         return await conn.fetch("SELECT * FROM slots WHERE service_id = $1 ORDER BY starts_at", service_id)
 
@@ -53,7 +54,7 @@ def z(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
 
 
-async def test_generate_dst_days_in_the_clinic_zone(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_generate_dst_days_in_the_clinic_zone(app_ctx: Context, pool: Pool) -> None:
     cases = [
         ("Europe/Berlin", "2025-03-30", ["01:00", "01:30", "03:00", "03:30"], z("2025-03-30T00:00")),
         (
@@ -92,7 +93,7 @@ async def test_generate_dst_days_in_the_clinic_zone(app_ctx: Context, pool: asyn
         assert len(await stored(pool, cat.service_id)) == len(rows)
 
 
-async def test_generate_defaults_weekdays_staff_and_auth(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_generate_defaults_weekdays_staff_and_auth(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx, duration_minutes=45)
     body = {
         "service_id": str(cat.service_id),
@@ -133,7 +134,7 @@ async def test_generate_defaults_weekdays_staff_and_auth(app_ctx: Context, pool:
     assert (r2.created, r3.created) == (8, 0)
 
 
-async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     await call(
         app_ctx,
@@ -194,7 +195,7 @@ async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: asyncp
     assert one_day.next_cursor is None
 
 
-async def test_find_validation_and_staff_filter(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_find_validation_and_staff_filter(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     vet = uuid.uuid4()
     base = {
@@ -218,7 +219,7 @@ async def test_find_validation_and_staff_filter(app_ctx: Context, pool: asyncpg.
     assert empty.items == [] and empty.next_cursor is None
 
 
-async def test_block_and_unblock(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_block_and_unblock(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=1)
     await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))

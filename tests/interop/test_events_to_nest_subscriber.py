@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import jsonschema
 import pytest
 
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.events.subscribers import Subscriber
 from booking_rpc.models.events import PUBLISHED_EVENTS
@@ -25,7 +25,7 @@ EVENT_TYPES = sorted(e.event_type for e in PUBLISHED_EVENTS)
 
 
 async def test_hold_confirm_complete_review_reaches_nest_in_order(
-    harness: Path, app_ctx: Context, pool: asyncpg.Pool
+    harness: Path, app_ctx: Context, pool: Pool
 ) -> None:
     booked = await book(app_ctx, pool, starts_in=dt.timedelta(days=3))
     await set_status(app_ctx, booked, "in-progress")

@@ -6,9 +6,8 @@ import asyncio
 import datetime as dt
 import uuid
 
-import asyncpg
-
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from booking_rpc.jobs.expiry import expire_holds
 from tests.handlers.test_reservations import (
     assert_invariant,
@@ -22,7 +21,7 @@ from tests.handlers.test_reservations import (
 )
 
 
-async def test_job_expires_due_holds_once(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_job_expires_due_holds_once(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slots = [await make_slot(pool, cat.service_id, capacity=2, starts_in=dt.timedelta(days=d + 1)) for d in range(3)]
     holds = []
@@ -56,7 +55,7 @@ async def test_job_expires_due_holds_once(app_ctx: Context, pool: asyncpg.Pool) 
     await assert_invariant(pool)
 
 
-async def test_job_keeps_blocked_slots_blocked(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_job_keeps_blocked_slots_blocked(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=1)
     h = await call(app_ctx, "booking.reservation.create", hold_body(cat, slot))
@@ -69,7 +68,7 @@ async def test_job_keeps_blocked_slots_blocked(app_ctx: Context, pool: asyncpg.P
     await assert_invariant(pool)
 
 
-async def test_concurrent_sweepers_and_holds(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_concurrent_sweepers_and_holds(app_ctx: Context, pool: Pool) -> None:
     """Two sweepers and new holds racing on the same slots: each hold expires once, capacity exact."""
     cat = await make_service(app_ctx)
     slots = [await make_slot(pool, cat.service_id, capacity=10, starts_in=dt.timedelta(days=d + 1)) for d in range(4)]
@@ -90,7 +89,7 @@ async def test_concurrent_sweepers_and_holds(app_ctx: Context, pool: asyncpg.Poo
     await assert_invariant(pool)
 
 
-async def test_confirmed_or_cancelled_holds_are_not_touched(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_confirmed_or_cancelled_holds_are_not_touched(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=3)
     user = uuid.uuid4()
@@ -116,7 +115,7 @@ async def test_confirmed_or_cancelled_holds_are_not_touched(app_ctx: Context, po
     await assert_invariant(pool)
 
 
-async def test_a_hold_locked_elsewhere_is_skipped_not_waited_for(app_ctx: Context, pool: asyncpg.Pool) -> None:
+async def test_a_hold_locked_elsewhere_is_skipped_not_waited_for(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slots = [await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=d + 1)) for d in range(2)]
     a = await call(app_ctx, "booking.reservation.create", hold_body(cat, slots[0]))
