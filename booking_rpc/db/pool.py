@@ -70,17 +70,24 @@ class Pool:
     the most recently used connection handed out first, FIFO waiters, and no session reset: no handler
     leaves session state behind (SET LOCAL and transaction-scoped locks only). A connection that comes back
     closed, inside a transaction, or from a cancelled task (maybe mid-query) is terminated instead of
-    reused, and one idle longer than `max_idle` is replaced, so a restarted server is not met with stale
-    sockets.
+    reused; one idle longer than `max_idle` is replaced, so a restarted server is not met with stale
+    sockets; and one older than `max_lifetime` is retired when it comes back, because PostgreSQL keeps a
+    prepared statement's generic plan for the life of the connection, and a plan made while a table was
+    small (a seq scan of an empty `reservations`) must not outlive the table's growth.
     """
 
-    def __init__(self, dsn: str, *, min_size: int, max_size: int, max_idle: float = 300.0) -> None:
+    def __init__(
+        self, dsn: str, *, min_size: int, max_size: int, max_idle: float = 300.0, max_lifetime: float = 600.0
+    ) -> None:
         if max_size < 1 or min_size > max_size:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
         self._dsn = dsn
         self._min_size = min_size
         self._max_size = max_size
         self._max_idle = max_idle
+        self._max_lifetime = max_lifetime
+        self._born: dict[asyncpg.Connection, float] = {}  # when each open connection was opened
+        self._retiring: set[asyncio.Task[None]] = set()
         self._idle: collections.deque[tuple[asyncpg.Connection, float]] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[asyncpg.Connection | None]] = collections.deque()
         self._size = 0  # open connections plus those being opened
@@ -93,6 +100,7 @@ class Pool:
         except BaseException:
             conn.terminate()
             raise
+        self._born[conn] = time.monotonic()
         return conn
 
     async def open(self) -> None:
@@ -116,10 +124,12 @@ class Pool:
             now = time.monotonic()
             while self._idle:
                 conn, since = self._idle.pop()
-                if conn.is_closed() or now - since > self._max_idle:
+                if conn.is_closed():
                     self._discard(conn)
-                    continue
-                return conn
+                elif now - since > self._max_idle:
+                    self._retire(conn)
+                else:
+                    return conn
             if self._size < self._max_size:
                 self._size += 1
                 try:
@@ -145,8 +155,11 @@ class Pool:
         if interrupted or conn.is_closed() or conn.is_in_transaction():
             self._discard(conn)
             self._wake_one(None)
-            return
-        self._put_back(conn)
+        elif time.monotonic() - self._born.get(conn, 0.0) > self._max_lifetime:
+            self._retire(conn)
+            self._wake_one(None)
+        else:
+            self._put_back(conn)
 
     async def release(self, conn: asyncpg.Connection) -> None:
         self.release_now(conn)
@@ -167,8 +180,25 @@ class Pool:
         return False
 
     def _discard(self, conn: asyncpg.Connection) -> None:
+        """Drop a connection that may be broken or mid-query: close its socket now."""
         self._size -= 1
+        self._born.pop(conn, None)
         if not conn.is_closed():
+            conn.terminate()
+
+    def _retire(self, conn: asyncpg.Connection) -> None:
+        """Drop a healthy connection: a polite close in the background (Terminate message, then EOF)."""
+        self._size -= 1
+        self._born.pop(conn, None)
+        task = asyncio.get_running_loop().create_task(self._close_quietly(conn))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _close_quietly(conn: asyncpg.Connection) -> None:
+        try:
+            await conn.close(timeout=5.0)
+        except Exception:
             conn.terminate()
 
     def get_size(self) -> int:
@@ -191,10 +221,10 @@ class Pool:
         while self._idle:
             conn, _ = self._idle.pop()
             self._size -= 1
-            try:
-                await asyncio.wait_for(conn.close(), 5.0)
-            except Exception:
-                conn.terminate()
+            self._born.pop(conn, None)
+            await self._close_quietly(conn)
+        if self._retiring:
+            await asyncio.gather(*self._retiring)
 
 
 class _Acquire:

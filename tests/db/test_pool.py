@@ -215,3 +215,22 @@ async def test_closing_refuses_new_users_and_ends_returning_ones(db_url: str) ->
         await pool.acquire()
     await pool.release(in_use)
     assert in_use.is_closed() and pool.get_size() == 0
+
+
+async def test_old_connections_retire_so_cached_plans_do_not_outlive_table_growth(db_url: str) -> None:
+    pool = Pool(db_url, min_size=1, max_size=1, max_lifetime=0.2)
+    await pool.open()
+    try:
+        async with pool.acquire() as first:
+            pid = first.get_server_pid()
+        async with pool.acquire() as conn:
+            assert conn is first  # young: reused
+        await asyncio.sleep(0.3)
+        async with pool.acquire() as conn:
+            assert conn is first  # the age is checked when a connection comes back...
+        async with pool.acquire() as conn:
+            assert conn is not first and conn.get_server_pid() != pid  # ...and then it is replaced
+        assert pool.get_size() == 1
+    finally:
+        await pool.close()
+    assert first.is_closed()
