@@ -1,13 +1,15 @@
 """Reservation engine bench: booking-rpc over real sockets beside pgbench running the same SQL.
 
-    python -m bench.reservations --concurrency 1,8,32 --duration 5 [--json out.json]
+    python -m bench.reservations --concurrency 1,8,32 --duration 5 --rounds 3 [--json out.json]
 
 For each concurrency level it measures `booking.reservation.create` and `booking.slots.find` over real
 sockets against a booking-rpc server in a subprocess (throughput, p50/p95/p99), driven by lean lanes
 (bench/lanes.py: ready frames, replies split but not parsed, as pgbench does), then runs pgbench with a
 script made from the very same named statements (sql/queries/*.sql) at the same concurrency on the same
-database, and prints the ratio. Then `slots.find` latency with 10k slots and with 1M slots of one service
-(generated with generate_series), with the EXPLAIN of the query.
+database, and prints the ratio. Each level runs `--rounds` interleaved rpc/pgbench pairs (alternating
+which goes first) and reports medians, so a noisy neighbour or a checkpoint does not decide a ratio.
+Then `slots.find` latency with 10k slots and with 1M slots of one service (generated with
+generate_series), with the EXPLAIN of the query.
 
 Database: a fresh `bench_res_<hex>` database on $DATABASE_URL's server (or an embedded PostgreSQL when
 unset), dropped at the end. Targets (issue 4): create >= 0.8x pgbench, find >= 0.85x pgbench, find latency
@@ -25,6 +27,7 @@ import random
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -408,6 +411,23 @@ def run_pgbench(name: str, dsn: str, scripts: list[Path], concurrency: int, seco
 # --- main ----------------------------------------------------------------------------------------------
 
 
+def median_of(runs: list[Result]) -> Result:
+    """One line for several rounds: the median of each figure, operations and errors summed."""
+    first = runs[0]
+    return Result(
+        first.name,
+        first.concurrency,
+        sum(r.ops for r in runs),
+        sum(r.seconds for r in runs),
+        statistics.median(r.throughput for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p95_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.errors for r in runs),
+        {"rounds": [r.throughput for r in runs]},
+    )
+
+
 def line(r: Result) -> str:
     return (
         f"  {r.name:<28} c={r.concurrency:<3} {r.throughput:9.1f} ops/s  p50 {r.p50_ms:7.2f} ms  "
@@ -446,12 +466,24 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         ("reservation.create", create_request(ds), creates),
                         ("slots.find", find_request(ds), [find]),
                     ):
-                        rpc = run_on_service_loop(run_load(f"rpc {label}", port, c, args.duration, op))
-                        pg = run_pgbench(label, dsn, scripts, c, args.duration, folder)
+                        rpc_runs: list[Result] = []
+                        pg_runs: list[Result] = []
+                        for r in range(args.rounds):  # interleaved, alternating who goes first: drift hits both
+                            for side in ("rpc", "pg") if r % 2 == 0 else ("pg", "rpc"):
+                                if side == "rpc":
+                                    rpc_runs.append(
+                                        run_on_service_loop(run_load(f"rpc {label}", port, c, args.duration, op))
+                                    )
+                                else:
+                                    pg_runs.append(run_pgbench(label, dsn, scripts, c, args.duration, folder))
+                        rpc, pg = median_of(rpc_runs), median_of(pg_runs)
                         ratio = rpc.throughput / pg.throughput if pg.throughput else float("nan")
                         print(line(rpc))
                         print(line(pg))
-                        print(f"  {'ratio rpc/pgbench':<28} c={c:<3} {ratio:.2f}x")
+                        rounds = " ".join(
+                            f"{a.throughput / b.throughput:.2f}" for a, b in zip(rpc_runs, pg_runs, strict=True)
+                        )
+                        print(f"  {'ratio rpc/pgbench':<28} c={c:<3} {ratio:.2f}x (rounds: {rounds})")
                         report["results"] += [asdict(rpc), asdict(pg)]
                         report["ratios"].append({"pattern": label, "concurrency": c, "ratio": ratio})
                 if not args.skip_big:
@@ -487,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.reservations", description=__doc__.split("\n")[0])
     p.add_argument("--concurrency", default="1,8,32", help="comma-separated concurrency levels")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rpc/pgbench rounds per level (medians)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--database-url", help="PostgreSQL server (default $DATABASE_URL, else embedded)")
     p.add_argument("--big-slots", type=int, default=1_000_000, help="slots of the find service in the big run")
