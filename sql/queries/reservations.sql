@@ -3,25 +3,26 @@
 -- name: reservations.hold
 -- A hold, as one statement (so one transaction and one round trip): $1 user, $2 pet, $3 service, $4 slot,
 -- $5 lock_id, $6 TTL seconds, $7 idempotency key, $8 request fingerprint.
---   1. The slot's pending holds past their TTL become 'expired' and give their units back, so a late
---      expiry job never turns a customer away (holds are locked first, then the slot: the order the expiry
---      job and cancel use).
+--   1. The slot's pending holds past their TTL are locked and counted (holds first, then the slot: the
+--      order the expiry job and cancel use); their units count as free, so a late expiry job never turns a
+--      customer away.
 --   2. One conditional UPDATE takes a unit: it waits only on this slot's row and can never push
---      booked_count past capacity; a slot full only because of those expired holds can be taken again.
---   3. The reservation row, then one outbox row per event: reservation.expired for each hold of step 1,
---      reservation.created for the new one (payload = the models in booking_rpc/models/events.py, plus
---      event_type, event_id = the outbox row id, occurred_at).
--- Returns the new reservation, or no row when nothing was taken (gone, wrong service, blocked, full, in the
--- past on the database clock, service unavailable, an availability exception on the slot's date; the
--- expired holds are still given back). slots.diagnose tells which. Unique violations roll it all back:
+--      booked_count past capacity.
+--   3. Only when it took one: those holds become 'expired', the reservation row is inserted, and one outbox
+--      row per event is written: reservation.expired for each of them, reservation.created for the new one
+--      (payload = the models in booking_rpc/models/events.py, plus event_type, event_id = the outbox row
+--      id, occurred_at).
+-- Returns the new reservation, or no row and no change when nothing was taken (gone, wrong service,
+-- blocked, full, in the past on the database clock, service unavailable, an availability exception on the
+-- slot's date); slots.diagnose tells which. Unique violations roll it all back:
 -- uq_reservations_user_idempotency (a racing retry), uq_reservations_pending_user_slot (already held).
-WITH expired AS (
-    UPDATE reservations
-    SET status = 'expired', updated_at = now()
+WITH stale AS (
+    SELECT id
+    FROM reservations
     WHERE slot_id = $4 AND status = 'pending' AND expires_at <= now()
-    RETURNING id, user_id, pet_id, service_id, slot_id, expires_at
+    FOR UPDATE
 ), freed AS (
-    SELECT count(*)::int AS n FROM expired
+    SELECT count(*)::int AS n FROM stale
 ), taken AS (
     UPDATE slots s
     SET booked_count = s.booked_count - f.n + 1,
@@ -44,20 +45,18 @@ WITH expired AS (
             AND s.slot_date BETWEEN COALESCE(e->>'date', e->>'start_date')::date
                                 AND COALESCE(e->>'date', e->>'end_date', e->>'start_date')::date)
     RETURNING s.id
-), released AS (
-    -- nothing taken: the expired holds' units go back all the same (never both this and `taken`)
-    UPDATE slots s
-    SET booked_count = s.booked_count - f.n,
-        status = CASE WHEN s.status = 'booked' THEN 'available' ELSE s.status END,
-        updated_at = now()
-    FROM freed f
-    WHERE s.id = $4 AND f.n > 0 AND NOT EXISTS (SELECT 1 FROM taken)
-    RETURNING s.id
+), expired AS (
+    UPDATE reservations r
+    SET status = 'expired', updated_at = now()
+    FROM stale st
+    WHERE r.id = st.id AND EXISTS (SELECT 1 FROM taken)
+    RETURNING r.id, r.user_id, r.pet_id, r.service_id, r.slot_id, r.expires_at
 ), inserted AS (
     INSERT INTO reservations (user_id, pet_id, service_id, slot_id, lock_id, status, expires_at,
                               idempotency_key, request_fingerprint)
     SELECT $1, $2, $3, t.id, $5, 'pending', now() + make_interval(secs => $6::int), $7, $8
-    FROM taken t
+    -- reading `expired` here runs it first: the user's own lapsed hold on this slot no longer counts as held
+    FROM taken t, (SELECT count(*) FROM expired) AS done
     RETURNING id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at, idempotency_key,
               request_fingerprint, created_at, updated_at
 ), events AS MATERIALIZED (
