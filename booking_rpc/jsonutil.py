@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 
 def default(obj: Any) -> Any:
@@ -18,7 +19,12 @@ def default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
         return str(obj)
     if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json", by_alias=True)
+        # pydantic writes the model's JSON itself (no intermediate dict), embedded as is
+        try:
+            return orjson.Fragment(obj.__pydantic_serializer__.to_json(obj, by_alias=True))
+        except PydanticSerializationError:
+            # e.g. a lone surrogate in a str: the plain form lets the caller's fallback handle it
+            return obj.model_dump(mode="json", by_alias=True)
     if isinstance(obj, dt.timedelta):
         return obj.total_seconds()
     if isinstance(obj, (set, frozenset, tuple)):
