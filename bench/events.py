@@ -29,7 +29,7 @@ from bench.common import INTEROP, ensure_node_modules, percentile
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.migrations import migrate_dsn
-from booking_rpc.db.pool import create_pool
+from booking_rpc.db.pool import create_pool, with_database
 from booking_rpc.db.queries import Queries
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.events.relay import OutboxRelay
@@ -75,7 +75,7 @@ async def fresh_database(base_dsn: str) -> tuple[str, str]:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    return name, base_dsn.rsplit("/", 1)[0] + "/" + name
+    return name, with_database(base_dsn, name)
 
 
 async def drop_database(base_dsn: str, name: str) -> None:

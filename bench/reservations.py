@@ -38,12 +38,12 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from bench.lanes import Request, closed_loop, open_lanes
 from booking_rpc import jsonutil
+from booking_rpc.db.pool import with_database
 from booking_rpc.db.queries import Queries
 from booking_rpc.loop import run as run_on_service_loop
 
@@ -81,11 +81,6 @@ def percentiles(samples_ms: list[float]) -> tuple[float, float, float]:
 
 
 # --- database ------------------------------------------------------------------------------------------
-
-
-def with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
 
 
 @contextlib.contextmanager

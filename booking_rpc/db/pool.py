@@ -32,6 +32,11 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
 
 
+def with_database(dsn: str, database: str) -> str:
+    """The same server DSN pointing at another database (keeps ?host=/socket and other options)."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
+
+
 def _describe_target(dsn: str) -> str:
     parts = urlsplit(dsn)
     host = parts.hostname or "(socket)"
@@ -291,4 +296,12 @@ def is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["DatabaseUnavailable", "Pool", "create_pool", "init_connection", "is_connection_error", "redact"]
+__all__ = [
+    "DatabaseUnavailable",
+    "Pool",
+    "create_pool",
+    "init_connection",
+    "is_connection_error",
+    "redact",
+    "with_database",
+]

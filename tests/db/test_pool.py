@@ -12,8 +12,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from booking_rpc.db.pool import DatabaseUnavailable, Pool, create_pool, is_connection_error, redact
-from tests.fixtures.db import with_database
+from booking_rpc.db.pool import DatabaseUnavailable, Pool, create_pool, is_connection_error, redact, with_database
 
 
 async def test_json_numeric_uuid_timestamptz_codecs(pool: Pool) -> None:
@@ -234,3 +233,15 @@ async def test_old_connections_retire_so_cached_plans_do_not_outlive_table_growt
     finally:
         await pool.close()
     assert first.is_closed()
+
+
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        ("postgresql://u:pw@h:5432/db?sslmode=require", "postgresql://u:pw@h:5432/other?sslmode=require"),
+        # the embedded server's form: a socket folder in the query, which a split on "/" would cut
+        ("postgresql://postgres:@/postgres?host=/tmp/pg/sock", "postgresql://postgres:@/other?host=/tmp/pg/sock"),
+    ],
+)
+def test_with_database(dsn: str, expected: str) -> None:
+    assert with_database(dsn, "other") == expected
