@@ -7,7 +7,8 @@ sockets against a booking-rpc server in a subprocess (throughput, p50/p95/p99), 
 (bench/lanes.py: ready frames, replies split but not parsed, as pgbench does), then runs pgbench with a
 script made from the very same named statements (sql/queries/*.sql) at the same concurrency on the same
 database, and prints the ratio. Each level runs `--rounds` interleaved rpc/pgbench pairs (alternating
-which goes first) and reports medians, so a noisy neighbour or a checkpoint does not decide a ratio.
+which goes first) and reports medians; the ratio is the median of the rounds' ratios (each pair ran back
+to back), so a noisy neighbour or a checkpoint does not decide it.
 Then `slots.find` latency with 10k slots and with 1M slots of one service (generated with
 generate_series), with the EXPLAIN of the query.
 
@@ -481,15 +482,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 else:
                                     pg_runs.append(run_pgbench(label, dsn, scripts, c, args.duration, folder))
                         rpc, pg = median_of(rpc_runs), median_of(pg_runs)
-                        ratio = rpc.throughput / pg.throughput if pg.throughput else float("nan")
+                        # each round's pair ran back to back, so its ratio is free of the drift between rounds
+                        pairs = [a.throughput / b.throughput for a, b in zip(rpc_runs, pg_runs, strict=True)]
+                        ratio = statistics.median(pairs)
                         print(line(rpc))
                         print(line(pg))
-                        rounds = " ".join(
-                            f"{a.throughput / b.throughput:.2f}" for a, b in zip(rpc_runs, pg_runs, strict=True)
-                        )
-                        print(f"  {'ratio rpc/pgbench':<28} c={c:<3} {ratio:.2f}x (rounds: {rounds})")
+                        rounds = " ".join(f"{r:.2f}" for r in pairs)
+                        print(f"  {'ratio rpc/pgbench':<28} c={c:<3} {ratio:.2f}x (median of rounds: {rounds})")
                         report["results"] += [asdict(rpc), asdict(pg)]
-                        report["ratios"].append({"pattern": label, "concurrency": c, "ratio": ratio})
+                        report["ratios"].append({"pattern": label, "concurrency": c, "ratio": ratio, "rounds": pairs})
                 if not args.skip_big:
                     small = run_on_service_loop(find_latency(port, ds, args.duration))
                     plan_small = asyncio.run(explain_find(dsn, sql, ds))
