@@ -117,7 +117,12 @@ async def start_health(app: App, port: int | None = None) -> HealthServer:
 async def running_app(settings: Settings, *, migrate_first: bool = True) -> AsyncIterator[App]:
     database = await open_database(settings)
     try:
-        pool = await create_pool(database.dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size)
+        pool = await create_pool(
+            database.dsn,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            max_lifetime=settings.db_conn_max_lifetime,
+        )
         try:
             if migrate_first:
                 async with pool.acquire() as conn:

@@ -252,9 +252,9 @@ class _Acquire:
         self._pool.release_now(conn, interrupted=exc_type is not None and not issubclass(exc_type, Exception))
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, max_lifetime: float = 600.0) -> Pool:
     """Open the pool; raise DatabaseUnavailable when the server cannot be reached."""
-    pool = Pool(dsn, min_size=max(min_size, 1), max_size=max_size)
+    pool = Pool(dsn, min_size=max(min_size, 1), max_size=max_size, max_lifetime=max_lifetime)
     try:
         await pool.open()
     except Exception as exc:
