@@ -144,6 +144,12 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_db_pool_idle", "Idle connections in the pool", value=self.pool.get_idle_size()
         )
+        yield CounterMetricFamily(
+            f"{PREFIX}_db_pool_waits", "Acquires that found every connection busy", value=self.pool.waits
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_db_pool_wait_seconds", "Time spent waiting for a connection", value=self.pool.wait_seconds
+        )
 
 
 def make_registry(collector: ServiceCollector) -> CollectorRegistry:

@@ -80,6 +80,7 @@ async def test_serves_pings_counts_them_and_stops_cleanly(service: Service) -> N
     assert status == 200
     assert 'booking_rpc_requests_total{kind="message",outcome="ok",pattern="ping"} 1.0' in metrics
     assert "booking_rpc_outbox_pending 0.0" in metrics
+    assert "booking_rpc_db_pool_waits_total 0.0" in metrics
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(15) == 0
 

@@ -97,6 +97,9 @@ class Pool:
         self._waiters: collections.deque[asyncio.Future[asyncpg.Connection | None]] = collections.deque()
         self._size = 0  # open connections plus those being opened
         self._closing = False
+        # acquires that found every connection busy, and their total wait (read by /metrics)
+        self.waits = 0
+        self.wait_seconds = 0.0
 
     async def _connect(self) -> asyncpg.Connection:
         conn: asyncpg.Connection = await asyncpg.connect(self._dsn, statement_cache_size=1024)
@@ -145,12 +148,15 @@ class Pool:
                     raise
             waiter: asyncio.Future[asyncpg.Connection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
+            self.waits += 1
             try:
                 conn_or_none = await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled() and (handed := waiter.result()) is not None:
                     self._put_back(handed)  # handed over just as we were cancelled: pass it on
                 raise
+            finally:
+                self.wait_seconds += time.monotonic() - now
             if conn_or_none is not None:
                 return conn_or_none
             # None: a connection was dropped, so there is room to open one; go round again

@@ -140,6 +140,7 @@ async def test_at_most_max_size_and_waiters_served_in_order(db_url: str) -> None
         await asyncio.gather(*waiters)
         assert order == [0, 1, 2]
         assert (pool.get_size(), pool.get_idle_size()) == (2, 2)
+        assert pool.waits == 3 and pool.wait_seconds >= 3 * 0.05
     finally:
         await pool.close()
 
