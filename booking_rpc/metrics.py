@@ -76,6 +76,7 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily(f"{PREFIX}_connections_open", "Open client connections", value=s.connections_open)
         yield CounterMetricFamily(f"{PREFIX}_connections", "Connections accepted", value=s.connections_total)
         yield GaugeMetricFamily(f"{PREFIX}_requests_in_flight", "Requests being handled", value=s.in_flight)
+        yield CounterMetricFamily(f"{PREFIX}_socket_writes", "Socket writes of replies", value=s.writes)
         frames = CounterMetricFamily(f"{PREFIX}_frame_errors", "Malformed frames (connection closed)", labels=["kind"])
         for kind, count in sorted(s.frame_errors.items()):
             frames.add_metric([kind], count)

@@ -92,6 +92,7 @@ class RpcProtocol(asyncio.Protocol):
         self.tasks: set[asyncio.Task[None]] = set()
         self._outgoing: list[bytes] = []
         self._flush_scheduled = False
+        self._dispatching = False
         # Messages decoded beyond the in-flight cap wait here (reading is paused meanwhile).
         self.backlog: deque[Any] = deque()
         self.peer: Any = None
@@ -153,11 +154,15 @@ class RpcProtocol(asyncio.Protocol):
             self.close()
             return
         limit = self.limits.max_in_flight
-        for message in messages:
-            if self.backlog or len(self.tasks) >= limit:
-                self.backlog.append(message)
-            else:
-                self._dispatch(message)
+        self._dispatching = True  # replies of eager handlers in this batch share one write
+        try:
+            for message in messages:
+                if self.backlog or len(self.tasks) >= limit:
+                    self.backlog.append(message)
+                else:
+                    self._dispatch(message)
+        finally:
+            self._dispatching = False
         if self.backlog and self.flow is not None:
             self.flow.set_in_flight_paused(True)
         self._arm_incomplete_timer()
@@ -219,13 +224,13 @@ class RpcProtocol(asyncio.Protocol):
         try:
             result = await route.invoke(data, self.ctx)
             if result is NO_RESPONSE:
-                self.write(disposed_reply(request_id))
+                self.write(disposed_reply(request_id), final=True)
             elif route.streaming:
                 await self._stream(result, request_id)
             else:
-                self.write(response_reply(request_id, result))
+                self.write(response_reply(request_id, result), final=True)
         except RpcError as err:
-            self.write(error_reply(request_id, err.to_wire()))
+            self.write(error_reply(request_id, err.to_wire()), final=True)
         except asyncio.CancelledError:
             raise
         except Exception:  # the router maps handler errors; this is a bug in the transport itself
@@ -258,7 +263,7 @@ class RpcProtocol(asyncio.Protocol):
 
     # --- output
 
-    def write(self, reply: dict[str, Any]) -> None:
+    def write(self, reply: dict[str, Any], *, final: bool = False) -> None:
         transport = self.transport
         if transport is None or self._closed:
             return
@@ -270,7 +275,13 @@ class RpcProtocol(asyncio.Protocol):
             log.error("reply could not be serialised", error=str(exc))
             frame = self.codec.encode(error_reply(reply.get("id"), INTERNAL_ERROR.to_wire()))
         # Replies finished in the same loop iteration leave in one write (one syscall), like NestJS's
-        # nextTick flush: under load this is most of the difference in CPU per request.
+        # nextTick flush: under load this is most of the difference in CPU per request. The final reply of
+        # the last request in flight on its connection has no one to share a write with: it leaves now,
+        # one loop iteration (an epoll_wait) sooner.
+        if final and not self._dispatching and not self._outgoing and len(self.tasks) <= 1 and not self.backlog:
+            self._outgoing.append(frame)
+            self._flush()
+            return
         self._outgoing.append(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -285,6 +296,7 @@ class RpcProtocol(asyncio.Protocol):
         data = self._outgoing[0] if len(self._outgoing) == 1 else b"".join(self._outgoing)
         self._outgoing.clear()
         transport.write(data)
+        self.stats.writes += 1
         if transport.get_write_buffer_size() > self.limits.max_send_buffer:
             self.stats.dropped["send_buffer_full"] += 1
             log.warning("peer is not reading its replies, dropping it", peer=self.peer)

@@ -12,6 +12,7 @@ class ServerStats:
     connections_total: int = 0
     connections_refused: int = 0
     frames_in: int = 0
+    writes: int = 0  # socket writes of replies: below the replies sent when they share writes
     requests_total: int = 0
     events_total: int = 0
     events_failed: int = 0

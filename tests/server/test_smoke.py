@@ -11,6 +11,8 @@ from booking_rpc.client import Client, ConnectionClosed, RemoteError
 from booking_rpc.errors import RpcError
 from booking_rpc.handlers.system import router as system_router
 from booking_rpc.router import Router
+from booking_rpc.wire.json_codec import encode_frame
+from booking_rpc.wire.messages import request_message
 from tests.fixtures.server import MakeServer, RunningServer
 
 
@@ -72,6 +74,30 @@ async def test_replies_go_out_as_requests_finish(make_server: MakeServer) -> Non
         assert await asyncio.wait_for(client.send("ping", {}), 0.2) == "pong"
         assert not slow_call.done()
         assert await slow_call == "slow"
+
+
+async def test_a_batch_of_eager_replies_shares_one_write(make_server: MakeServer) -> None:
+    router = Router()
+    router.include(system_router)
+
+    @router.message("nap")
+    async def nap(payload: Any, ctx: Any) -> str:
+        await asyncio.sleep(0.01)
+        return "rested"
+
+    server = await make_server(router)
+    # 64 pings in one TCP write: answered eagerly while the batch is read, in one socket write
+    batch = b"".join(encode_frame(request_message("ping", {}, str(i))) for i in range(64))
+    before = server.stats.writes
+    replies = await raw_exchange(server.port, batch, read_timeout=0.3)
+    assert replies.count(b'"response":"pong"') == 64
+    assert server.stats.writes - before == 1
+    # handlers that suspend: a lone reply is written as its handler returns, no reply waits or is lost
+    async with Client("127.0.0.1", server.port) as client:
+        before = server.stats.writes
+        assert await asyncio.gather(*(client.send("nap", {}) for _ in range(3))) == ["rested"] * 3
+        assert await client.send("nap", {}) == "rested"
+        assert 2 <= server.stats.writes - before <= 4
 
 
 async def test_domain_error_has_the_structured_shape(make_server: MakeServer) -> None:
