@@ -44,6 +44,7 @@ import asyncpg
 
 from bench.lanes import Request, closed_loop, open_lanes
 from booking_rpc import jsonutil
+from booking_rpc.config import Settings
 from booking_rpc.db.pool import with_database
 from booking_rpc.db.queries import Queries
 from booking_rpc.loop import run as run_on_service_loop
@@ -190,7 +191,6 @@ async def explain_find(dsn: str, sql: Queries, ds: Dataset) -> str:
 
 async def serve(dsn: str, pool_size: int) -> None:
     """`--serve`: run booking-rpc on an ephemeral port, print it, serve until stdin closes."""
-    from booking_rpc.config import Settings
     from booking_rpc.context import Context
     from booking_rpc.db.pool import create_pool
     from booking_rpc.handlers import build_router
@@ -459,8 +459,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             ttl = 600
             creates = create_scripts(sql, ds, ttl, folder)
             find = find_script(sql, ds, folder)
-            with server_process(dsn, max(levels)) as port:
-                print(f"booking-rpc on 127.0.0.1:{port}, database {name}, {args.duration}s per run")
+            with server_process(dsn, args.pool) as port:
+                print(
+                    f"booking-rpc on 127.0.0.1:{port} (pool of {args.pool} connections), database {name}, "
+                    f"{args.duration}s per run"
+                )
                 # Warm-up, then the ANALYZE autovacuum runs in production within a minute of the first holds:
                 # the plans measured are made on a table that has rows (pgbench, reconnecting, replans anyway).
                 warm = run_on_service_loop(run_load("warm-up", port, 8, 2.0, create_request(ds)))
@@ -530,7 +533,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--big-slots", type=int, default=1_000_000, help="slots of the find service in the big run")
     p.add_argument("--skip-big", action="store_true", help="skip the 10k vs 1M slots.find comparison")
     p.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)
-    p.add_argument("--pool", type=int, default=10, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--pool",
+        type=int,
+        default=Settings.model_fields["db_pool_max_size"].default,
+        help="the service's pool size (default: the service's own default, BOOKING_RPC_DB_POOL_MAX_SIZE)",
+    )
     args = p.parse_args(argv)
     if args.serve:
         run_on_service_loop(serve(args.serve, args.pool))
