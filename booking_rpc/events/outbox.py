@@ -17,7 +17,8 @@ def event_body(event: EventPayload, event_id: uuid.UUID, occurred_at: dt.datetim
     body: dict[str, Any] = {"event_type": event.event_type}
     body.update(event.model_dump(mode="json"))
     body["event_id"] = str(event_id)
-    body["occurred_at"] = occurred_at.isoformat()
+    # the same form as the model's instants (and SQL's booking_iso_instant): UTC with a "Z"
+    body["occurred_at"] = occurred_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     return body
 
 

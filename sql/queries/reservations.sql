@@ -11,7 +11,7 @@
 --   3. Only when it took one: those holds become 'expired', the reservation row is inserted, and one outbox
 --      row per event is written: reservation.expired for each of them, reservation.created for the new one
 --      (payload = the models in booking_rpc/models/events.py, plus event_type, event_id = the outbox row
---      id, occurred_at).
+--      id, occurred_at; instants as booking_iso_instant writes them, the models' own JSON form).
 -- Returns the new reservation, or no row and no change when nothing was taken (gone, wrong service,
 -- blocked, full, in the past on the database clock, service unavailable, an availability exception on the
 -- slot's date); slots.diagnose tells which. Unique violations roll it all back:
@@ -62,18 +62,21 @@ WITH stale AS (
 ), events AS MATERIALIZED (
     SELECT gen_random_uuid() AS id, e.id AS aggregate_id, 'reservation.expired' AS event_type,
            jsonb_build_object('reservation_id', e.id, 'user_id', e.user_id, 'pet_id', e.pet_id,
-                              'service_id', e.service_id, 'slot_id', e.slot_id, 'expired_at', e.expires_at) AS body
+                              'service_id', e.service_id, 'slot_id', e.slot_id,
+                              'expired_at', booking_iso_instant(e.expires_at)) AS body
     FROM expired e
     UNION ALL
     SELECT gen_random_uuid(), i.id, 'reservation.created',
            jsonb_build_object('reservation_id', i.id, 'user_id', i.user_id, 'pet_id', i.pet_id,
-                              'service_id', i.service_id, 'slot_id', i.slot_id, 'expires_at', i.expires_at,
-                              'created_at', i.created_at)
+                              'service_id', i.service_id, 'slot_id', i.slot_id,
+                              'expires_at', booking_iso_instant(i.expires_at),
+                              'created_at', booking_iso_instant(i.created_at))
     FROM inserted i
 ), announced AS (
     INSERT INTO booking_events_outbox (id, aggregate_type, aggregate_id, event_type, payload)
     SELECT id, 'reservation', aggregate_id, event_type,
-           body || jsonb_build_object('event_type', event_type, 'event_id', id, 'occurred_at', now())
+           body || jsonb_build_object('event_type', event_type, 'event_id', id,
+                                   'occurred_at', booking_iso_instant(now()))
     FROM events
 )
 SELECT id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at, idempotency_key,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -172,6 +173,19 @@ async def validate_outbox(pool: Pool) -> int:
         model = EVENT_MODELS[r["event_type"]]
         model.model_validate({k: v for k, v in payload.items() if k not in ENVELOPE})
     return len(rows)
+
+
+INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
+
+
+def assert_one_instant_form(rows: list[asyncpg.Record]) -> None:
+    """Payloads written in SQL or by Python carry instants in the models' own JSON form ("...Z")."""
+    for r in rows:
+        payload = dict(r["payload"])
+        assert INSTANT.fullmatch(payload["occurred_at"]), payload["occurred_at"]
+        fields = {k: v for k, v in payload.items() if k not in ENVELOPE}
+        model = EVENT_MODELS[r["event_type"]]
+        assert model.model_validate(fields).model_dump(mode="json") == fields
 
 
 INVARIANT_SQL = """
