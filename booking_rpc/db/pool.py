@@ -298,7 +298,8 @@ def is_connection_error(exc: BaseException) -> bool:
         return "cannot switch to state" in str(exc)
     if isinstance(exc, asyncpg.InterfaceError):
         text = str(exc).lower()
-        return "closed" in text or ("connection" in text and "lost" in text)
+        # "pool is closing": the service is shutting down, which a caller should retry elsewhere (503)
+        return "closed" in text or "closing" in text or ("connection" in text and "lost" in text)
     return False
 
 

@@ -211,8 +211,9 @@ async def test_closing_refuses_new_users_and_ends_returning_ones(db_url: str) ->
     in_use = await pool.acquire()
     await pool.close()
     assert pool.get_size() == 1
-    with pytest.raises(asyncpg.InterfaceError, match="closing"):
+    with pytest.raises(asyncpg.InterfaceError, match="closing") as refused:
         await pool.acquire()
+    assert is_connection_error(refused.value)  # a request then gets SERVICE_UNAVAILABLE (503), not INTERNAL
     await pool.release(in_use)
     assert in_use.is_closed() and pool.get_size() == 0
 
