@@ -23,9 +23,11 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import os
 import random
 import re
+import resource
 import secrets
 import shutil
 import statistics
@@ -42,6 +44,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.common import cpu_seconds
 from bench.lanes import Request, closed_loop, open_lanes
 from booking_rpc import jsonutil
 from booking_rpc.config import Settings
@@ -69,6 +72,10 @@ class Result:
     p99_ms: float
     errors: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # CPU per operation (/proc, getrusage): the service process (rpc runs only) and the load generator
+    # (our lanes' process, or pgbench itself); on 2 cores both are taken from PostgreSQL
+    service_cpu_ms: float = float("nan")
+    client_cpu_ms: float = float("nan")
 
 
 def percentiles(samples_ms: list[float]) -> tuple[float, float, float]:
@@ -208,8 +215,14 @@ async def serve(dsn: str, pool_size: int) -> None:
     await pool.close()
 
 
+@dataclass(frozen=True)
+class Service:
+    port: int
+    pid: int
+
+
 @contextlib.contextmanager
-def server_process(dsn: str, pool_size: int) -> Iterator[int]:
+def server_process(dsn: str, pool_size: int) -> Iterator[Service]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.reservations", "--serve", dsn, "--pool", str(pool_size)],
         stdin=subprocess.PIPE,
@@ -225,7 +238,7 @@ def server_process(dsn: str, pool_size: int) -> Iterator[int]:
                 break
         else:
             raise RuntimeError("bench server did not start")
-        yield int(line.split()[1])
+        yield Service(int(line.split()[1]), proc.pid)
     finally:
         if proc.stdin:
             proc.stdin.close()
@@ -239,18 +252,43 @@ def server_process(dsn: str, pool_size: int) -> Iterator[int]:
 # --- load through the wire ------------------------------------------------------------------------------
 
 
-async def run_load(name: str, port: int, concurrency: int, seconds: float, request: Request) -> Result:
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_load(name: str, service: Service, concurrency: int, seconds: float, request: Request) -> Result:
     """`concurrency` lanes, each its own connection with one request in flight (bench/lanes.py)."""
-    lanes = await open_lanes("127.0.0.1", port, concurrency)
+    lanes = await open_lanes("127.0.0.1", service.port, concurrency)
     try:
         for lane in lanes:  # warm-up: connections, prepared statements
             await lane.call(*request())
+        service_cpu, own_cpu = cpu_seconds(service.pid), own_cpu_seconds()
         latencies, errors, elapsed = await closed_loop(lanes, request, seconds)
+        service_cpu, own_cpu = cpu_seconds(service.pid) - service_cpu, own_cpu_seconds() - own_cpu
     finally:
         for lane in lanes:
             lane.close()
     p50, p95, p99 = percentiles(latencies)
-    return Result(name, concurrency, len(latencies), elapsed, len(latencies) / elapsed, p50, p95, p99, errors)
+    ops = max(1, len(latencies) + errors)
+    return Result(
+        name,
+        concurrency,
+        len(latencies),
+        elapsed,
+        len(latencies) / elapsed,
+        p50,
+        p95,
+        p99,
+        errors,
+        service_cpu_ms=service_cpu / ops * 1000,
+        client_cpu_ms=own_cpu / ops * 1000,
+    )
 
 
 def fast_uuid() -> str:
@@ -382,7 +420,9 @@ def run_pgbench(name: str, dsn: str, scripts: list[Path], concurrency: int, seco
     for s in scripts:
         cmd += ["-f", f"{s}@1"]
     cmd.append(dsn)
+    cpu_before = children_cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    pgbench_cpu = children_cpu_seconds() - cpu_before
     if out.returncode != 0:
         raise RuntimeError(f"pgbench failed: {out.stderr[-2000:]}")
     tps_match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out.stdout)
@@ -405,6 +445,7 @@ def run_pgbench(name: str, dsn: str, scripts: list[Path], concurrency: int, seco
         p95,
         p99,
         int(failed.group(1)) if failed else 0,
+        client_cpu_ms=pgbench_cpu / max(1, len(lat)) * 1000,
     )
 
 
@@ -425,18 +466,26 @@ def median_of(runs: list[Result]) -> Result:
         statistics.median(r.p99_ms for r in runs),
         sum(r.errors for r in runs),
         {"rounds": [r.throughput for r in runs]},
+        service_cpu_ms=statistics.median(r.service_cpu_ms for r in runs),
+        client_cpu_ms=statistics.median(r.client_cpu_ms for r in runs),
     )
 
 
 def line(r: Result) -> str:
     return (
         f"  {r.name:<28} c={r.concurrency:<3} {r.throughput:9.1f} ops/s  p50 {r.p50_ms:7.2f} ms  "
-        f"p95 {r.p95_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}"
+        f"p95 {r.p95_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}  "
+        f"CPU/op: service {'-' if math.isnan(r.service_cpu_ms) else f'{r.service_cpu_ms:.3f} ms'}, "
+        f"load generator {r.client_cpu_ms:.3f} ms"
     )
 
 
-async def find_latency(port: int, ds: Dataset, seconds: float) -> Result:
-    return await run_load("rpc slots.find (latency)", port, 1, seconds, find_request(ds))
+async def find_latency(service: Service, ds: Dataset, seconds: float) -> Result:
+    return await run_load("rpc slots.find (latency)", service, 1, seconds, find_request(ds))
+
+
+def ping_request() -> tuple[str, Any]:
+    return "ping", {}
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -459,14 +508,18 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             ttl = 600
             creates = create_scripts(sql, ds, ttl, folder)
             find = find_script(sql, ds, folder)
-            with server_process(dsn, args.pool) as port:
+            with server_process(dsn, args.pool) as service:
                 print(
-                    f"booking-rpc on 127.0.0.1:{port} (pool of {args.pool} connections), database {name}, "
+                    f"booking-rpc on 127.0.0.1:{service.port} (pool of {args.pool} connections), database {name}, "
                     f"{args.duration}s per run"
                 )
+                # the wire alone: what one more hop than pgbench's costs, before any SQL
+                ping = run_on_service_loop(run_load("rpc ping (no database)", service, 1, args.duration, ping_request))
+                print(line(ping))
+                report["ping"] = asdict(ping)
                 # Warm-up, then the ANALYZE autovacuum runs in production within a minute of the first holds:
                 # the plans measured are made on a table that has rows (pgbench, reconnecting, replans anyway).
-                warm = run_on_service_loop(run_load("warm-up", port, 8, 2.0, create_request(ds)))
+                warm = run_on_service_loop(run_load("warm-up", service, 8, 2.0, create_request(ds)))
                 asyncio.run(admin_exec(dsn, "ANALYZE reservations, booking_events_outbox"))
                 print(f"warm-up: {warm.ops} holds, then ANALYZE reservations, booking_events_outbox")
                 for c in levels:
@@ -480,7 +533,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                             for side in ("rpc", "pg") if r % 2 == 0 else ("pg", "rpc"):
                                 if side == "rpc":
                                     rpc_runs.append(
-                                        run_on_service_loop(run_load(f"rpc {label}", port, c, args.duration, op))
+                                        run_on_service_loop(run_load(f"rpc {label}", service, c, args.duration, op))
                                     )
                                 else:
                                     pg_runs.append(run_pgbench(label, dsn, scripts, c, args.duration, folder))
@@ -495,12 +548,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         report["results"] += [asdict(rpc), asdict(pg)]
                         report["ratios"].append({"pattern": label, "concurrency": c, "ratio": ratio, "rounds": pairs})
                 if not args.skip_big:
-                    small = run_on_service_loop(find_latency(port, ds, args.duration))
+                    small = run_on_service_loop(find_latency(service, ds, args.duration))
                     plan_small = asyncio.run(explain_find(dsn, sql, ds))
                     t0 = time.perf_counter()
                     n = asyncio.run(grow_find_service(dsn, sql, ds, args.big_slots))
                     grown = time.perf_counter() - t0
-                    big = run_on_service_loop(find_latency(port, ds, args.duration))
+                    big = run_on_service_loop(find_latency(service, ds, args.duration))
                     plan_big = asyncio.run(explain_find(dsn, sql, ds))
                     growth = big.p50_ms / small.p50_ms
                     print(
@@ -549,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in report["ratios"]:
         target = 0.8 if r["pattern"] == "reservation.create" else 0.85
         verdict = "ok" if r["ratio"] >= target else "BELOW TARGET"
-        print(f"{r['pattern']:<20} c={r['concurrency']:<3} {r['ratio']:.2f}x pgbench (target {target}x) {verdict}")
+        print(f"{r['pattern']:<20} c={r['concurrency']:<3} {r['ratio']:.3f}x pgbench (target {target}x) {verdict}")
     if "find_scaling" in report:
         g = report["find_scaling"]["growth_p50"]
         print(f"slots.find 10k -> {report['find_scaling']['big_slots']} growth {g:.2f}x (target <= 1.5x)")
