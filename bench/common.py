@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +24,66 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name: [0] state, [1] ppid, [11:15] utime stime cutime cstime."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (and its reaped children), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # after the ')' field 3 is state; utime, stime, cutime, cstime are fields 14-17 (1-based) overall
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return (utime + stime + cutime + cstime) / CLOCK_TICKS
+    return sum(int(x) for x in _stat(pid)[11:15]) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process, its reaped children and its live children: a PostgreSQL server's whole CPU.
+
+    A postmaster reaps its backends, so the CPU of those that exited (pgbench's, at the end of its run) is
+    in its cutime/cstime, and that of the live ones (a pool's) is read from each.
+    """
+    total = cpu_seconds(pid)
+    for child in children_of(pid):
+        with contextlib.suppress(OSError):  # exited while we looked
+            total += sum(int(x) for x in _stat(child)[11:13]) / CLOCK_TICKS
+    return total
+
+
+def parent_of(pid: int) -> int:
+    return int(_stat(pid)[1])
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):  # exited while we looked
+            if parent_of(int(stat.parent.name)) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+@contextlib.contextmanager
+def database_on_own_cores(postmaster: int) -> Iterator[tuple[set[int], set[int]]]:
+    """Pin a local PostgreSQL server to the upper half of this process's cores and this process (and what
+    it starts from now on: the service, pgbench) to the lower half, as when the database has a host of its
+    own; both sides of a comparison then get the same database capacity. Restores the affinities after.
+    Yields (client cores, database cores).
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise RuntimeError("splitting cores needs at least 2")
+    clients, database = set(cores[: len(cores) // 2]), set(cores[len(cores) // 2 :])
+    server = [postmaster, *children_of(postmaster)]  # backends forked later inherit the postmaster's
+    saved = {pid: os.sched_getaffinity(pid) for pid in server}
+    own = os.sched_getaffinity(0)
+    try:
+        for pid in server:
+            os.sched_setaffinity(pid, database)
+        os.sched_setaffinity(0, clients)
+        yield clients, database
+    finally:
+        os.sched_setaffinity(0, own)
+        for pid in [postmaster, *children_of(postmaster)]:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, saved.get(pid, saved[postmaster]))
 
 
 @dataclass

@@ -3,8 +3,10 @@
 Each lane is one TCP connection with one request in flight. A lane writes a ready NestJS frame and waits
 for the reply frame, which it splits off by its length prefix and classifies by its first key
 (`{"response":` or `{"err":`, our replies' key order) without parsing the JSON, the way pgbench does
-not materialise rows. So the load generator's own CPU per request stays small beside the service's, and
-on a 2-core machine the service and PostgreSQL get the cores, as they do under pgbench.
+not materialise rows. The lanes share one thread and one epoll set over non-blocking sockets, with no
+event loop, futures or tasks in between: pgbench's shape (one thread, a poll over its connections), so
+the load generator's own CPU per request stays near pgbench's and the cores go to the service and
+PostgreSQL.
 
 Replies must be ASCII (the benches' are: uuids, dates, numbers, status words): then the prefix's UTF-16
 units are bytes. A lane refuses anything else rather than guess.
@@ -12,98 +14,112 @@ units are bytes. A lane refuses anything else rather than guess.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
+import select
+import socket
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from booking_rpc.wire.json_codec import encode_frame
 from booking_rpc.wire.messages import request_message
 
 OK_PREFIX = b'{"response":'
+RECV_SIZE = 1 << 18
+
+Request = Callable[[], tuple[str, Any]]
 
 
 class ReplyError(Exception):
     """The service answered with an error (or something a lane cannot read)."""
 
 
-class Lane(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+class Lane:
+    """One connection: sends a frame, collects bytes until the reply frame is whole."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = bytearray()
-        self.waiter: asyncio.Future[bytes] | None = None
         self.ids = itertools.count(1)
+        self.sent_at = 0.0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+    def send(self, pattern: str, data: Any) -> None:
+        self.sent_at = time.perf_counter()
+        self.sock.sendall(encode_frame(request_message(pattern, data, str(next(self.ids)))))
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        hash_at = self.buffer.find(b"#")
+    def reply(self) -> bytes | None:
+        """The reply's JSON text once its frame is whole, else None (read more)."""
+        buffer = self.buffer
+        hash_at = buffer.find(b"#")
         if hash_at < 0:
-            return
-        length = int(self.buffer[:hash_at])
-        end = hash_at + 1 + length
-        if len(self.buffer) < end:
-            return
-        body = bytes(self.buffer[hash_at + 1 : end])
-        del self.buffer[:end]
-        if self.waiter is not None and not self.waiter.done():
-            if body.isascii():
-                self.waiter.set_result(body)
-            else:
-                self.waiter.set_exception(ReplyError("non-ASCII reply: the lane cannot count its length"))
+            return None
+        end = hash_at + 1 + int(buffer[:hash_at])
+        if len(buffer) < end:
+            return None
+        body = bytes(buffer[hash_at + 1 : end])
+        del buffer[:end]
+        if not body.isascii():
+            raise ReplyError("non-ASCII reply: the lane cannot count its length")
+        return body
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("connection lost"))
-
-    async def call(self, pattern: str, data: Any) -> bytes:
-        """Send one request, return the reply's JSON text; ReplyError when it is an error reply."""
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(encode_frame(request_message(pattern, data, str(next(self.ids)))))
-        body = await self.waiter
+    def call(self, pattern: str, data: Any) -> bytes:
+        """One request, blocking until its reply: the reply's JSON text; ReplyError when it is an error."""
+        self.send(pattern, data)
+        while (body := self.reply()) is None:
+            chunk = self.sock.recv(RECV_SIZE)
+            if not chunk:
+                raise ConnectionError("connection lost")
+            self.buffer += chunk
         if not body.startswith(OK_PREFIX):
             raise ReplyError(body[:300].decode())
         return body
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        self.sock.close()
 
 
-async def open_lanes(host: str, port: int, n: int) -> list[Lane]:
-    loop = asyncio.get_running_loop()
-    lanes = []
-    for _ in range(n):
-        _, lane = await loop.create_connection(Lane, host, port)
-        lanes.append(lane)
-    return lanes
+def open_lanes(host: str, port: int, n: int) -> list[Lane]:
+    return [Lane(host, port) for _ in range(n)]
 
 
-Request = Callable[[], tuple[str, Any]]
-
-
-async def closed_loop(lanes: list[Lane], request: Request, seconds: float) -> tuple[list[float], int, float]:
+def closed_loop(lanes: list[Lane], request: Request, seconds: float) -> tuple[list[float], int, float]:
     """Every lane sends `request()` back to back for `seconds`: (latencies in ms, errors, elapsed s)."""
     clock = time.perf_counter
     latencies: list[float] = []
     errors = 0
-    deadline = clock() + seconds
-
-    async def run(lane: Lane) -> None:
-        nonlocal errors
-        while (t0 := clock()) < deadline:
-            pattern, data = request()
-            try:
-                await lane.call(pattern, data)
-            except ReplyError:
-                errors += 1
-                continue
-            latencies.append((clock() - t0) * 1000)
-
+    by_fd = {lane.sock.fileno(): lane for lane in lanes}
+    poller = select.epoll()
+    for fd, lane in by_fd.items():
+        lane.sock.setblocking(False)
+        poller.register(fd, select.EPOLLIN)
     started = clock()
-    await asyncio.gather(*(run(lane) for lane in lanes))
+    deadline = started + seconds
+    try:
+        for lane in lanes:
+            lane.send(*request())
+        busy = len(lanes)
+        while busy:
+            for fd, _ in poller.poll():
+                lane = by_fd[fd]
+                chunk = lane.sock.recv(RECV_SIZE)
+                if not chunk:
+                    raise ConnectionError("connection lost")
+                lane.buffer += chunk
+                body = lane.reply()
+                if body is None:
+                    continue
+                now = clock()
+                if body.startswith(OK_PREFIX):
+                    latencies.append((now - lane.sent_at) * 1000)
+                else:
+                    errors += 1
+                if now < deadline:
+                    lane.send(*request())
+                else:
+                    busy -= 1
+    finally:
+        poller.close()
+        for lane in lanes:
+            lane.sock.setblocking(True)
     return latencies, errors, clock() - started

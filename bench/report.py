@@ -36,21 +36,22 @@ def rows_from_results(results: dict[str, Any]) -> list[Row]:
                 r["p99_ms"],
             )
         )
-    for r in (results.get("reservations") or {}).get("results", []):
-        name = str(r["name"])
-        baseline = name.startswith("pgbench")
-        pattern = name.split(" ", 1)[1] if " " in name else name
-        rows.append(
-            Row(
-                f"{pattern} c={r['concurrency']}",
-                "pgbench" if baseline else "booking-rpc",
-                baseline,
-                r["throughput"],
-                r["p50_ms"],
-                r["p95_ms"],
-                r["p99_ms"],
+    for key, where in (("reservations", ""), ("reservations_split", ", db own core")):
+        for r in (results.get(key) or {}).get("results", []):
+            name = str(r["name"])
+            baseline = name.startswith("pgbench")
+            pattern = name.split(" ", 1)[1] if " " in name else name
+            rows.append(
+                Row(
+                    f"{pattern} c={r['concurrency']}{where}",
+                    "pgbench" if baseline else "booking-rpc",
+                    baseline,
+                    r["throughput"],
+                    r["p50_ms"],
+                    r["p95_ms"],
+                    r["p99_ms"],
+                )
             )
-        )
     ev = results.get("events")
     if ev:
         rows.append(

@@ -12,6 +12,12 @@ to back), so a noisy neighbour or a checkpoint does not decide it.
 Then `slots.find` latency with 10k slots and with 1M slots of one service (generated with
 generate_series), with the EXPLAIN of the query.
 
+Each run prints CPU per operation of the service, of the load generator (our lanes, or pgbench) and of
+the PostgreSQL server (when it runs on this machine). By default all share the machine's cores, so every
+microsecond the service spends is taken from PostgreSQL, while pgbench's client is its only neighbour.
+`--split-cores` pins PostgreSQL to half of the cores and the rest (service, lanes, pgbench) to the other
+half, as when the database has a host of its own: both sides then get the same database capacity.
+
 Database: a fresh `bench_res_<hex>` database on $DATABASE_URL's server (or an embedded PostgreSQL when
 unset), dropped at the end. Targets (issue 4): create >= 0.8x pgbench, find >= 0.85x pgbench, find latency
 at 1M slots <= 1.5x the latency at 10k.
@@ -44,7 +50,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import cpu_seconds
+from bench.common import cpu_seconds, database_on_own_cores, parent_of, tree_cpu_seconds
 from bench.lanes import Request, closed_loop, open_lanes
 from booking_rpc import jsonutil
 from booking_rpc.config import Settings
@@ -73,9 +79,11 @@ class Result:
     errors: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     # CPU per operation (/proc, getrusage): the service process (rpc runs only) and the load generator
-    # (our lanes' process, or pgbench itself); on 2 cores both are taken from PostgreSQL
+    # (our lanes' process, or pgbench itself); on 2 cores both are taken from PostgreSQL, whose own CPU
+    # (every server process: backends, WAL writer, checkpointer) is the third figure
     service_cpu_ms: float = float("nan")
     client_cpu_ms: float = float("nan")
+    postgres_cpu_ms: float = float("nan")
 
 
 def percentiles(samples_ms: list[float]) -> tuple[float, float, float]:
@@ -252,6 +260,22 @@ def server_process(dsn: str, pool_size: int) -> Iterator[Service]:
 # --- load through the wire ------------------------------------------------------------------------------
 
 
+async def postmaster_pid(dsn: str) -> int | None:
+    """The PostgreSQL server's pid when it runs on this machine (its CPU is then measured), else None."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend: int = await conn.fetchval("SELECT pg_backend_pid()")
+        return parent_of(backend)  # while the backend lives
+    except OSError:
+        return None
+    finally:
+        await conn.close()
+
+
+def postgres_cpu_seconds(postmaster: int | None) -> float:
+    return tree_cpu_seconds(postmaster) if postmaster is not None else float("nan")
+
+
 def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -262,15 +286,18 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run_load(name: str, service: Service, concurrency: int, seconds: float, request: Request) -> Result:
+def run_load(
+    name: str, service: Service, concurrency: int, seconds: float, request: Request, postmaster: int | None = None
+) -> Result:
     """`concurrency` lanes, each its own connection with one request in flight (bench/lanes.py)."""
-    lanes = await open_lanes("127.0.0.1", service.port, concurrency)
+    lanes = open_lanes("127.0.0.1", service.port, concurrency)
     try:
         for lane in lanes:  # warm-up: connections, prepared statements
-            await lane.call(*request())
-        service_cpu, own_cpu = cpu_seconds(service.pid), own_cpu_seconds()
-        latencies, errors, elapsed = await closed_loop(lanes, request, seconds)
+            lane.call(*request())
+        service_cpu, own_cpu, pg_cpu = cpu_seconds(service.pid), own_cpu_seconds(), postgres_cpu_seconds(postmaster)
+        latencies, errors, elapsed = closed_loop(lanes, request, seconds)
         service_cpu, own_cpu = cpu_seconds(service.pid) - service_cpu, own_cpu_seconds() - own_cpu
+        pg_cpu = postgres_cpu_seconds(postmaster) - pg_cpu
     finally:
         for lane in lanes:
             lane.close()
@@ -288,6 +315,7 @@ async def run_load(name: str, service: Service, concurrency: int, seconds: float
         errors,
         service_cpu_ms=service_cpu / ops * 1000,
         client_cpu_ms=own_cpu / ops * 1000,
+        postgres_cpu_ms=pg_cpu / ops * 1000,
     )
 
 
@@ -400,7 +428,15 @@ def find_script(sql: Queries, ds: Dataset, folder: Path) -> Path:
     return path
 
 
-def run_pgbench(name: str, dsn: str, scripts: list[Path], concurrency: int, seconds: float, folder: Path) -> Result:
+def run_pgbench(
+    name: str,
+    dsn: str,
+    scripts: list[Path],
+    concurrency: int,
+    seconds: float,
+    folder: Path,
+    postmaster: int | None = None,
+) -> Result:
     logdir = folder / f"log_{name}_{concurrency}_{secrets.token_hex(3)}"
     logdir.mkdir()
     cmd = [
@@ -420,9 +456,11 @@ def run_pgbench(name: str, dsn: str, scripts: list[Path], concurrency: int, seco
     for s in scripts:
         cmd += ["-f", f"{s}@1"]
     cmd.append(dsn)
-    cpu_before = children_cpu_seconds()
+    cpu_before, pg_before = children_cpu_seconds(), postgres_cpu_seconds(postmaster)
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     pgbench_cpu = children_cpu_seconds() - cpu_before
+    time.sleep(0.2)  # pgbench's backends exit as it does: let the postmaster reap them (their CPU moves to it)
+    pg_cpu = postgres_cpu_seconds(postmaster) - pg_before
     if out.returncode != 0:
         raise RuntimeError(f"pgbench failed: {out.stderr[-2000:]}")
     tps_match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out.stdout)
@@ -446,6 +484,7 @@ def run_pgbench(name: str, dsn: str, scripts: list[Path], concurrency: int, seco
         p99,
         int(failed.group(1)) if failed else 0,
         client_cpu_ms=pgbench_cpu / max(1, len(lat)) * 1000,
+        postgres_cpu_ms=pg_cpu / max(1, len(lat)) * 1000,
     )
 
 
@@ -468,20 +507,25 @@ def median_of(runs: list[Result]) -> Result:
         {"rounds": [r.throughput for r in runs]},
         service_cpu_ms=statistics.median(r.service_cpu_ms for r in runs),
         client_cpu_ms=statistics.median(r.client_cpu_ms for r in runs),
+        postgres_cpu_ms=statistics.median(r.postgres_cpu_ms for r in runs),
     )
+
+
+def ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f} ms"
 
 
 def line(r: Result) -> str:
     return (
         f"  {r.name:<28} c={r.concurrency:<3} {r.throughput:9.1f} ops/s  p50 {r.p50_ms:7.2f} ms  "
         f"p95 {r.p95_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}  "
-        f"CPU/op: service {'-' if math.isnan(r.service_cpu_ms) else f'{r.service_cpu_ms:.3f} ms'}, "
-        f"load generator {r.client_cpu_ms:.3f} ms"
+        f"CPU/op: service {ms(r.service_cpu_ms)}, load generator {ms(r.client_cpu_ms)}, "
+        f"PostgreSQL {ms(r.postgres_cpu_ms)}"
     )
 
 
-async def find_latency(service: Service, ds: Dataset, seconds: float) -> Result:
-    return await run_load("rpc slots.find (latency)", service, 1, seconds, find_request(ds))
+def find_latency(service: Service, ds: Dataset, seconds: float) -> Result:
+    return run_load("rpc slots.find (latency)", service, 1, seconds, find_request(ds))
 
 
 def ping_request() -> tuple[str, Any]:
@@ -505,21 +549,31 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
             asyncio.run(migrate_dsn(dsn))
             ds = asyncio.run(seed(dsn, sql))
+            postmaster = asyncio.run(postmaster_pid(dsn))
             ttl = 600
             creates = create_scripts(sql, ds, ttl, folder)
             find = find_script(sql, ds, folder)
-            with server_process(dsn, args.pool) as service:
+            with contextlib.ExitStack() as stack:
+                if args.split_cores:
+                    if postmaster is None or len(os.sched_getaffinity(0)) < 2:
+                        print("--split-cores: skipped, it needs 2 cores and the PostgreSQL server on this machine")
+                        report["split_cores"] = "skipped"
+                        return report
+                    clients, database = stack.enter_context(database_on_own_cores(postmaster))
+                    print(f"cores: PostgreSQL on {sorted(database)}; service, lanes and pgbench on {sorted(clients)}")
+                    report["split_cores"] = {"database_cores": sorted(database), "client_cores": sorted(clients)}
+                service = stack.enter_context(server_process(dsn, args.pool))
                 print(
                     f"booking-rpc on 127.0.0.1:{service.port} (pool of {args.pool} connections), database {name}, "
                     f"{args.duration}s per run"
                 )
                 # the wire alone: what one more hop than pgbench's costs, before any SQL
-                ping = run_on_service_loop(run_load("rpc ping (no database)", service, 1, args.duration, ping_request))
+                ping = run_load("rpc ping (no database)", service, 1, args.duration, ping_request)
                 print(line(ping))
                 report["ping"] = asdict(ping)
                 # Warm-up, then the ANALYZE autovacuum runs in production within a minute of the first holds:
                 # the plans measured are made on a table that has rows (pgbench, reconnecting, replans anyway).
-                warm = run_on_service_loop(run_load("warm-up", service, 8, 2.0, create_request(ds)))
+                warm = run_load("warm-up", service, 8, 2.0, create_request(ds))
                 asyncio.run(admin_exec(dsn, "ANALYZE reservations, booking_events_outbox"))
                 print(f"warm-up: {warm.ops} holds, then ANALYZE reservations, booking_events_outbox")
                 for c in levels:
@@ -532,11 +586,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         for r in range(args.rounds):  # interleaved, alternating who goes first: drift hits both
                             for side in ("rpc", "pg") if r % 2 == 0 else ("pg", "rpc"):
                                 if side == "rpc":
-                                    rpc_runs.append(
-                                        run_on_service_loop(run_load(f"rpc {label}", service, c, args.duration, op))
-                                    )
+                                    rpc_runs.append(run_load(f"rpc {label}", service, c, args.duration, op, postmaster))
                                 else:
-                                    pg_runs.append(run_pgbench(label, dsn, scripts, c, args.duration, folder))
+                                    pg_runs.append(
+                                        run_pgbench(label, dsn, scripts, c, args.duration, folder, postmaster)
+                                    )
                         rpc, pg = median_of(rpc_runs), median_of(pg_runs)
                         # each round's pair ran back to back, so its ratio is free of the drift between rounds
                         pairs = [a.throughput / b.throughput for a, b in zip(rpc_runs, pg_runs, strict=True)]
@@ -548,12 +602,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         report["results"] += [asdict(rpc), asdict(pg)]
                         report["ratios"].append({"pattern": label, "concurrency": c, "ratio": ratio, "rounds": pairs})
                 if not args.skip_big:
-                    small = run_on_service_loop(find_latency(service, ds, args.duration))
+                    small = find_latency(service, ds, args.duration)
                     plan_small = asyncio.run(explain_find(dsn, sql, ds))
                     t0 = time.perf_counter()
                     n = asyncio.run(grow_find_service(dsn, sql, ds, args.big_slots))
                     grown = time.perf_counter() - t0
-                    big = run_on_service_loop(find_latency(service, ds, args.duration))
+                    big = find_latency(service, ds, args.duration)
                     plan_big = asyncio.run(explain_find(dsn, sql, ds))
                     growth = big.p50_ms / small.p50_ms
                     print(
@@ -585,6 +639,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database-url", help="PostgreSQL server (default $DATABASE_URL, else embedded)")
     p.add_argument("--big-slots", type=int, default=1_000_000, help="slots of the find service in the big run")
     p.add_argument("--skip-big", action="store_true", help="skip the 10k vs 1M slots.find comparison")
+    p.add_argument(
+        "--split-cores",
+        action="store_true",
+        help="PostgreSQL on half of the cores, the service, load generator and pgbench on the other half "
+        "(as when the database has its own host); needs a local server",
+    )
     p.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)
     p.add_argument(
         "--pool",

@@ -38,6 +38,11 @@ def steps(full: bool) -> list[tuple[str, list[str]]]:
                 *([] if full else ["--skip-big"]),
             ],
         ),
+        # the same comparison with PostgreSQL on cores of its own, as on a database host of its own
+        (
+            "reservations_split",
+            ["-m", "bench.reservations", "--split-cores", "--concurrency", "1,8,32", "--duration", d, "--skip-big"],
+        ),
         ("events", ["-m", "bench.events", "--rate", "6000", "--duration", d]),
     ]
 
@@ -71,4 +76,4 @@ def main(argv: list[str] | None = None) -> int:
     results = run(opts.full, opts.out)
     print(summary_table(results))
     print(f"\nchart: {opts.out / 'latest.html'}  data: {opts.out / 'latest.json'}")
-    return 0 if all(results.get(k) for k in ("transport", "reservations", "events")) else 1
+    return 0 if all(results.get(name) for name, _ in steps(opts.full)) else 1

@@ -80,3 +80,21 @@ def test_missing_bench_is_left_out() -> None:
     partial = {"transport": RESULTS["transport"], "reservations": None, "events": None}
     assert len(rows_from_results(partial)) == 2
     assert "nestjs 12" in summary_table(partial)
+
+
+def test_split_cores_run_is_labelled_apart() -> None:
+    split = {
+        "results": [
+            {**r, "throughput": r["throughput"] / 2}
+            for r in RESULTS["reservations"]["results"]  # type: ignore[index]
+        ]
+    }
+    rows = rows_from_results({**RESULTS, "reservations_split": split})
+    scenarios = [r.scenario for r in rows if r.target in ("booking-rpc", "pgbench")]
+    assert scenarios == [
+        "reservation.create c=8",
+        "reservation.create c=8",
+        "reservation.create c=8, db own core",
+        "reservation.create c=8, db own core",
+    ]
+    assert [r.throughput for r in rows if r.scenario.endswith("db own core")] == [2027.5 / 2, 3115.4 / 2]
