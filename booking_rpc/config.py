@@ -45,7 +45,9 @@ class Settings(BaseModel):
     database_url: SecretStr | None = Field(None, description="PostgreSQL URL; unset = embedded PostgreSQL")
     data_dir: Path | None = Field(None, description="Embedded PostgreSQL data folder (default: per-user data dir)")
     sql_dir: Path | None = Field(None, description="Folder holding migrations/ and queries/ (default: the repo's sql/)")
-    db_pool_min_size: int = Field(2, ge=0, description="Connections the pool keeps open")
+    db_pool_min_size: int = Field(
+        2, ge=1, description="Connections the pool keeps open (at least 1, opened at start: a bad DSN stops the start)"
+    )
     db_pool_max_size: int = Field(10, gt=0, description="Most connections the pool opens")
     db_conn_max_lifetime: float = Field(
         600.0, gt=0, description="Seconds a pooled connection serves before it is replaced (renews cached plans)"

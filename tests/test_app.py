@@ -102,6 +102,12 @@ def test_bad_setting_stops_the_start_naming_the_variable() -> None:
     assert "BOOKING_RPC_PORT" in done.stderr
 
 
+def test_a_pool_that_keeps_no_connection_is_refused() -> None:
+    done = run_cli("config", env={"BOOKING_RPC_DB_POOL_MIN_SIZE": "0", "DATABASE_URL": "postgresql://x@127.0.0.1:1/x"})
+    assert done.returncode == 2
+    assert "BOOKING_RPC_DB_POOL_MIN_SIZE" in done.stderr
+
+
 def test_unreachable_database_exits_with_a_clear_message() -> None:
     done = run_cli("serve", "--port", "0", env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nothing"})
     assert done.returncode == 2

@@ -260,6 +260,7 @@ class _Acquire:
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, max_lifetime: float = 600.0) -> Pool:
     """Open the pool; raise DatabaseUnavailable when the server cannot be reached."""
+    # at least one connection at once, so a bad DSN or a dead server fails here and not on a first request
     pool = Pool(dsn, min_size=max(min_size, 1), max_size=max_size, max_lifetime=max_lifetime)
     try:
         await pool.open()
