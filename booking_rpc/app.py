@@ -75,9 +75,7 @@ async def readiness(app: App) -> tuple[int, bytes, str]:
         return 503, b"shutting down\n", "text/plain"
     try:
         async with asyncio.timeout(2.0), app.pool.acquire() as conn:
-            waiting = await pending(
-                conn, (app.settings.sql_dir or default_sql_dir()) / "migrations"
-            )
+            waiting = await pending(conn, (app.settings.sql_dir or default_sql_dir()) / "migrations")
     except Exception as exc:
         return 503, f"database unavailable: {type(exc).__name__}\n".encode(), "text/plain"
     if waiting:
@@ -126,9 +124,7 @@ async def running_app(settings: Settings, *, migrate_first: bool = True) -> Asyn
         try:
             if migrate_first:
                 async with pool.acquire() as conn:
-                    applied = await migrate(
-                        conn, (settings.sql_dir or default_sql_dir()) / "migrations"
-                    )
+                    applied = await migrate(conn, (settings.sql_dir or default_sql_dir()) / "migrations")
                 if applied:
                     log.info("migrations applied", applied=applied)
             sql = Queries.load((settings.sql_dir or default_sql_dir()) / "queries")

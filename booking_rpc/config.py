@@ -64,7 +64,9 @@ class Settings(BaseModel):
 
     # --- ops
     metrics_enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz over HTTP")
-    metrics_port: int = Field(9464, ge=0, le=65535, description="HTTP port of /metrics, /healthz, /readyz (0 = any free port)")
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, description="HTTP port of /metrics, /healthz, /readyz (0 = any free port)"
+    )
     metrics_host: str = Field("127.0.0.1", description="Address the metrics HTTP server binds")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="auto = console on a TTY, else JSON")

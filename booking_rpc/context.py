@@ -25,9 +25,7 @@ class Context:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @asynccontextmanager
-    async def transaction(
-        self, *, isolation: Isolation = "read_committed"
-    ) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self, *, isolation: Isolation = "read_committed") -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside one explicit transaction, committed on success."""
         async with self.pool.acquire() as conn, conn.transaction(isolation=isolation):
             yield conn

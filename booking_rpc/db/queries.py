@@ -89,9 +89,7 @@ class Queries(Mapping[str, str]):
                 for stmt in _parse_file(path):
                     if stmt.name in statements:
                         first = statements[stmt.name].source
-                        raise QueryFileError(
-                            f"{path}: duplicate statement name {stmt.name!r} (first in {first})"
-                        )
+                        raise QueryFileError(f"{path}: duplicate statement name {stmt.name!r} (first in {first})")
                     statements[stmt.name] = stmt
         return cls(statements)
 

@@ -26,9 +26,7 @@ class Subscriber:
     codec: str = "json"
 
     def matches(self, event_type: str) -> bool:
-        return any(
-            event_type.startswith(p[:-1]) if p.endswith("*") else event_type == p for p in self.patterns
-        )
+        return any(event_type.startswith(p[:-1]) if p.endswith("*") else event_type == p for p in self.patterns)
 
     def like_patterns(self) -> list[str]:
         """The patterns as SQL LIKE patterns (the relay selects with `event_type LIKE ANY(...)`)."""

@@ -85,9 +85,7 @@ def no_handler_reply(id: Any) -> dict[str, Any]:
 # --- messages (our client -> server) -----------------------------------------------------------------
 
 
-def request_message(
-    pattern: Any, data: Any, id: str, metadata: dict[str, str] | None = None
-) -> dict[str, Any]:
+def request_message(pattern: Any, data: Any, id: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
     """A request as ClientProxy.send writes it: the pattern raw, key order pattern, data, metadata?, id."""
     message: dict[str, Any] = {"pattern": pattern, "data": data}
     if metadata is not None:

@@ -43,9 +43,7 @@ def sequence_length(lead: int) -> int:
 
 # JS parseInt(s, 10): skip leading StrWhiteSpaceChar (Unicode Zs, TAB, VT, FF, ZWNBSP and line
 # terminators), an optional sign, then ASCII digits; anything after the digits is ignored.
-_JS_PARSE_INT = re.compile(
-    "[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]*([+-]?[0-9]+)"
-)
+_JS_PARSE_INT = re.compile("[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]*([+-]?[0-9]+)")
 
 
 def js_parse_int(text: str) -> int | None:

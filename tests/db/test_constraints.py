@@ -130,9 +130,7 @@ CASES = [
     Case("slots.instants", "UPDATE slots SET ends_at = starts_at", CHECK, "valid_slot_instants"),
     Case("slots.capacity>0", "UPDATE slots SET capacity = 0", CHECK, "valid_capacity"),
     Case("slots.booked>=0", "UPDATE slots SET booked_count = -1", CHECK, "valid_booked_count_nonneg"),
-    Case(
-        "reservations.status", "UPDATE reservations SET status = 'held'", CHECK, "reservations_status_check"
-    ),
+    Case("reservations.status", "UPDATE reservations SET status = 'held'", CHECK, "reservations_status_check"),
     Case("bookings.status", "UPDATE bookings SET status = 'done'", CHECK, "bookings_status_check"),
     Case("payments.status", "UPDATE payments SET status = 'paid'", CHECK, "payments_status_check"),
     Case(
@@ -153,9 +151,7 @@ CASES = [
     ),
     Case("fe.total>=0", entry_insert("-1", "0", "0", "0"), CHECK, "financial_entries_total_amount_check"),
     Case("fe.fee>=0", entry_insert("100", "-1", "90", "11"), CHECK, "financial_entries_platform_fee_check"),
-    Case(
-        "fe.clinic>=0", entry_insert("100", "90", "-1", "11"), CHECK, "financial_entries_clinic_amount_check"
-    ),
+    Case("fe.clinic>=0", entry_insert("100", "90", "-1", "11"), CHECK, "financial_entries_clinic_amount_check"),
     Case("fe.tax>=0", entry_insert("100", "10", "91", "-1"), CHECK, "financial_entries_tax_amount_check"),
     Case("fe.split", entry_insert("100", "10", "80", "11"), CHECK, "valid_split"),
     Case("fe.split.ok", entry_insert("100", "10", "79", "11"), None),
@@ -169,8 +165,7 @@ CASES = [
     ),
     Case(
         "notifications.delivery_status",
-        f"INSERT INTO notifications (user_id, type, title, delivery_status) "
-        f"VALUES ('{USER}', 'payment', 't', 'x')",
+        f"INSERT INTO notifications (user_id, type, title, delivery_status) VALUES ('{USER}', 'payment', 't', 'x')",
         CHECK,
         "notifications_delivery_status_check",
     ),
@@ -250,8 +245,7 @@ CASES = [
     Case("reviews.service", f"UPDATE reviews SET service_id = '{MISSING}'", FK, "fk_service"),
     Case(
         "notifications.booking",
-        f"INSERT INTO notifications (user_id, booking_id, type, title) "
-        f"VALUES ('{USER}', '{MISSING}', 'payment', 't')",
+        f"INSERT INTO notifications (user_id, booking_id, type, title) VALUES ('{USER}', '{MISSING}', 'payment', 't')",
         FK,
         "fk_booking",
     ),

@@ -29,18 +29,13 @@ async def test_applies_on_empty_database_and_is_idempotent(empty_db_url: str) ->
         assert await migrate(conn) == []
         assert await pending(conn) == []
 
-        rows = await conn.fetch(
-            "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
-        )
+        rows = await conn.fetch("SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version")
         assert [r["name"] for r in rows] == expected
         first = default_migrations_dir() / "0001_schema.sql"
         assert rows[0]["version"] == 1
         assert rows[0]["checksum"] == hashlib.sha256(first.read_bytes()).hexdigest()
         assert rows[0]["applied_at"] is not None
-        tables = {
-            r["tablename"]
-            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
-        }
+        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
         assert {
             "services",
             "slots",
@@ -71,16 +66,12 @@ async def test_edited_applied_migration_is_refused(empty_db_url: str, migrations
         await conn.close()
 
 
-async def test_new_file_applies_alone_and_failed_file_rolls_back(
-    empty_db_url: str, migrations_copy: Path
-) -> None:
+async def test_new_file_applies_alone_and_failed_file_rolls_back(empty_db_url: str, migrations_copy: Path) -> None:
     await migrate_dsn(empty_db_url, migrations_copy)
     (migrations_copy / "0002_extra.sql").write_text("CREATE TABLE extra (id int PRIMARY KEY);\n")
     assert await migrate_dsn(empty_db_url, migrations_copy) == ["0002_extra.sql"]
 
-    (migrations_copy / "0003_broken.sql").write_text(
-        "CREATE TABLE half (id int);\nSELECT no_such_column FROM extra;\n"
-    )
+    (migrations_copy / "0003_broken.sql").write_text("CREATE TABLE half (id int);\nSELECT no_such_column FROM extra;\n")
     with pytest.raises(MigrationError, match=r"0003_broken\.sql failed"):
         await migrate_dsn(empty_db_url, migrations_copy)
     conn = await asyncpg.connect(empty_db_url)

@@ -32,9 +32,7 @@ def test_statements_descriptions_and_trailing_semicolons(tmp_path: Path) -> None
     assert sorted(queries) == ["bookings.count", "slots.block", "slots.find"]
     assert queries["slots.find"] == "SELECT *\n  FROM slots\n WHERE id = $1"
     assert queries.describe("slots.find") == "Find one slot by id."
-    assert (
-        queries["slots.block"] == "UPDATE slots SET status = 'blocked' -- inline comment stays\nWHERE id = $1"
-    )
+    assert queries["slots.block"] == "UPDATE slots SET status = 'blocked' -- inline comment stays\nWHERE id = $1"
     assert queries.describe("slots.block") == ""
     assert queries["bookings.count"] == "SELECT count(*) FROM bookings"
 

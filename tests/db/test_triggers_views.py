@@ -95,9 +95,7 @@ async def test_status_update_writes_status_changed_only_on_change(pool: Pool) ->
     assert events[0]["seq"] < events[1]["seq"]
     payload = events[1]["payload"]
     assert payload["event_id"] == str(events[1]["id"])
-    assert {
-        k: payload[k] for k in ("event_type", "booking_id", "reference_code", "previous_status", "new_status")
-    } == {
+    assert {k: payload[k] for k in ("event_type", "booking_id", "reference_code", "previous_status", "new_status")} == {
         "event_type": "booking.status_changed",
         "booking_id": str(booking),
         "reference_code": "REF1",

@@ -44,10 +44,21 @@ async def booking_at(conn: asyncpg.Connection, pet: uuid.UUID, service: uuid.UUI
         "INSERT INTO bookings (user_id, pet_id, clinic_id, service_id, slot_id, reference_code, amount,"
         " pet_snapshot, service_snapshot, booking_time) VALUES ($1, $2, $3, $4, $5, $6, 100, $7, $8, $9)"
         " RETURNING id",
-        uuid.uuid4(), pet, uuid.uuid4(), service, slot, uuid.uuid4().hex[:10].upper(),
+        uuid.uuid4(),
+        pet,
+        uuid.uuid4(),
+        service,
+        slot,
+        uuid.uuid4().hex[:10].upper(),
         {"id": str(pet), "name": "Old", "species": "cat", "breed": None},
-        {"id": str(service), "name": "Old service", "price": "100.00", "duration_minutes": 30,
-         "clinic_id": None, "clinic_name": None},
+        {
+            "id": str(service),
+            "name": "Old service",
+            "price": "100.00",
+            "duration_minutes": 30,
+            "clinic_id": None,
+            "clinic_name": None,
+        },
         dt.datetime.fromisoformat(when),
     )
     return booking
@@ -63,8 +74,14 @@ async def test_pet_updated_refreshes_future_bookings_only(app_ctx: Context, app_
         past = await booking_at(conn, pet, service, "2020-01-01T10:00:00+00:00")
     await app_client.emit(
         "pet.updated",
-        {"event_type": "pet.updated", "pet_id": str(pet), "name": "Mochi", "species": "cat", "breed": "Ragdoll",
-         "updated_at": "2026-11-01T00:00:00Z"},
+        {
+            "event_type": "pet.updated",
+            "pet_id": str(pet),
+            "name": "Mochi",
+            "species": "cat",
+            "breed": "Ragdoll",
+            "updated_at": "2026-11-01T00:00:00Z",
+        },
     )
     await settle(app_client)
     async with app_ctx.connection() as conn:
@@ -91,13 +108,26 @@ async def test_service_and_clinic_updates(app_ctx: Context, app_client: Client) 
     clinic, service = uuid.uuid4(), uuid.uuid4()
     await app_client.emit(
         "clinic.updated",
-        {"clinic_id": str(clinic), "name": "Happy Paws", "address": "Jl. Kucing 1", "phone_number": "+62",
-         "timezone": "Asia/Jakarta", "updated_at": "2026-11-01T00:00:00Z"},
+        {
+            "clinic_id": str(clinic),
+            "name": "Happy Paws",
+            "address": "Jl. Kucing 1",
+            "phone_number": "+62",
+            "timezone": "Asia/Jakarta",
+            "updated_at": "2026-11-01T00:00:00Z",
+        },
     )
     await app_client.emit(
         "service.updated",
-        {"service_id": str(service), "clinic_id": str(clinic), "name": "Grooming", "price": "250000.00",
-         "duration_minutes": 60, "is_available": True, "updated_at": "2026-11-01T00:00:00Z"},
+        {
+            "service_id": str(service),
+            "clinic_id": str(clinic),
+            "name": "Grooming",
+            "price": "250000.00",
+            "duration_minutes": 60,
+            "is_available": True,
+            "updated_at": "2026-11-01T00:00:00Z",
+        },
     )
     await settle(app_client)
     async with app_ctx.connection() as conn:

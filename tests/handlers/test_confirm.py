@@ -159,9 +159,7 @@ async def test_concurrent_confirms_make_one_booking(app_ctx: Context, pool: Pool
     await assert_invariant(pool)
 
 
-async def test_two_confirms_over_sockets(
-    app_ctx: Context, pool: Pool, app_server: Any, app_client: Client
-) -> None:
+async def test_two_confirms_over_sockets(app_ctx: Context, pool: Pool, app_server: Any, app_client: Client) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id)
     res = await hold(app_ctx, cat, slot, uuid.uuid4())

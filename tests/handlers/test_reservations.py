@@ -427,9 +427,7 @@ async def test_expired_hold_frees_the_slot_without_the_job(app_ctx: Context, poo
     assert [e["payload"]["reservation_id"] for e in expired] == [str(first.id)]
 
 
-async def test_expired_holds_filling_a_slot_are_replaced_in_one_statement(
-    app_ctx: Context, pool: Pool
-) -> None:
+async def test_expired_holds_filling_a_slot_are_replaced_in_one_statement(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     slot = await make_slot(pool, cat.service_id, capacity=2)
     lapsed = [await call(app_ctx, "booking.reservation.create", hold_body(cat, slot)) for _ in range(2)]

@@ -67,7 +67,11 @@ async def test_completion_rates_read_the_view(app_ctx: Context) -> None:
             await conn.execute(
                 "INSERT INTO bookings (user_id, pet_id, clinic_id, service_id, slot_id, reference_code, amount,"
                 " status) VALUES ($1, $1, $1, $2, $3, $4, 10, $5)",
-                uuid.uuid4(), service, slot, uuid.uuid4().hex[:10], status,
+                uuid.uuid4(),
+                service,
+                slot,
+                uuid.uuid4().hex[:10],
+                status,
             )
         await conn.execute("REFRESH MATERIALIZED VIEW booking_completion_rates")
     rates: Any = await call(app_ctx, "booking.stats.completion_rates", {"actor": ADMIN})

@@ -24,9 +24,7 @@ pytestmark = pytest.mark.interop
 EVENT_TYPES = sorted(e.event_type for e in PUBLISHED_EVENTS)
 
 
-async def test_hold_confirm_complete_review_reaches_nest_in_order(
-    harness: Path, app_ctx: Context, pool: Pool
-) -> None:
+async def test_hold_confirm_complete_review_reaches_nest_in_order(harness: Path, app_ctx: Context, pool: Pool) -> None:
     booked = await book(app_ctx, pool, starts_in=dt.timedelta(days=3))
     await set_status(app_ctx, booked, "in-progress")
     await set_status(app_ctx, booked, "completed")

@@ -28,7 +28,13 @@ async def make_booking(conn: asyncpg.Connection) -> uuid.UUID:
         "INSERT INTO bookings (user_id, pet_id, clinic_id, service_id, slot_id, reference_code, amount,"
         " service_snapshot, booking_time) VALUES ($1, $2, $3, $4, $5, $6, 150000, $7, '2030-01-01T10:00Z')"
         " RETURNING id",
-        uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), service, slot, uuid.uuid4().hex[:10].upper(), {"name": "Vaccination"},
+        uuid.uuid4(),
+        uuid.uuid4(),
+        uuid.uuid4(),
+        service,
+        slot,
+        uuid.uuid4().hex[:10].upper(),
+        {"name": "Vaccination"},
     )
     return booking
 
@@ -41,7 +47,8 @@ async def test_two_workers_never_send_a_reminder_twice(app_ctx: Context) -> None
                 await conn.execute(
                     "INSERT INTO booking_reminders (booking_id, reminder_type, scheduled_time)"
                     " VALUES ($1, $2, now() - interval '1 minute')",
-                    b, kind,
+                    b,
+                    kind,
                 )
         future = bookings[0]
         await conn.execute(
@@ -53,9 +60,10 @@ async def test_two_workers_never_send_a_reminder_twice(app_ctx: Context) -> None
     assert sum(sent) == 10
     async with app_ctx.connection() as conn:
         assert await conn.fetchval("SELECT count(*) FROM notifications") == 10
-        assert await conn.fetchval(
-            "SELECT count(*) FROM booking_events_outbox WHERE event_type = 'booking.reminder.due'"
-        ) == 10
+        assert (
+            await conn.fetchval("SELECT count(*) FROM booking_events_outbox WHERE event_type = 'booking.reminder.due'")
+            == 10
+        )
         assert await conn.fetchval("SELECT count(*) FROM booking_reminders WHERE status = 'pending'") == 1
     assert await send_due_reminders(app_ctx) == 0
 

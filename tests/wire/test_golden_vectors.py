@@ -157,9 +157,7 @@ def test_probe_split_inside_utf8_sequence() -> None:
     assert decoder.has_partial
     [message] = decoder.feed(raw[cut:])
     assert not decoder.has_partial
-    assert encode_frame(response_reply(message["id"], message["data"])) == reply_bytes(
-        "split_inside_utf8_sequence"
-    )
+    assert encode_frame(response_reply(message["id"], message["data"])) == reply_bytes("split_inside_utf8_sequence")
 
 
 def test_probe_numeric_id_is_echoed_as_a_number() -> None:

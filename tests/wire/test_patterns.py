@@ -57,9 +57,7 @@ def test_nested_pattern_with_an_array() -> None:
     route = route_for_registration(pattern)
     assert route == '{"cmd":"find","filter":{"n":2,"none":null,"ok":true,"tags":{"0":"a","1":"b"}}}'
     assert route_of(json.dumps(pattern)) == route
-    assert (
-        route_of({"filter": {"none": None, "ok": True, "n": 2.0, "tags": ["a", "b"]}, "cmd": "find"}) == route
-    )
+    assert route_of({"filter": {"none": None, "ok": True, "n": 2.0, "tags": ["a", "b"]}, "cmd": "find"}) == route
 
 
 def test_array_pattern_becomes_an_object_with_index_keys() -> None:
