@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 COLORS = {"booking-rpc": "#2b6cb0", "baseline": "#a0aec0"}
+# issue 4: booking-rpc's throughput over pgbench's on the same SQL, and slots.find's latency growth 10k -> 1M
+RATIO_TARGETS = {"reservation.create": 0.8, "slots.find": 0.85}
+FIND_GROWTH_TARGET = 1.5
+RESERVATION_RUNS = (("reservations", "all on shared cores"), ("reservations_split", "PostgreSQL on its own cores"))
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,25 @@ def render_html(results: dict[str, Any]) -> str:
     )
 
 
+def target_lines(reservations: dict[str, Any]) -> list[str]:
+    """One line per measured target of a reservations bench report: the figure, the target, ok or not."""
+    lines = []
+    for r in reservations.get("ratios", []):
+        target = RATIO_TARGETS[r["pattern"]]
+        verdict = "ok" if r["ratio"] >= target else "BELOW TARGET"
+        lines.append(
+            f"{r['pattern']:<20} c={r['concurrency']:<3} {r['ratio']:.3f}x pgbench (target {target}x) {verdict}"
+        )
+    scaling = reservations.get("find_scaling")
+    if scaling:
+        growth = scaling["growth_p50"]
+        verdict = "ok" if growth <= FIND_GROWTH_TARGET else "ABOVE TARGET"
+        lines.append(
+            f"slots.find 10k -> {scaling['big_slots']} slots: p50 x{growth:.2f} (target <= {FIND_GROWTH_TARGET}x) {verdict}"
+        )
+    return lines
+
+
 def summary_table(results: dict[str, Any]) -> str:
     lines = [f"{'scenario':48} {'target':20} {'per s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"]
     for r in rows_from_results(results):
@@ -126,4 +149,8 @@ def summary_table(results: dict[str, Any]) -> str:
             f"{r.scenario[:48]:48} {r.target[:20]:20} {r.throughput:>10,.0f} {r.p50_ms:>8.2f} "
             f"{r.p95_ms:>8.2f} {r.p99_ms:>8.2f}"
         )
+    for key, where in RESERVATION_RUNS:
+        measured = target_lines(results.get(key) or {})
+        if measured:
+            lines += ["", f"targets, {where}:", *measured]
     return "\n".join(lines)

@@ -52,6 +52,7 @@ import asyncpg
 
 from bench.common import cpu_seconds, database_on_own_cores, parent_of, tree_cpu_seconds
 from bench.lanes import Request, closed_loop, open_lanes
+from bench.report import target_lines
 from booking_rpc import jsonutil
 from booking_rpc.config import Settings
 from booking_rpc.db.pool import with_database
@@ -659,13 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     report = bench(args)
     if args.json:
         args.json.write_text(jsonutil.dumps(report).decode())
-    for r in report["ratios"]:
-        target = 0.8 if r["pattern"] == "reservation.create" else 0.85
-        verdict = "ok" if r["ratio"] >= target else "BELOW TARGET"
-        print(f"{r['pattern']:<20} c={r['concurrency']:<3} {r['ratio']:.3f}x pgbench (target {target}x) {verdict}")
-    if "find_scaling" in report:
-        g = report["find_scaling"]["growth_p50"]
-        print(f"slots.find 10k -> {report['find_scaling']['big_slots']} growth {g:.2f}x (target <= 1.5x)")
+    print("\n".join(target_lines(report)))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from bench.report import render_html, rows_from_results, summary_table
 
 RESULTS = {
@@ -98,3 +100,21 @@ def test_split_cores_run_is_labelled_apart() -> None:
         "reservation.create c=8, db own core",
     ]
     assert [r.throughput for r in rows if r.scenario.endswith("db own core")] == [2027.5 / 2, 3115.4 / 2]
+
+
+def test_summary_says_which_targets_are_met() -> None:
+    shared = {
+        "ratios": [
+            {"pattern": "reservation.create", "concurrency": 1, "ratio": 0.81},
+            {"pattern": "slots.find", "concurrency": 1, "ratio": 0.73},
+        ],
+        "find_scaling": {"growth_p50": 1.18, "big_slots": 1_000_000},
+    }
+    split = {"ratios": [{"pattern": "slots.find", "concurrency": 8, "ratio": 0.96}]}
+    reservations: dict[str, Any] = {**cast(dict[str, Any], RESULTS["reservations"]), **shared}
+    text = summary_table({**RESULTS, "reservations": reservations, "reservations_split": split})
+    assert "targets, all on shared cores:" in text and "targets, PostgreSQL on its own cores:" in text
+    assert "reservation.create   c=1   0.810x pgbench (target 0.8x) ok" in text
+    assert "slots.find           c=1   0.730x pgbench (target 0.85x) BELOW TARGET" in text
+    assert "slots.find           c=8   0.960x pgbench (target 0.85x) ok" in text
+    assert "slots.find 10k -> 1000000 slots: p50 x1.18 (target <= 1.5x) ok" in text
