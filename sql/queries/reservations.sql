@@ -36,14 +36,7 @@ WITH stale AS (
       AND (s.status = 'available' OR (s.status = 'booked' AND f.n > 0))
       AND s.starts_at > now()
       AND sv.is_available IS TRUE
-      AND NOT EXISTS (
-          SELECT 1
-          FROM jsonb_array_elements(
-              CASE WHEN jsonb_typeof(sv.availability_exceptions) = 'array'
-                   THEN sv.availability_exceptions ELSE '[]'::jsonb END) e
-          WHERE jsonb_typeof(e) = 'object'
-            AND s.slot_date BETWEEN COALESCE(e->>'date', e->>'start_date')::date
-                                AND COALESCE(e->>'date', e->>'end_date', e->>'start_date')::date)
+      AND NOT EXISTS (SELECT 1 FROM booking_exceptions_on(sv.availability_exceptions, s.slot_date))
     RETURNING s.id
 ), expired AS (
     UPDATE reservations r

@@ -31,12 +31,7 @@ FROM slots s
 JOIN services sv ON sv.id = s.service_id
 CROSS JOIN LATERAL (
     SELECT count(*) > 0 AS hit, min(e->>'reason') AS reason
-    FROM jsonb_array_elements(
-        CASE WHEN jsonb_typeof(sv.availability_exceptions) = 'array'
-             THEN sv.availability_exceptions ELSE '[]'::jsonb END) e
-    WHERE jsonb_typeof(e) = 'object'
-      AND s.slot_date BETWEEN COALESCE(e->>'date', e->>'start_date')::date
-                          AND COALESCE(e->>'date', e->>'end_date', e->>'start_date')::date
+    FROM booking_exceptions_on(sv.availability_exceptions, s.slot_date) e
 ) ex
 WHERE s.id = $1;
 
@@ -55,12 +50,7 @@ FROM slots s
 JOIN services sv ON sv.id = s.service_id
 CROSS JOIN LATERAL (
     SELECT count(*) > 0 AS hit, min(e->>'reason') AS reason
-    FROM jsonb_array_elements(
-        CASE WHEN jsonb_typeof(sv.availability_exceptions) = 'array'
-             THEN sv.availability_exceptions ELSE '[]'::jsonb END) e
-    WHERE jsonb_typeof(e) = 'object'
-      AND s.slot_date BETWEEN COALESCE(e->>'date', e->>'start_date')::date
-                          AND COALESCE(e->>'date', e->>'end_date', e->>'start_date')::date
+    FROM booking_exceptions_on(sv.availability_exceptions, s.slot_date) e
 ) ex
 WHERE s.service_id = $1 AND s.slot_date = $2
 ORDER BY s.slot_date, s.slot_start_time, s.id;

@@ -1,14 +1,13 @@
-"""The booking trigger's outbox rows, the outbox wake-up NOTIFY, and the materialized views."""
+"""The booking trigger's outbox rows, the outbox wake-up NOTIFY, the materialized views, and the SQL helper functions."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import uuid
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from booking_rpc.db.pool import Pool
 
@@ -16,10 +15,8 @@ CLINIC = uuid.UUID("00000000-0000-0000-0000-000000000033")
 USER = uuid.UUID("00000000-0000-0000-0000-000000000011")
 PET = uuid.UUID("00000000-0000-0000-0000-000000000022")
 
-Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]"
 
-
-async def make_booking(conn: Conn, *, days_ahead: int = 3, reference: str = "REF1") -> uuid.UUID:
+async def make_booking(conn: asyncpg.Connection, *, days_ahead: int = 3, reference: str = "REF1") -> uuid.UUID:
     day = dt.date.today() + dt.timedelta(days=days_ahead)
     service = await conn.fetchval(
         "INSERT INTO services (clinic_id, name, price) VALUES ($1, 'Checkup', 150.50) RETURNING id", CLINIC
@@ -46,7 +43,7 @@ async def make_booking(conn: Conn, *, days_ahead: int = 3, reference: str = "REF
     return booking
 
 
-async def outbox(conn: Conn, booking: uuid.UUID) -> list[asyncpg.Record]:
+async def outbox(conn: asyncpg.Connection, booking: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id, aggregate_type, aggregate_id, event_type, payload, published, attempts, dead, seq "
         "FROM booking_events_outbox WHERE aggregate_id = $1 ORDER BY seq",
@@ -151,3 +148,38 @@ async def test_materialized_views_refresh_concurrently(pool: Pool) -> None:
     assert rates[0]["total_bookings"] == 2
     assert rates[0]["completed_bookings"] == 1
     assert str(rates[0]["completion_rate"]) == "50.00"
+
+
+async def test_exceptions_on_a_day_read_every_shape_the_clinic_service_sends(pool: Pool) -> None:
+    exceptions = [
+        {"date": "2030-05-01", "reason": "Labour Day"},
+        {"start_date": "2030-05-10", "end_date": "2030-05-12", "reason": "Renovation"},
+        {"start_date": "2030-06-01", "reason": "One day, no end"},
+        "not an object",
+        7,
+    ]
+    query = "SELECT array_agg(e->>'reason' ORDER BY e->>'reason') FROM booking_exceptions_on($1, $2) e"
+
+    async def reasons(value: Any, day: str) -> list[str] | None:
+        async with pool.acquire() as conn:
+            found: list[str] | None = await conn.fetchval(query, value, dt.date.fromisoformat(day))
+        return found
+
+    assert await reasons(exceptions, "2030-05-01") == ["Labour Day"]
+    assert await reasons(exceptions, "2030-05-02") is None
+    assert await reasons(exceptions, "2030-05-10") == ["Renovation"]
+    assert await reasons(exceptions, "2030-05-12") == ["Renovation"]
+    assert await reasons(exceptions, "2030-05-13") is None
+    assert await reasons(exceptions, "2030-06-01") == ["One day, no end"]
+    assert await reasons(exceptions, "2030-06-02") is None
+    for not_a_list in ({"date": "2030-05-01"}, None, "2030-05-01"):
+        assert await reasons(not_a_list, "2030-05-01") is None
+
+
+async def test_iso_instant_is_the_models_json_form(pool: Pool) -> None:
+    async with pool.acquire() as conn:
+        for text in ("2030-01-01T09:30:00+07:00", "2030-01-01T02:30:00.120000+00:00", "2030-01-01T02:30:00.000001Z"):
+            instant = dt.datetime.fromisoformat(text)
+            written = await conn.fetchval("SELECT booking_iso_instant($1)", instant)
+            assert written == instant.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    assert written == "2030-01-01T02:30:00.000001Z"
