@@ -84,7 +84,7 @@ class Pool:
     def __init__(
         self, dsn: str, *, min_size: int, max_size: int, max_idle: float = 300.0, max_lifetime: float = 600.0
     ) -> None:
-        if max_size < 1 or min_size > max_size:
+        if max_size < 1 or not 0 <= min_size <= max_size:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
         self._dsn = dsn
         self._min_size = min_size
