@@ -1,8 +1,8 @@
--- 0041: which of a service's availability exceptions (services.availability_exceptions, JSON kept from the
+-- 0012: which of a service's availability exceptions (services.availability_exceptions, JSON kept from the
 -- Clinic Service) cover a day: objects with "date", or "start_date" [.. "end_date"]; anything else in the
 -- value is ignored. One definition for reservations.hold, slots.diagnose and slots.diagnose_date, which
 -- each spelled it out before; a plain SQL function, so the planner inlines it into each of them.
-CREATE FUNCTION booking_exceptions_on(exceptions jsonb, day date) RETURNS SETOF jsonb
+CREATE OR REPLACE FUNCTION booking_exceptions_on(exceptions jsonb, day date) RETURNS SETOF jsonb
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT e
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(exceptions) = 'array' THEN exceptions ELSE '[]'::jsonb END) e

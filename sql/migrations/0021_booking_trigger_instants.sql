@@ -1,4 +1,4 @@
--- 0040: the booking trigger's events (booking.created, booking.status_changed) write their instants in the
+-- 0021: the booking trigger's events (booking.created, booking.status_changed) write their instants in the
 -- one form every other event uses (booking_iso_instant, 0011: "2030-01-01T09:30:00Z"), not to_jsonb's, which
 -- follows the session's TimeZone and trims trailing zeros. The payloads are otherwise as in 0001.
 CREATE OR REPLACE FUNCTION booking_event_trigger() RETURNS TRIGGER AS $$
