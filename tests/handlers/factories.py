@@ -165,8 +165,8 @@ async def outbox(pool: Pool, event_type: str | None = None) -> list[asyncpg.Reco
 INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
 
 
-def assert_one_instant_form(rows: list[asyncpg.Record]) -> None:
-    """Payloads written in SQL or by Python carry instants in the models' own JSON form ("...Z")."""
+def assert_models_own_json(rows: list[asyncpg.Record]) -> None:
+    """Each payload (envelope aside) is its model's own JSON, whoever wrote it: SQL or Python; instants "...Z"."""
     for r in rows:
         payload = dict(r["payload"])
         assert INSTANT.fullmatch(payload["occurred_at"]), payload["occurred_at"]
@@ -183,7 +183,7 @@ async def validate_outbox(pool: Pool) -> int:
         payload = dict(r["payload"])
         assert payload["event_type"] == r["event_type"]
         uuid.UUID(payload["event_id"])
-    assert_one_instant_form(rows)
+    assert_models_own_json(rows)
     return len(rows)
 
 

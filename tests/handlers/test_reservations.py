@@ -22,7 +22,7 @@ from booking_rpc.handlers import slots as slots_handlers
 from booking_rpc.jobs.expiry import expire_holds
 from booking_rpc.models.catalog import SlotsPage
 from booking_rpc.router import Router
-from tests.handlers.factories import assert_one_instant_form, validate_outbox
+from tests.handlers.factories import assert_models_own_json, validate_outbox
 
 # --- helpers shared by this aggregate's test files -------------------------------------------------------
 
@@ -445,7 +445,7 @@ async def test_expired_holds_filling_a_slot_are_replaced_in_one_statement(app_ct
     for e in [*expired, *created]:
         assert e["payload"]["event_id"] == str(e["id"])  # consumers deduplicate on it
     assert await validate_outbox(pool) == 5
-    assert_one_instant_form([*expired, *created])  # written in SQL, yet as the models write them
+    assert_models_own_json([*expired, *created])  # written in SQL, yet as the models write them
 
 
 async def test_a_refused_hold_changes_nothing_not_even_expired_holds(app_ctx: Context, pool: Pool) -> None:

@@ -9,7 +9,7 @@ import uuid
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.jobs.expiry import expire_holds
-from tests.handlers.factories import assert_one_instant_form
+from tests.handlers.factories import assert_models_own_json
 from tests.handlers.test_reservations import (
     assert_invariant,
     call,
@@ -53,7 +53,7 @@ async def test_job_expires_due_holds_once(app_ctx: Context, pool: Pool) -> None:
         "expired_at",
         "event_id",
     }
-    assert_one_instant_form(events)  # the job's Python path writes the form the hold's SQL path does
+    assert_models_own_json(events)  # the job's Python path writes the form the hold's SQL path does
     await assert_invariant(pool)
 
 
