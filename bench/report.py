@@ -43,13 +43,13 @@ def rows_from_results(results: dict[str, Any]) -> list[Row]:
     for key, where in (("reservations", ""), ("reservations_split", ", db own core")):
         for r in (results.get(key) or {}).get("results", []):
             name = str(r["name"])
-            baseline = name.startswith("pgbench")
-            pattern = name.split(" ", 1)[1] if " " in name else name
+            who, _, pattern = name.partition(" ")
+            target = {"pgbench": "pgbench", "floor": "floor relay (python)"}.get(who, "booking-rpc")
             rows.append(
                 Row(
-                    f"{pattern} c={r['concurrency']}{where}",
-                    "pgbench" if baseline else "booking-rpc",
-                    baseline,
+                    f"{pattern or name} c={r['concurrency']}{where}",
+                    target,
+                    target != "booking-rpc",
                     r["throughput"],
                     r["p50_ms"],
                     r["p95_ms"],
@@ -131,6 +131,12 @@ def target_lines(reservations: dict[str, Any]) -> list[str]:
         verdict = "ok" if r["ratio"] >= target else "BELOW TARGET"
         lines.append(
             f"{r['pattern']:<20} c={r['concurrency']:<3} {r['ratio']:.3f}x pgbench (target {target}x) {verdict}"
+        )
+    floor = reservations.get("floor")
+    if floor:  # no target: the reach of any Python hop on the machine measured (bench/floor.py)
+        lines.append(
+            f"{floor['pattern']:<20} c={floor['concurrency']:<3} {floor['ratio']:.3f}x pgbench for the floor relay, "
+            "the cheapest Python hop (no target)"
         )
     scaling = reservations.get("find_scaling")
     if scaling:
