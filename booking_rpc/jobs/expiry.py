@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncpg
 
 from booking_rpc.context import Context
-from booking_rpc.events.holds import announce_expired
 
 DEADLOCK_RETRIES = 3
 
 
 async def _expire_once(ctx: Context, batch_size: int) -> int:
-    async with ctx.transaction() as conn:
+    # one statement: the holds, their slots' units and their reservation.expired outbox rows together
+    async with ctx.connection() as conn:
         rows = await conn.fetch(ctx.sql["reservations.expire_batch"], batch_size)
-        await announce_expired(conn, ctx.sql, rows)
     return len(rows)
 
 

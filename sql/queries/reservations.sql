@@ -11,7 +11,8 @@
 --   3. Only when it took one: those holds become 'expired', the reservation row is inserted, and one outbox
 --      row per event is written: reservation.expired for each of them, reservation.created for the new one
 --      (payload = the models in booking_rpc/models/events.py, plus event_type, event_id = the outbox row
---      id, occurred_at; instants as booking_iso_instant writes them, the models' own JSON form).
+--      id, occurred_at; instants as booking_iso_instant writes them, the models' own JSON form;
+--      reservation.expired and the envelope are migration 0013's functions, shared with expire_batch).
 -- Returns the new reservation, or no row and no change when nothing was taken (gone, wrong service,
 -- blocked, full, in the past on the database clock, service unavailable, an availability exception on the
 -- slot's date); slots.diagnose tells which. Unique violations roll it all back:
@@ -54,9 +55,7 @@ WITH stale AS (
               request_fingerprint, created_at, updated_at
 ), events AS MATERIALIZED (
     SELECT gen_random_uuid() AS id, e.id AS aggregate_id, 'reservation.expired' AS event_type,
-           jsonb_build_object('reservation_id', e.id, 'user_id', e.user_id, 'pet_id', e.pet_id,
-                              'service_id', e.service_id, 'slot_id', e.slot_id,
-                              'expired_at', booking_iso_instant(e.expires_at)) AS body
+           booking_reservation_expired(e.id, e.user_id, e.pet_id, e.service_id, e.slot_id, e.expires_at) AS body
     FROM expired e
     UNION ALL
     SELECT gen_random_uuid(), i.id, 'reservation.created',
@@ -67,9 +66,7 @@ WITH stale AS (
     FROM inserted i
 ), announced AS (
     INSERT INTO booking_events_outbox (id, aggregate_type, aggregate_id, event_type, payload)
-    SELECT id, 'reservation', aggregate_id, event_type,
-           body || jsonb_build_object('event_type', event_type, 'event_id', id,
-                                   'occurred_at', booking_iso_instant(now()))
+    SELECT id, 'reservation', aggregate_id, event_type, booking_event_envelope(body, event_type, id)
     FROM events
 )
 SELECT id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at, idempotency_key,
@@ -102,8 +99,9 @@ RETURNING id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at,
 
 -- name: reservations.expire_batch
 -- The expiry job: up to $1 pending holds past their TTL, claimed with SKIP LOCKED (safe with several
--- replicas), marked 'expired', their units given back per slot. Slots are locked in id order so two
--- replicas (or a replica and a multi-slot writer) don't deadlock. Returns the holds (one event each).
+-- replicas), marked 'expired', their units given back per slot, and one reservation.expired outbox row
+-- written for each (the payload as reservations.hold writes it: migration 0013). Slots are locked in id
+-- order so two replicas (or a replica and a multi-slot writer) don't deadlock. Returns the holds expired.
 WITH due AS (
     SELECT id
     FROM reservations
@@ -129,5 +127,14 @@ WITH due AS (
     FROM per_slot p
     WHERE s.id = p.slot_id AND s.id IN (SELECT id FROM locked)
     RETURNING s.id
+), events AS MATERIALIZED (
+    SELECT gen_random_uuid() AS event_id, e.* FROM expired e
+), announced AS (
+    INSERT INTO booking_events_outbox (id, aggregate_type, aggregate_id, event_type, payload)
+    SELECT event_id, 'reservation', id, 'reservation.expired',
+           booking_event_envelope(booking_reservation_expired(id, user_id, pet_id, service_id, slot_id, expires_at),
+                                  'reservation.expired', event_id)
+    FROM events
+    ORDER BY expires_at, id
 )
-SELECT id, user_id, pet_id, service_id, slot_id, expires_at FROM expired ORDER BY expires_at, id;
+SELECT id, user_id, pet_id, service_id, slot_id, expires_at FROM events ORDER BY expires_at, id;
