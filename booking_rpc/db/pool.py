@@ -161,9 +161,10 @@ class Pool:
                 return conn_or_none
             # None: a connection was dropped, so there is room to open one; go round again
 
-    def release_now(self, conn: asyncpg.Connection, *, interrupted: bool = False) -> None:
-        """Return a connection (synchronously). `interrupted`: its task was cancelled while using it."""
-        if interrupted or conn.is_closed() or conn.is_in_transaction():
+    def release_now(self, conn: asyncpg.Connection, *, unusable: bool = False) -> None:
+        """Return a connection (synchronously). `unusable`: in a state no handler may inherit (its task was
+        cancelled mid-query, or it may still LISTEN): close it instead of reusing it."""
+        if unusable or conn.is_closed() or conn.is_in_transaction():
             self._discard(conn)
             self._wake_one(None)
         elif time.monotonic() - self._born.get(conn, 0.0) > self._max_lifetime:
@@ -255,7 +256,7 @@ class _Acquire:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         conn, self._conn = self._conn, None
         assert conn is not None
-        self._pool.release_now(conn, interrupted=exc_type is not None and not issubclass(exc_type, Exception))
+        self._pool.release_now(conn, unusable=exc_type is not None and not issubclass(exc_type, Exception))
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, max_lifetime: float = 600.0) -> Pool:

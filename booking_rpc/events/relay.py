@@ -211,10 +211,18 @@ class OutboxRelay:
             await loop.close()
         self.loops.clear()
         if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            await self.ctx.pool.release(self._listener)
-            self._listener = None
+            listener, self._listener = self._listener, None
+            try:
+                await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            except BaseException as exc:
+                # maybe still LISTENing or mid-statement (the pool does no session reset, and a cancelled
+                # stop must not leak the pool slot): close it rather than hand it to a handler
+                self.ctx.pool.release_now(listener, unusable=True)
+                if not isinstance(exc, Exception):
+                    raise
+                log.warning("outbox relay could not UNLISTEN, its connection is closed", error=str(exc))
+            else:
+                await self.ctx.pool.release(listener)
 
     async def run_once(self) -> int:
         """Deliver everything due to every subscriber now (tests and `booking-rpc outbox drain`)."""

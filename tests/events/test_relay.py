@@ -228,3 +228,21 @@ async def test_an_event_committed_late_is_still_delivered(relay_ctx: Context, ma
         await relay.stop()
     assert recorder.events[0][1]["event_id"] == later_ids[0]
     assert recorder.events[1][1]["reservation_id"] == str(early)
+
+
+async def test_stop_closes_a_listener_it_cannot_unlisten_instead_of_pooling_it(relay_ctx: Context) -> None:
+    relay = OutboxRelay(relay_ctx, [])
+    await relay.start()
+    listener = relay._listener
+    assert listener is not None
+    size = relay_ctx.pool.get_size()
+    busy = asyncio.ensure_future(listener.fetchval("SELECT pg_sleep(30)"))  # UNLISTEN now cannot run on it
+    await asyncio.sleep(0.05)
+    await relay.stop()  # logs the failed UNLISTEN, raises nothing
+    assert listener.is_closed()
+    assert relay_ctx.pool.get_size() == size - 1
+    with pytest.raises(Exception):  # noqa: B017 - the sleep dies with its connection, whatever asyncpg calls it
+        await busy
+    async with relay_ctx.connection() as conn:  # the pool hands out a working connection
+        assert conn is not listener
+        assert await conn.fetchval("SELECT 1") == 1
