@@ -135,9 +135,7 @@ def test_floor_relay_is_a_baseline_with_its_ratio_and_no_verdict() -> None:
         "floor": {"pattern": "slots.find", "concurrency": 1, "ratio": 0.805, "rounds": [0.80, 0.81]},
     }
     rows = rows_from_results({"reservations": reservations})
-    assert [(r.scenario, r.target, r.baseline) for r in rows] == [
-        ("slots.find c=1", "floor relay (python)", True)
-    ]
+    assert [(r.scenario, r.target, r.baseline) for r in rows] == [("slots.find c=1", "floor relay (python)", True)]
     text = summary_table({"reservations": reservations})
     assert "slots.find           c=1   0.760x pgbench (target 0.85x) BELOW TARGET" in text
     assert "c=1   0.805x pgbench for the floor relay, the cheapest Python hop (no target)" in text
