@@ -2,8 +2,7 @@
 
 `bench.reservations` compares booking-rpc with pgbench, which talks to PostgreSQL directly; the service is
 one more process on the path. This relay measures what that hop costs before any design choice of ours:
-one connection per process at a time on blocking sockets (no event loop, tasks, pool, validation or
-router; `workers` processes forked on one listener for concurrency), the
+one connection at a time on blocking sockets (no event loop, tasks, pool, validation or router), the
 NestJS frames in and out with the service's own codec, and PostgreSQL's extended query protocol written
 by hand (Bind/Execute/Sync of a statement parsed once, parameters as text). It answers the find with the
 very bytes the service answers (tests/test_bench_floor.py holds it to that), so the difference between
@@ -23,7 +22,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import signal
 import socket
 import struct
 import sys
@@ -218,31 +216,17 @@ def serve(listener: socket.socket, dsn: str) -> None:
 
 
 @contextlib.contextmanager
-def floor_process(dsn: str, workers: int = 1) -> Iterator[Spawned]:
-    """The relay with `workers` processes forked on one listener, each with its own PostgreSQL connection
-    (the pre-fork server: concurrency with no event loop). The first process's CPU, through
-    bench.common.tree_cpu_seconds, is all of theirs; info["port"]."""
-    spawned = spawn_printing_port([sys.executable, "-m", "bench.floor", dsn, str(workers)])
+def floor_process(dsn: str) -> Iterator[Spawned]:
+    """The relay in a process of its own (its CPU is measured like the service's); info["port"]."""
+    spawned = spawn_printing_port([sys.executable, "-m", "bench.floor", dsn])
     try:
         yield spawned
     finally:
-        stop_floor(spawned)
-
-
-def stop_floor(spawned: Spawned) -> None:
-    """Stop the relay and its forked workers (again is a no-op)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(spawned.process.pid, signal.SIGTERM)
-    spawned.stop()
+        spawned.stop()
 
 
 def main() -> None:
-    os.setpgrp()  # one process group for floor_process to stop
     listener = socket.create_server(("127.0.0.1", 0))
-    for _ in range(int(sys.argv[2]) - 1 if len(sys.argv) > 2 else 0):
-        if os.fork() == 0:
-            serve(listener, sys.argv[1])
-            os._exit(0)
     print(orjson.dumps({"port": listener.getsockname()[1]}).decode(), flush=True)
     serve(listener, sys.argv[1])
 

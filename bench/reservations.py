@@ -50,8 +50,8 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import database_on_own_cores, parent_of, tree_cpu_seconds
-from bench.floor import floor_process, stop_floor
+from bench.common import cpu_seconds, database_on_own_cores, parent_of, tree_cpu_seconds
+from bench.floor import floor_process
 from bench.lanes import Request, closed_loop, open_lanes
 from bench.report import target_lines
 from booking_rpc import jsonutil
@@ -296,11 +296,9 @@ def run_load(
     try:
         for lane in lanes:  # warm-up: connections, prepared statements
             lane.call(*request())
-        # the tree: the floor relay's forked workers (the service has no child processes)
-        service_cpu, own_cpu = tree_cpu_seconds(service.pid), own_cpu_seconds()
-        pg_cpu = postgres_cpu_seconds(postmaster)
+        service_cpu, own_cpu, pg_cpu = cpu_seconds(service.pid), own_cpu_seconds(), postgres_cpu_seconds(postmaster)
         latencies, errors, elapsed = closed_loop(lanes, request, seconds)
-        service_cpu, own_cpu = tree_cpu_seconds(service.pid) - service_cpu, own_cpu_seconds() - own_cpu
+        service_cpu, own_cpu = cpu_seconds(service.pid) - service_cpu, own_cpu_seconds() - own_cpu
         pg_cpu = postgres_cpu_seconds(postmaster) - pg_cpu
     finally:
         for lane in lanes:
@@ -567,6 +565,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"cores: PostgreSQL on {sorted(database)}; service, lanes and pgbench on {sorted(clients)}")
                     report["split_cores"] = {"database_cores": sorted(database), "client_cores": sorted(clients)}
                 service = stack.enter_context(server_process(dsn, args.pool))
+                floor: Service | None = None
+                if not args.no_floor:
+                    relay = stack.enter_context(floor_process(dsn))
+                    floor = Service(int(str(relay.info["port"])), relay.process.pid)
                 print(
                     f"booking-rpc on 127.0.0.1:{service.port} (pool of {args.pool} connections), database {name}, "
                     f"{args.duration}s per run"
@@ -588,13 +590,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         rpc_runs: list[Result] = []
                         pg_runs: list[Result] = []
                         floor_runs: list[Result] = []
-                        floor: Service | None = None
-                        with_floor = not args.no_floor and label == "slots.find"
-                        if with_floor:
-                            # c workers for c lanes, as pgbench has c backends; a relay per level, stopped after
-                            # it (with 8 workers forked, a c=1 run measured 0.72x instead of 0.84x, cause unknown)
-                            relay = stack.enter_context(floor_process(dsn, workers=c))
-                            floor = Service(int(str(relay.info["port"])), relay.process.pid)
+                        # the floor relay answers one connection at a time: it runs at concurrency 1
+                        with_floor = floor is not None and label == "slots.find" and c == 1
                         for r in range(args.rounds):  # interleaved, alternating who goes first: drift hits all
                             sides = ("rpc", "floor", "pg") if with_floor else ("rpc", "pg")
                             for side in sides if r % 2 == 0 else reversed(sides):
@@ -619,8 +616,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         print(f"  {'ratio rpc/pgbench':<28} c={c:<3} {ratio:.2f}x (median of rounds: {rounds})")
                         report["results"] += [asdict(rpc), asdict(pg)]
                         report["ratios"].append({"pattern": label, "concurrency": c, "ratio": ratio, "rounds": pairs})
-                        if with_floor:
-                            stop_floor(relay)
+                        if floor_runs:
                             floor_line = median_of(floor_runs)
                             floor_pairs = [
                                 a.throughput / b.throughput for a, b in zip(floor_runs, pg_runs, strict=True)
@@ -632,9 +628,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 f"  {'ratio floor/pgbench':<28} c={c:<3} {floor_ratio:.2f}x (median of rounds: {rounds})"
                             )
                             report["results"].append(asdict(floor_line))
-                            report.setdefault("floors", []).append(
-                                {"pattern": label, "concurrency": c, "ratio": floor_ratio, "rounds": floor_pairs}
-                            )
+                            report["floor"] = {
+                                "pattern": label,
+                                "concurrency": c,
+                                "ratio": floor_ratio,
+                                "rounds": floor_pairs,
+                            }
                 if not args.skip_big:
                     small = find_latency(service, ds, args.duration)
                     plan_small = asyncio.run(explain_find(dsn, sql, ds))
@@ -682,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-floor",
         action="store_true",
-        help="skip the floor relay (bench/floor.py, the cheapest Python hop) beside slots.find",
+        help="skip the floor relay (bench/floor.py, the cheapest Python hop) beside slots.find at concurrency 1",
     )
     p.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)
     p.add_argument(

@@ -132,7 +132,7 @@ def test_floor_relay_is_a_baseline_with_its_ratio_and_no_verdict() -> None:
     reservations = {
         "results": [floor_result],
         "ratios": [{"pattern": "slots.find", "concurrency": 1, "ratio": 0.76}],
-        "floors": [{"pattern": "slots.find", "concurrency": 1, "ratio": 0.805, "rounds": [0.80, 0.81]}],
+        "floor": {"pattern": "slots.find", "concurrency": 1, "ratio": 0.805, "rounds": [0.80, 0.81]},
     }
     rows = rows_from_results({"reservations": reservations})
     assert [(r.scenario, r.target, r.baseline) for r in rows] == [("slots.find c=1", "floor relay (python)", True)]
