@@ -33,12 +33,14 @@ import orjson
 
 from bench.common import Spawned, spawn_printing_port
 from booking_rpc.db.queries import Queries
+from booking_rpc.handlers.slots import MIDNIGHT, NIL_UUID
 from booking_rpc.models.common import encode_cursor
 from booking_rpc.wire.json_codec import JsonFrameDecoder, encode_frame
 from booking_rpc.wire.messages import response_reply
 
-NIL_UUID = b"00000000-0000-0000-0000-000000000000"
-MIDNIGHT = b"00:00:00"
+# the first page's "after" key, as the handler passes it, in the text form the floor binds
+FIRST_PAGE_ID = str(NIL_UUID).encode()
+FIRST_PAGE_TIME = MIDNIGHT.isoformat().encode()
 RECV_SIZE = 1 << 18
 PROTOCOL_3_0 = 196608
 # Authentication request codes (PostgreSQL protocol, message 'R')
@@ -182,8 +184,8 @@ def find_page(pg: PgWire, data: dict[str, Any]) -> dict[str, Any]:
         None if staff is None else staff.encode(),
         b"t" if data.get("only_available") else b"f",
         date_from,
-        MIDNIGHT,
-        NIL_UUID,
+        FIRST_PAGE_TIME,
+        FIRST_PAGE_ID,
         str(data["limit"]).encode(),
     ]
     items, has_more, last_date, last_time, last_id = columns(pg.execute("find", params)[0])

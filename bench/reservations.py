@@ -58,9 +58,9 @@ from booking_rpc import jsonutil
 from booking_rpc.config import Settings
 from booking_rpc.db.pool import with_database
 from booking_rpc.db.queries import Queries
+from booking_rpc.handlers.slots import NIL_UUID
 from booking_rpc.loop import run as run_on_service_loop
 
-NIL = uuid.UUID(int=0)
 FIND_BASE_DATE = dt.date(2030, 1, 1)
 FIND_DAYS = 500  # x 20 slots a day = 10k slots per staff member
 CREATE_SLOTS = 64
@@ -195,7 +195,7 @@ async def explain_find(dsn: str, sql: Queries, ds: Dataset) -> str:
             False,
             d,
             dt.time(0),
-            NIL,
+            NIL_UUID,
             FIND_LIMIT,
         )
     finally:
@@ -421,7 +421,7 @@ def find_script(sql: Queries, ds: Dataset, folder: Path) -> Path:
             5: "false",
             6: d,
             7: "make_time(0, 0, 0)",
-            8: lit(NIL, "uuid"),
+            8: lit(NIL_UUID, "uuid"),
             9: str(FIND_LIMIT),
         },
     )
