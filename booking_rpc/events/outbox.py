@@ -7,9 +7,12 @@ import uuid
 from typing import Any
 
 import asyncpg
+from pydantic import TypeAdapter
 
 from booking_rpc.db.queries import Queries
 from booking_rpc.models.events import EventPayload
+
+INSTANT: TypeAdapter[dt.datetime] = TypeAdapter(dt.datetime)
 
 
 def event_body(event: EventPayload, event_id: uuid.UUID, occurred_at: dt.datetime) -> dict[str, Any]:
@@ -17,8 +20,8 @@ def event_body(event: EventPayload, event_id: uuid.UUID, occurred_at: dt.datetim
     body: dict[str, Any] = {"event_type": event.event_type}
     body.update(event.model_dump(mode="json"))
     body["event_id"] = str(event_id)
-    # the same form as the model's instants (and SQL's booking_iso_instant): UTC with a "Z"
-    body["occurred_at"] = occurred_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    # in UTC, pydantic's JSON form, as the model's own instants (and SQL's booking_iso_instant): "...Z"
+    body["occurred_at"] = INSTANT.dump_python(occurred_at.astimezone(dt.UTC), mode="json")
     return body
 
 

@@ -1,6 +1,8 @@
 """Payloads of the events booking-rpc publishes, exactly the seed's JSON shapes.
 
-`event_type`, `event_id` and `occurred_at` are added by `events.outbox.enqueue` when the row is written.
+`event_type`, `event_id` and `occurred_at` are added when the row is written: by `events.outbox.enqueue` for
+events made in Python, by SQL for those the statements and the booking trigger write (`reservations.hold`,
+`reservations.expire_batch`, migrations 0013/0021). Tests hold every path to these models' own JSON.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ async def test_job_expires_due_holds_once(app_ctx: Context, pool: Pool) -> None:
         "expired_at",
         "event_id",
     }
-    assert_models_own_json(events)  # the job's Python path writes the form the hold's SQL path does
+    assert_models_own_json(events)  # the job's statement writes the models' own JSON, as the hold's does
     await assert_invariant(pool)
 
 
