@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Literal, get_type_hints
@@ -25,6 +25,44 @@ log = structlog.get_logger(__name__)
 
 Handler = Callable[..., Any]
 Kind = Literal["message", "event"]
+
+
+@dataclass(slots=True)
+class Call:
+    """What the transport knows of one incoming message besides its data. Handlers never see it.
+
+    `metadata` is what came beside the data: the NestJS 12 packet `metadata` map over TCP, the message
+    headers over NATS (both as received; read it with `header`). `deadline` is the loop time by which the
+    reply is due, None for none. `attrs` is where middleware leaves what later middleware reads (the
+    verified caller, the server span).
+    """
+
+    transport: str
+    metadata: Mapping[str, Any] | None = None
+    peer: Any = None
+    deadline: float | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def header(self, name: str) -> Any:
+        """A metadata value by case-insensitive name (NATS header names are case-insensitive), or None."""
+        metadata = self.metadata
+        if not metadata:
+            return None
+        if name in metadata:
+            return metadata[name]
+        lowered = name.lower()
+        for key, value in metadata.items():
+            if isinstance(key, str) and key.lower() == lowered:
+                return value
+        return None
+
+
+# What a middleware calls to go on: the next middleware, or validation and the handler, with `data`
+# (a middleware may hand on other data, e.g. without a field it consumed).
+Next = Callable[[Any], Awaitable[Any]]
+# `async def middleware(route, data, call, call_next) -> value`: runs around every message and event of the
+# router it is added to (Router.use), outermost first. It may refuse by raising RpcError.
+Middleware = Callable[["Route", Any, Call, Next], Awaitable[Any]]
 
 
 class _NoResponse:
@@ -112,6 +150,8 @@ class Route:
     # Started without a Task (see server.protocol): only for handlers that need no Task context.
     eager: bool = False
     stats: RouteStats = field(default_factory=RouteStats)
+    # The owning router's middleware list (the same list object, so Router.use after registration counts).
+    middleware: list[Middleware] = field(default_factory=list)
 
     def parse(self, data: Any) -> Any:
         if self.model is not None:
@@ -122,15 +162,17 @@ class Route:
             return self.adapter.validate_python(data)
         return data
 
-    async def invoke(self, data: Any, ctx: Any) -> Any:
-        """The handler's value, `NO_RESPONSE`, or an async iterator for streams; raises only RpcError."""
+    async def invoke(self, data: Any, ctx: Any, call: Call | None = None) -> Any:
+        """The handler's value, `NO_RESPONSE`, or an async iterator for streams; raises only RpcError.
+
+        `call` is what the transport knows of the message (None: an in-process call, e.g. seed).
+        """
         started = perf_counter()
         try:
-            payload = self.parse(data)
-            if self.streaming:
-                result = _guard_stream(self.handler(payload, ctx), self.route)
+            if self.middleware:
+                result = await self._through(0, data, ctx, call if call is not None else Call("inproc"))
             else:
-                result = await self.handler(payload, ctx)
+                result = await self._run(data, ctx)
         except RpcError as err:
             self.stats.observe(perf_counter() - started, err.code)
             raise
@@ -140,6 +182,18 @@ class Route:
             raise mapped from exc
         self.stats.observe(perf_counter() - started, "ok")
         return NO_RESPONSE if result is None else result
+
+    async def _run(self, data: Any, ctx: Any) -> Any:
+        payload = self.parse(data)
+        if self.streaming:
+            return _guard_stream(self.handler(payload, ctx), self.route)
+        return await self.handler(payload, ctx)
+
+    def _through(self, index: int, data: Any, ctx: Any, call: Call) -> Awaitable[Any]:
+        if index == len(self.middleware):
+            return self._run(data, ctx)
+        middleware = self.middleware[index]
+        return middleware(self, data, call, lambda handed_on: self._through(index + 1, handed_on, ctx, call))
 
 
 async def _guard_stream(stream: AsyncIterator[Any], route: str) -> AsyncIterator[Any]:
@@ -165,6 +219,7 @@ class Router:
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
+        self.middleware: list[Middleware] = []
 
     def _register(self, pattern: Any, kind: Kind, eager: bool = False) -> Callable[[Handler], Handler]:
         route = route_for_registration(pattern)
@@ -187,6 +242,7 @@ class Router:
                 model=model,
                 streaming=inspect.isasyncgenfunction(handler),
                 eager=eager,
+                middleware=self.middleware,
             )
             return handler
 
@@ -208,7 +264,14 @@ class Router:
         for route, entry in other.routes.items():
             if route in self.routes:
                 raise ValueError(f"pattern {route!r} is registered twice")
+            entry.middleware = self.middleware
             self.routes[route] = entry
+
+    def use(self, middleware: Middleware) -> None:
+        """Run `middleware` around every route of this router (and of routers included later), after
+        those added before it. A route registered `eager` runs outside a Task once any middleware is
+        added too: middleware that needs a Task (asyncio.timeout) must pass eager routes straight on."""
+        self.middleware.append(middleware)
 
     def lookup(self, route: str | None) -> Route | None:
         if route is None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 
 from booking_rpc.errors import INTERNAL_ERROR, RpcError
-from booking_rpc.router import NO_RESPONSE, Route, Router
+from booking_rpc.router import NO_RESPONSE, Call, Route, Router
 from booking_rpc.server.flow_control import FlowControl
 from booking_rpc.server.stats import ServerStats
 from booking_rpc.wire.codec import Codec, FrameDecoder
@@ -181,14 +181,20 @@ class RpcProtocol(asyncio.Protocol):
                 self.stats.unroutable_requests += 1
                 self.write(no_handler_reply(incoming.id))
                 return
-            self._start(self._answer(route, incoming.data, incoming.id), route.eager)
+            self._start(self._answer(route, incoming.data, incoming.id, self._call(incoming.metadata)), route.eager)
         else:
             self.stats.events_total += 1
             if route is None:
                 self.stats.unroutable_events += 1
                 log.debug("no handler for event", pattern=incoming.pattern)
                 return
-            self._start(self._consume(route, incoming.data), route.eager)
+            self._start(self._consume(route, incoming.data, self._call(incoming.metadata)), route.eager)
+
+    def _call(self, metadata: dict[str, Any] | None) -> Call | None:
+        # Only middleware reads a Call: without any, none is built (the hot path stays as it was).
+        if not self.router.middleware:
+            return None
+        return Call("tcp", metadata, self.peer)
 
     def _start(self, coro: Coroutine[Any, Any, None], eager: bool) -> None:
         task: asyncio.Task[None]
@@ -220,9 +226,9 @@ class RpcProtocol(asyncio.Protocol):
         if not self.tasks:
             self.server.on_idle(self)
 
-    async def _answer(self, route: Route, data: Any, request_id: Any) -> None:
+    async def _answer(self, route: Route, data: Any, request_id: Any, call: Call | None) -> None:
         try:
-            result = await route.invoke(data, self.ctx)
+            result = await route.invoke(data, self.ctx, call)
             if result is NO_RESPONSE:
                 self.write(disposed_reply(request_id), final=True)
             elif route.streaming:
@@ -251,9 +257,9 @@ class RpcProtocol(asyncio.Protocol):
         if self.flow is not None and not self._closed:
             await self.flow.wait_writable()
 
-    async def _consume(self, route: Route, data: Any) -> None:
+    async def _consume(self, route: Route, data: Any, call: Call | None) -> None:
         try:
-            result = await route.invoke(data, self.ctx)
+            result = await route.invoke(data, self.ctx, call)
             if route.streaming and result is not NO_RESPONSE:
                 async for _ in result:
                     pass

@@ -1,0 +1,106 @@
+"""The router's middleware chain and the Call a transport hands it (in process and over a real socket)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from booking_rpc.errors import RpcError
+from booking_rpc.router import Call, Next, Route, Router
+from booking_rpc.wire.json_codec import JsonFrameDecoder, encode_frame
+from booking_rpc.wire.messages import request_message
+from tests.fixtures.server import MakeServer
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+def strict_router() -> Router:
+    router = Router()
+
+    @router.message("greet")
+    async def greet(payload: Strict, ctx: Any) -> str:
+        return f"hello {payload.name}"
+
+    return router
+
+
+async def test_without_middleware_a_route_runs_as_before() -> None:
+    router = strict_router()
+    assert await router.routes["greet"].invoke({"name": "a"}, None) == "hello a"
+
+
+async def test_middleware_runs_outermost_first_and_may_hand_on_other_data() -> None:
+    router = strict_router()
+    seen: list[str] = []
+
+    async def outer(route: Route, data: Any, call: Call, call_next: Next) -> Any:
+        seen.append(f"outer {route.route} {call.transport}")
+        return await call_next(data)
+
+    async def strip_token(route: Route, data: Any, call: Call, call_next: Next) -> Any:
+        seen.append(f"inner {data.get('token')}")
+        call.attrs["token"] = data["token"]
+        return await call_next({k: v for k, v in data.items() if k != "token"})
+
+    router.use(outer)
+    router.use(strip_token)
+    call = Call("tcp")
+    # the strict model would refuse `token`: the inner middleware removed it before validation
+    assert await router.routes["greet"].invoke({"name": "a", "token": "t"}, None, call) == "hello a"
+    assert seen == ["outer greet tcp", "inner t"]
+    assert call.attrs == {"token": "t"}
+
+
+async def test_middleware_added_to_the_app_router_covers_included_routes() -> None:
+    app = Router()
+    app.include(strict_router())
+    refused = RpcError("FORBIDDEN", "no")
+
+    async def refuse(route: Route, data: Any, call: Call, call_next: Next) -> Any:
+        raise refused
+
+    app.use(refuse)
+    route = app.routes["greet"]
+    try:
+        await route.invoke({"name": "a"}, None)
+    except RpcError as err:
+        assert err is refused
+    else:
+        raise AssertionError("the middleware's refusal did not reach the caller")
+    assert route.stats.outcomes["FORBIDDEN"] == 1
+
+
+def test_header_lookup_ignores_case() -> None:
+    call = Call("nats", {"Traceparent": "00-x", "authorization": "Bearer t"})
+    assert call.header("traceparent") == "00-x"
+    assert call.header("Authorization") == "Bearer t"
+    assert call.header("missing") is None
+    assert Call("tcp").header("traceparent") is None
+
+
+async def test_tcp_hands_the_packet_metadata_to_middleware(make_server: MakeServer) -> None:
+    router = strict_router()
+    calls: list[Call] = []
+
+    async def record(route: Route, data: Any, call: Call, call_next: Next) -> Any:
+        calls.append(call)
+        return await call_next(data)
+
+    router.use(record)
+    server = await make_server(router)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    message = request_message("greet", {"name": "b"}, "1", metadata={"traceparent": "00-abc"})
+    writer.write(encode_frame(message))
+    await writer.drain()
+    decoder = JsonFrameDecoder()
+    replies: list[Any] = []
+    while not replies:
+        replies = decoder.feed(await asyncio.wait_for(reader.read(65536), 2.0))
+    writer.close()
+    assert replies == [{"response": "hello b", "isDisposed": True, "id": "1"}]
+    assert [(c.transport, dict(c.metadata or {})) for c in calls] == [("tcp", {"traceparent": "00-abc"})]
