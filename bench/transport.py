@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
             orjson.dumps(
                 {
                     "bench": "transport",
-                    "options": vars(opts) | {"json": str(opts.json)},
+                    # not the output path: results files name no path of the machine that wrote them
+                    "options": {k: v for k, v in vars(opts).items() if k != "json"},
                     "results": [asdict(r) for r in results],
                 },
                 option=orjson.OPT_INDENT_2,

@@ -22,7 +22,7 @@ from booking_rpc.wire.messages import (
     response_reply,
 )
 
-VECTORS_PATH = Path("/work/shared/interop/nestjs12-golden-vectors.json")
+VECTORS_PATH = Path(__file__).parent / "data" / "nestjs12-golden-vectors.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 CAPTURES: list[dict[str, Any]] = VECTORS["client_server_captures"]
 PROBES: dict[str, dict[str, Any]] = {p["name"]: p for p in VECTORS["raw_probes_against_nest_server"]}
