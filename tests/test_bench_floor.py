@@ -15,7 +15,7 @@ from bench.floor import PgWire, columns, scram_proof, serve
 from bench.lanes import Lane
 from booking_rpc.context import Context
 from booking_rpc.server.server import Server
-from tests.handlers.factories import hold, make_service, make_slot
+from tests.helpers import hold, make_service, make_slot
 
 
 @pytest.fixture

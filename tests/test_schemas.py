@@ -13,7 +13,7 @@ from booking_rpc.context import Context
 from booking_rpc.handlers import build_router
 from booking_rpc.models.events import PUBLISHED_EVENTS
 from booking_rpc.schemas import DEFAULT_DIR, check_schemas
-from tests.fixtures.app import call
+from tests.helpers import call
 
 
 def load(rel: str) -> dict[str, Any]:

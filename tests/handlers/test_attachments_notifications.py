@@ -6,8 +6,7 @@ import uuid
 
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
-from tests.fixtures.app import call
-from tests.handlers.factories import admin, book, call_err, staff, user_actor
+from tests.helpers import admin, book, call, call_err, staff, user_actor
 
 
 async def test_attachments(app_ctx: Context, pool: Pool) -> None:

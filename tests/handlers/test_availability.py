@@ -7,7 +7,7 @@ import uuid
 
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
-from tests.handlers.test_reservations import (
+from tests.helpers import (
     admin,
     call,
     call_err,

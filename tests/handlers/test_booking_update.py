@@ -12,12 +12,12 @@ from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.domain.booking_states import STATUSES, is_allowed
 from booking_rpc.errors import RpcError
-from tests.fixtures.app import call
-from tests.handlers.factories import (
+from tests.helpers import (
     Booked,
     admin,
     assert_invariant,
     book,
+    call,
     call_err,
     fetch,
     outbox,

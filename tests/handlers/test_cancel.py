@@ -12,11 +12,11 @@ import pytest
 
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
-from tests.fixtures.app import call
-from tests.handlers.factories import (
+from tests.helpers import (
     admin,
     assert_invariant,
     book,
+    call,
     call_err,
     fetch,
     fetchrow,

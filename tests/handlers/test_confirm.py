@@ -15,11 +15,11 @@ from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.domain import reference_codes
 from booking_rpc.errors import RpcError
-from tests.fixtures.app import call
-from tests.handlers.factories import (
+from tests.helpers import (
     admin,
     assert_invariant,
     book,
+    call,
     call_err,
     confirm_body,
     fetch,
@@ -173,6 +173,7 @@ async def test_two_confirms_over_sockets(app_ctx: Context, pool: Pool, app_serve
         await other.close()
     assert a["id"] == b["id"] and a["amount"] == "150000.00"
     assert len(await fetch(pool, "SELECT id FROM bookings")) == 1
+    await assert_invariant(pool)
 
 
 async def test_confirm_racing_expiry(app_ctx: Context, pool: Pool) -> None:

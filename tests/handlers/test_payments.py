@@ -8,8 +8,7 @@ from typing import Any
 
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
-from tests.fixtures.app import call
-from tests.handlers.factories import book, fetch, fetchrow, outbox, user_actor, validate_outbox
+from tests.helpers import book, call, fetch, fetchrow, outbox, user_actor, validate_outbox
 
 
 def event(ref: str, new: str, prev: str | None = None) -> dict[str, Any]:

@@ -5,203 +5,32 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import pytest
 
-from booking_rpc import jsonutil
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.errors import RpcError
-from booking_rpc.handlers import reservations as reservations_handlers
-from booking_rpc.handlers import services as services_handlers
-from booking_rpc.handlers import slots as slots_handlers
 from booking_rpc.jobs.expiry import expire_holds
-from booking_rpc.models.catalog import SlotsPage
-from booking_rpc.router import Router
-from tests.handlers.factories import assert_models_own_json, validate_outbox
-
-# --- helpers shared by this aggregate's test files -------------------------------------------------------
-
-_ROUTER: Router | None = None
-
-
-def catalog_router() -> Router:
-    global _ROUTER
-    if _ROUTER is None:
-        r = Router()
-        for module in (services_handlers, slots_handlers, reservations_handlers):
-            r.include(module.router)
-        _ROUTER = r
-    return _ROUTER
-
-
-async def call(ctx: Context, pattern: str, data: Any) -> Any:
-    """Invoke one of this aggregate's patterns in-process (validation and error mapping included)."""
-    route = catalog_router().lookup(pattern)
-    assert route is not None, pattern
-    return await route.invoke(data, ctx)
-
-
-async def find_slots(ctx: Context, data: dict[str, Any]) -> SlotsPage:
-    """booking.slots.find in-process, its reply read back through JSON as the wire carries it."""
-    return SlotsPage.model_validate(jsonutil.loads(jsonutil.dumps(await call(ctx, "booking.slots.find", data))))
-
-
-async def call_err(ctx: Context, pattern: str, data: Any) -> RpcError:
-    with pytest.raises(RpcError) as info:
-        await call(ctx, pattern, data)
-    return info.value
-
-
-def admin() -> dict[str, Any]:
-    return {"id": str(uuid.uuid4()), "role": "admin"}
-
-
-def user_actor(user_id: uuid.UUID) -> dict[str, Any]:
-    return {"id": str(user_id), "role": "user"}
-
-
-@dataclass
-class Catalog:
-    clinic_id: uuid.UUID
-    service_id: uuid.UUID
-
-
-async def make_service(ctx: Context, **fields: Any) -> Catalog:
-    clinic = fields.pop("clinic_id", uuid.uuid4())
-    body = {"actor": admin(), "clinic_id": str(clinic), "name": "Vaccination", "price": "150000.00", **fields}
-    svc = await call(ctx, "booking.services.upsert", body)
-    return Catalog(clinic_id=clinic, service_id=svc.id)
-
-
-async def make_slot(
-    pool: Pool,
-    service_id: uuid.UUID,
-    *,
-    capacity: int = 1,
-    starts_in: dt.timedelta = dt.timedelta(days=2),
-    status: str = "available",
-) -> uuid.UUID:
-    """One slot inserted directly (UTC clinic), starting `starts_in` from now."""
-    start = (dt.datetime.now(dt.UTC) + starts_in).replace(second=0, microsecond=0)
-    end = start + dt.timedelta(minutes=30)
-    if end.date() != start.date():  # keep local start < end on the same date
-        start -= dt.timedelta(hours=1)
-        end -= dt.timedelta(hours=1)
-    async with pool.acquire() as conn:
-        slot_id: uuid.UUID = await conn.fetchval(
-            """INSERT INTO slots (service_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at,
-                                  capacity, status)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
-            service_id,
-            start.date(),
-            start.time(),
-            end.time(),
-            start,
-            end,
-            capacity,
-            status,
-        )
-    return slot_id
-
-
-def hold_body(cat: Catalog, slot_id: uuid.UUID, user_id: uuid.UUID | None = None, **extra: Any) -> dict[str, Any]:
-    uid = user_id or uuid.uuid4()
-    return {
-        "actor": user_actor(uid),
-        "user_id": str(uid),
-        "pet_id": str(uuid.uuid4()),
-        "service_id": str(cat.service_id),
-        "slot_id": str(slot_id),
-        **extra,
-    }
-
-
-INVARIANT_SQL = """
-SELECT s.id, s.capacity, s.booked_count,
-       (SELECT count(*) FROM reservations r WHERE r.slot_id = s.id AND r.status = 'pending')
-     + (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id
-        AND b.status IN ('confirmed', 'in-progress', 'completed', 'no-show')) AS holders
-FROM slots s
-"""
-
-
-async def assert_invariant(pool: Pool) -> None:
-    """booked_count = pending holds + active bookings, and 0 <= booked_count <= capacity, for every slot.
-
-    Pending holds past their TTL still count until they are given back: that is what booked_count holds.
-    """
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(INVARIANT_SQL)
-    for r in rows:
-        assert r["booked_count"] == r["holders"], dict(r)
-        assert 0 <= r["booked_count"] <= r["capacity"], dict(r)
-
-
-async def snapshot(pool: Pool) -> dict[str, list[dict[str, Any]]]:
-    """Every row of the tables a hold touches, for "an error changes nothing"."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    async with pool.acquire() as conn:
-        for table, order in (
-            ("slots", "id"),
-            ("reservations", "id"),
-            ("booking_events_outbox", "id"),
-            ("services", "id"),
-            ("bookings", "id"),
-        ):
-            out[table] = [dict(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY {order}")]
-    return out
-
-
-async def slot_row(pool: Pool, slot_id: uuid.UUID) -> asyncpg.Record:
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT * FROM slots WHERE id = $1", slot_id)
-    assert row is not None
-    return row
-
-
-async def outbox(pool: Pool, event_type: str | None = None) -> list[asyncpg.Record]:
-    async with pool.acquire() as conn:
-        return await conn.fetch(
-            "SELECT * FROM booking_events_outbox WHERE $1::text IS NULL OR event_type = $1 ORDER BY seq",
-            event_type,
-        )
-
-
-async def insert_booking(pool: Pool, cat: Catalog, slot_id: uuid.UUID, status: str = "confirmed") -> None:
-    """An active booking on the slot, taking its unit like the confirm flow does."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """INSERT INTO bookings (user_id, pet_id, clinic_id, service_id, slot_id, reference_code,
-                                     amount, status)
-               VALUES ($1, $2, $3, $4, $5, $6, 100, $7)""",
-            uuid.uuid4(),
-            uuid.uuid4(),
-            cat.clinic_id,
-            cat.service_id,
-            slot_id,
-            uuid.uuid4().hex[:12],
-            status,
-        )
-        await conn.execute(
-            """UPDATE slots SET booked_count = booked_count + 1,
-                      status = CASE WHEN booked_count + 1 >= capacity THEN 'booked' ELSE status END
-               WHERE id = $1""",
-            slot_id,
-        )
-
-
-async def expire_now(pool: Pool, reservation_id: uuid.UUID) -> None:
-    """Move a hold's TTL into the past on the database clock (instead of sleeping)."""
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = $1", reservation_id
-        )
-
+from tests.helpers import (
+    admin,
+    assert_invariant,
+    assert_models_own_json,
+    call,
+    call_err,
+    expire_now,
+    hold_body,
+    insert_booking,
+    make_service,
+    make_slot,
+    outbox,
+    slot_row,
+    snapshot,
+    user_actor,
+    validate_outbox,
+)
 
 # --- create ---------------------------------------------------------------------------------------------
 

@@ -7,10 +7,10 @@ import uuid
 
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
-from tests.fixtures.app import call
-from tests.handlers.factories import (
+from tests.helpers import (
     admin,
     book,
+    call,
     call_err,
     fetch,
     outbox,

@@ -8,7 +8,7 @@ from typing import Any
 
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
-from tests.handlers.test_reservations import admin, call, call_err, snapshot
+from tests.helpers import admin, call, call_err, snapshot
 
 
 def svc_body(clinic: uuid.UUID, **extra: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import asyncpg
 
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
-from tests.handlers.test_reservations import (
+from tests.helpers import (
     admin,
     assert_invariant,
     call,

@@ -10,7 +10,7 @@ import pytest
 from booking_rpc.context import Context
 from booking_rpc.errors import RpcError
 from booking_rpc.events.relay import OutboxRelay
-from tests.fixtures.app import call
+from tests.helpers import call
 
 ADMIN = {"id": str(uuid.uuid4()), "role": "admin"}
 USER = {"id": str(uuid.uuid4()), "role": "user"}

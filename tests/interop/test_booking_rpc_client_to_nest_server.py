@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from booking_rpc.client import Client, RemoteError
-from tests.interop.conftest import nest_server
+from tests.fixtures.interop import nest_server
 
 pytestmark = pytest.mark.interop
 

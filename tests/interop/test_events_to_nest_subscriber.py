@@ -16,9 +16,8 @@ from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.events.subscribers import Subscriber
 from booking_rpc.models.events import PUBLISHED_EVENTS
 from booking_rpc.schemas import DEFAULT_DIR
-from tests.fixtures.app import call
-from tests.handlers.factories import book, set_status, user_actor
-from tests.interop.conftest import nest_server
+from tests.fixtures.interop import nest_server
+from tests.helpers import book, call, set_status, user_actor
 
 pytestmark = pytest.mark.interop
 EVENT_TYPES = sorted(e.event_type for e in PUBLISHED_EVENTS)

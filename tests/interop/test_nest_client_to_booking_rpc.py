@@ -13,8 +13,8 @@ from booking_rpc.errors import RpcError
 from booking_rpc.handlers.system import router as system_router
 from booking_rpc.router import Router
 from booking_rpc.server.server import Server
+from tests.fixtures.interop import nest_client
 from tests.fixtures.server import MakeServer
-from tests.interop.conftest import nest_client
 
 pytestmark = pytest.mark.interop
 NO_HANDLER = "There is no matching message handler defined in the remote service."

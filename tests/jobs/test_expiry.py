@@ -9,9 +9,9 @@ import uuid
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.jobs.expiry import expire_holds
-from tests.handlers.factories import assert_models_own_json
-from tests.handlers.test_reservations import (
+from tests.helpers import (
     assert_invariant,
+    assert_models_own_json,
     call,
     expire_now,
     hold_body,

@@ -1,0 +1,317 @@
+"""The test toolkit: every helper a test file needs, defined once (test files never import each other).
+
+Calling patterns in-process, actors, catalogue/slot/hold/booking builders, direct reads of the tables, the
+outbox checks and the capacity invariant. Fixtures (databases, servers, the app) are in tests/fixtures/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+
+from booking_rpc import jsonutil
+from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
+from booking_rpc.domain.booking_states import ACTIVE
+from booking_rpc.errors import RpcError
+from booking_rpc.handlers import build_router
+from booking_rpc.models.bookings import BookingOut
+from booking_rpc.models.catalog import SlotsPage
+from booking_rpc.models.events import PUBLISHED_EVENTS
+from booking_rpc.router import Router
+
+# --- calling patterns ---------------------------------------------------------------------------------
+
+
+@functools.cache
+def app_router() -> Router:
+    """The service's router (every handler), built once per test process."""
+    return build_router()
+
+
+async def call(ctx: Context, pattern: str, data: Any) -> Any:
+    """Invoke a pattern in-process (no socket; validation and error mapping included), raising RpcError
+    like the wire would carry it."""
+    route = app_router().lookup(pattern)
+    assert route is not None, f"no handler for {pattern}"
+    return await route.invoke(data, ctx)
+
+
+async def call_err(ctx: Context, pattern: str, data: Any) -> RpcError:
+    with pytest.raises(RpcError) as info:
+        await call(ctx, pattern, data)
+    return info.value
+
+
+async def find_slots(ctx: Context, data: dict[str, Any]) -> SlotsPage:
+    """booking.slots.find in-process, its reply read back through JSON as the wire carries it."""
+    return SlotsPage.model_validate(jsonutil.loads(jsonutil.dumps(await call(ctx, "booking.slots.find", data))))
+
+
+# --- actors -------------------------------------------------------------------------------------------
+
+
+def admin() -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "role": "admin"}
+
+
+def user_actor(user_id: uuid.UUID) -> dict[str, Any]:
+    return {"id": str(user_id), "role": "user"}
+
+
+def staff(clinic_id: uuid.UUID) -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "role": "clinic_staff", "clinic_id": str(clinic_id)}
+
+
+# --- catalogue, slots, holds, bookings ----------------------------------------------------------------
+
+
+@dataclass
+class Catalog:
+    clinic_id: uuid.UUID
+    service_id: uuid.UUID
+
+
+async def make_service(ctx: Context, **fields: Any) -> Catalog:
+    clinic = fields.pop("clinic_id", uuid.uuid4())
+    body = {"actor": admin(), "clinic_id": str(clinic), "name": "Vaccination", "price": "150000.00", **fields}
+    svc = await call(ctx, "booking.services.upsert", body)
+    return Catalog(clinic_id=clinic, service_id=svc.id)
+
+
+async def make_slot(
+    pool: Pool,
+    service_id: uuid.UUID,
+    *,
+    capacity: int = 1,
+    starts_in: dt.timedelta = dt.timedelta(days=2),
+    status: str = "available",
+) -> uuid.UUID:
+    """One slot inserted directly (UTC clinic), starting `starts_in` from now."""
+    start = (dt.datetime.now(dt.UTC) + starts_in).replace(second=0, microsecond=0)
+    end = start + dt.timedelta(minutes=30)
+    if end.date() != start.date():  # keep local start < end on the same date
+        start -= dt.timedelta(hours=1)
+        end -= dt.timedelta(hours=1)
+    async with pool.acquire() as conn:
+        slot_id: uuid.UUID = await conn.fetchval(
+            """INSERT INTO slots (service_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at,
+                                  capacity, status)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
+            service_id,
+            start.date(),
+            start.time(),
+            end.time(),
+            start,
+            end,
+            capacity,
+            status,
+        )
+    return slot_id
+
+
+async def shift_slot(pool: Pool, slot_id: uuid.UUID, starts_in: dt.timedelta) -> None:
+    """Move a slot's instants relative to the database clock (the local DATE/TIME stay as they are)."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """UPDATE slots SET starts_at = now() + $2::interval,
+                                ends_at = now() + $2::interval + interval '30 minutes' WHERE id = $1""",
+            slot_id,
+            starts_in,
+        )
+
+
+def hold_body(cat: Catalog, slot_id: uuid.UUID, user_id: uuid.UUID | None = None, **extra: Any) -> dict[str, Any]:
+    """A booking.reservation.create payload by the user themself (a fresh user and pet unless given)."""
+    uid = user_id or uuid.uuid4()
+    return {
+        "actor": user_actor(uid),
+        "user_id": str(uid),
+        "pet_id": str(uuid.uuid4()),
+        "service_id": str(cat.service_id),
+        "slot_id": str(slot_id),
+        **extra,
+    }
+
+
+async def hold(ctx: Context, cat: Catalog, slot: uuid.UUID, user: uuid.UUID, pet: uuid.UUID | None = None) -> Any:
+    return await call(ctx, "booking.reservation.create", hold_body(cat, slot, user, pet_id=str(pet or uuid.uuid4())))
+
+
+async def expire_now(pool: Pool, reservation_id: uuid.UUID) -> None:
+    """Move a hold's TTL into the past on the database clock (instead of sleeping)."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = $1", reservation_id
+        )
+
+
+def confirm_body(res: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "actor": user_actor(res.user_id),
+        "reservation_id": str(res.id),
+        "lock_id": res.lock_id,
+        "user_id": str(res.user_id),
+        **extra,
+    }
+
+
+@dataclass
+class Booked:
+    cat: Catalog
+    slot: uuid.UUID
+    user: uuid.UUID
+    booking: BookingOut
+
+
+async def book(
+    ctx: Context,
+    pool: Pool,
+    *,
+    cat: Catalog | None = None,
+    starts_in: dt.timedelta = dt.timedelta(days=3),
+    capacity: int = 1,
+    payment: dict[str, Any] | None = None,
+    **service: Any,
+) -> Booked:
+    """A confirmed (or pending_approval) booking through the real hold + confirm patterns."""
+    cat = cat or await make_service(ctx, **service)
+    slot = await make_slot(pool, cat.service_id, capacity=capacity, starts_in=starts_in)
+    user = uuid.uuid4()
+    res = await hold(ctx, cat, slot, user)
+    pay = (
+        payment
+        if payment is not None
+        else {"method": "card", "external_reference": f"ext-{uuid.uuid4()}", "status": "success"}
+    )
+    b = await call(ctx, "booking.reservation.confirm", confirm_body(res, payment=pay))
+    return Booked(cat, slot, user, b)
+
+
+async def set_status(ctx: Context, b: Booked, status: str) -> Any:
+    return await call(
+        ctx,
+        "booking.booking.update",
+        {"actor": staff(b.cat.clinic_id), "booking_id": str(b.booking.id), "status": status},
+    )
+
+
+async def insert_booking(pool: Pool, cat: Catalog, slot_id: uuid.UUID, status: str = "confirmed") -> None:
+    """An active booking on the slot, taking its unit like the confirm flow does."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO bookings (user_id, pet_id, clinic_id, service_id, slot_id, reference_code,
+                                     amount, status)
+               VALUES ($1, $2, $3, $4, $5, $6, 100, $7)""",
+            uuid.uuid4(),
+            uuid.uuid4(),
+            cat.clinic_id,
+            cat.service_id,
+            slot_id,
+            uuid.uuid4().hex[:12],
+            status,
+        )
+        await conn.execute(
+            """UPDATE slots SET booked_count = booked_count + 1,
+                      status = CASE WHEN booked_count + 1 >= capacity THEN 'booked' ELSE status END
+               WHERE id = $1""",
+            slot_id,
+        )
+
+
+# --- reading the database -----------------------------------------------------------------------------
+
+
+async def fetch(pool: Pool, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch(sql, *args)
+
+
+async def fetchrow(pool: Pool, sql: str, *args: Any) -> asyncpg.Record:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(sql, *args)
+    assert row is not None
+    return row
+
+
+async def slot_row(pool: Pool, slot_id: uuid.UUID) -> asyncpg.Record:
+    return await fetchrow(pool, "SELECT * FROM slots WHERE id = $1", slot_id)
+
+
+async def snapshot(pool: Pool) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the tables a hold touches, for "an error changes nothing"."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    async with pool.acquire() as conn:
+        for table in ("slots", "reservations", "booking_events_outbox", "services", "bookings"):
+            out[table] = [dict(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY id")]
+    return out
+
+
+# --- the outbox ---------------------------------------------------------------------------------------
+
+ENVELOPE = ("event_type", "event_id", "occurred_at")
+EVENT_MODELS = {m.event_type: m for m in PUBLISHED_EVENTS}
+INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
+
+
+async def outbox(pool: Pool, event_type: str | None = None) -> list[asyncpg.Record]:
+    return await fetch(
+        pool,
+        "SELECT * FROM booking_events_outbox WHERE $1::text IS NULL OR event_type = $1 ORDER BY seq",
+        event_type,
+    )
+
+
+def assert_models_own_json(rows: list[asyncpg.Record]) -> None:
+    """Each payload (envelope aside) is its model's own JSON, whoever wrote it: SQL or Python; instants "...Z"."""
+    for r in rows:
+        payload = dict(r["payload"])
+        assert INSTANT.fullmatch(payload["occurred_at"]), payload["occurred_at"]
+        fields = {k: v for k, v in payload.items() if k not in ENVELOPE}
+        model = EVENT_MODELS[r["event_type"]]
+        assert model.model_validate(fields).model_dump(mode="json") == fields
+
+
+async def validate_outbox(pool: Pool) -> int:
+    """Every outbox payload is its event model's own JSON (the seed shape + envelope), whichever path wrote
+    it (Python, a statement, the booking trigger); returns the row count."""
+    rows = await outbox(pool)
+    for r in rows:
+        payload = dict(r["payload"])
+        assert payload["event_type"] == r["event_type"]
+        uuid.UUID(payload["event_id"])
+    assert_models_own_json(rows)
+    return len(rows)
+
+
+# --- the capacity invariant ---------------------------------------------------------------------------
+
+# Which bookings hold a unit is the domain's rule (booking_states.ACTIVE), passed in, never re-listed here.
+CAPACITY_SQL = """
+SELECT s.id, s.capacity, s.booked_count,
+       (SELECT count(*) FROM reservations r WHERE r.slot_id = s.id AND r.status = 'pending')
+     + (SELECT count(*) FROM bookings b WHERE b.slot_id = s.id AND b.status = ANY($1::text[])) AS holders
+FROM slots s
+"""
+
+
+async def capacity_violations(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Slots breaking booked_count = pending holds + active bookings, or 0 <= booked_count <= capacity.
+
+    Pending holds past their TTL still count until they are given back: that is what booked_count holds.
+    """
+    rows = await conn.fetch(CAPACITY_SQL, sorted(ACTIVE))
+    return [dict(r) for r in rows if r["booked_count"] != r["holders"] or not 0 <= r["booked_count"] <= r["capacity"]]
+
+
+async def assert_invariant(pool: Pool) -> None:
+    """The capacity invariant holds for every slot."""
+    async with pool.acquire() as conn:
+        assert await capacity_violations(conn) == []
