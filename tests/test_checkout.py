@@ -61,3 +61,34 @@ def test_no_tracked_file_names_a_path_outside_the_repository() -> None:
                 machine.append(here)
             found += [f"{name}:{number}: {path}" for path in machine]
     assert found == [], "carry the file in the repo and name it relative to the file that reads it"
+
+
+def readme_commands() -> list[str]:
+    """The README's first two commands (install and serve; test), from its first bash block."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(.*?)```", readme, re.DOTALL)
+    assert block is not None
+    return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_readme_commands_install_into_a_virtualenv() -> None:
+    # A stock Debian 12 python3 refuses `pip install` outside a virtualenv (externally-managed-environment).
+    install_and_serve, test = readme_commands()
+    for command in (install_and_serve, test):
+        steps = command.split(" && ")
+        assert steps[0] == "python3 -m venv .venv"
+        assert all(step.startswith(".venv/bin/") for step in steps[1:]), command
+    assert install_and_serve.endswith(".venv/bin/booking-rpc serve")
+    assert test.endswith(".venv/bin/pytest")
+
+
+def test_ci_runs_the_readmes_test_command_in_a_clone_outside_the_workspace() -> None:
+    _, test = readme_commands()
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [line.strip() for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[-1] == test
+    clone, enter = (
+        commands.index('git clone --quiet --no-hardlinks "$checkout" "$scratch/booking-rpc"'),
+        commands.index('cd "$scratch/booking-rpc"'),
+    )
+    assert 'scratch="$(mktemp -d)"' in commands[:clone] and clone < enter < len(commands) - 1
