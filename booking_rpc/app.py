@@ -21,9 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.embedded import EmbeddedPostgres, default_data_dir, start_embedded
-from booking_rpc.db.migrations import migrate, pending
+from booking_rpc.db.migrations import migrate_dsn, pending
 from booking_rpc.db.pool import Pool, create_pool, redact
 from booking_rpc.db.queries import Queries, default_sql_dir
+from booking_rpc.deadline import deadline_middleware
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.handlers import build_router
 from booking_rpc.health import HealthServer
@@ -120,11 +121,14 @@ async def running_app(settings: Settings, *, migrate_first: bool = True) -> Asyn
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             max_lifetime=settings.db_conn_max_lifetime,
+            connect_timeout=settings.db_connect_timeout,
+            acquire_timeout=settings.db_acquire_timeout,
+            command_timeout=settings.db_command_timeout or None,
         )
         try:
             if migrate_first:
-                async with pool.acquire() as conn:
-                    applied = await migrate(conn, (settings.sql_dir or default_sql_dir()) / "migrations")
+                # a connection of its own: a migration may run longer than the pool's command timeout
+                applied = await migrate_dsn(database.dsn, (settings.sql_dir or default_sql_dir()) / "migrations")
                 if applied:
                     log.info("migrations applied", applied=applied)
             sql = Queries.load((settings.sql_dir or default_sql_dir()) / "queries")
@@ -134,8 +138,10 @@ async def running_app(settings: Settings, *, migrate_first: bool = True) -> Asyn
                 if settings.tls_cert and settings.tls_key
                 else None
             )
+            router = build_router()
+            router.use(deadline_middleware(settings.request_timeout))
             server = Server(
-                build_router(),
+                router,
                 ctx,
                 host=settings.host,
                 port=settings.port,

@@ -252,14 +252,19 @@ class Client:
 
     # --- API
 
-    async def send(self, pattern: Any, data: Any, *, timeout: float | None = 30.0) -> Any:
-        """The reply's value (the last one for a stream); RemoteError for an `err` reply."""
+    async def send(
+        self, pattern: Any, data: Any, *, timeout: float | None = 30.0, metadata: dict[str, str] | None = None
+    ) -> Any:
+        """The reply's value (the last one for a stream); RemoteError for an `err` reply.
+
+        `metadata` goes in the packet as NestJS 12's `setOnDispatchHook` puts it (e.g. `{"timeout": "500"}`).
+        """
         protocol = await self._ensure_connected()
         request_id = self._next_id()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = _Pending(future, None)
         assert protocol.transport is not None
-        protocol.transport.write(self.codec.encode(request_message(pattern, data, request_id)))
+        protocol.transport.write(self.codec.encode(request_message(pattern, data, request_id, metadata)))
         try:
             if timeout is None:
                 return await future

@@ -40,6 +40,9 @@ class Settings(BaseModel):
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert")
     tls_ca: Path | None = Field(None, description="PEM CA bundle: require client certificates (mTLS)")
     shutdown_timeout: float = Field(10.0, ge=0, description="Seconds in-flight requests get on SIGTERM")
+    request_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request may take before TIMEOUT (504); metadata `timeout` (ms) asks less"
+    )
 
     # --- database
     database_url: SecretStr | None = Field(None, description="PostgreSQL URL; unset = embedded PostgreSQL")
@@ -51,6 +54,13 @@ class Settings(BaseModel):
     db_pool_max_size: int = Field(10, gt=0, description="Most connections the pool opens")
     db_conn_max_lifetime: float = Field(
         600.0, gt=0, description="Seconds a pooled connection serves before it is replaced (renews cached plans)"
+    )
+    db_connect_timeout: float = Field(5.0, gt=0, description="Seconds opening one database connection may take")
+    db_acquire_timeout: float = Field(
+        2.0, gt=0, description="Seconds a request waits for a free pool connection before SERVICE_UNAVAILABLE"
+    )
+    db_command_timeout: float = Field(
+        60.0, ge=0, description="Longest one statement may run (s), background jobs included; 0 = no limit"
     )
     migrate_on_start: bool = Field(True, description="Apply pending migrations when serving starts")
 

@@ -27,8 +27,18 @@ class Context:
     @asynccontextmanager
     async def transaction(self, *, isolation: Isolation = "read_committed") -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside one explicit transaction, committed on success."""
-        async with self.pool.acquire() as conn, conn.transaction(isolation=isolation):
-            yield conn
+        async with self.pool.acquire() as conn:
+            tx = conn.transaction(isolation=isolation)
+            await tx.start()
+            # Cancelled (a deadline, shutdown), maybe mid-query, it sends no ROLLBACK: that would wait on a
+            # database that may not answer, with no deadline left to stop it. The pool terminates such a
+            # connection, and PostgreSQL rolls the transaction back.
+            try:
+                yield conn
+            except Exception:
+                await tx.rollback()
+                raise
+            await tx.commit()
 
     def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A pooled connection for reads and single statements (each its own transaction)."""

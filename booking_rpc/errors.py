@@ -29,6 +29,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "RESERVATION_EXPIRED": 410,
     "INTERNAL": 500,
     "SERVICE_UNAVAILABLE": 503,
+    "OVERLOADED": 503,
+    "TIMEOUT": 504,
 }
 
 

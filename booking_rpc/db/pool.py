@@ -12,7 +12,16 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-from booking_rpc import jsonutil
+from booking_rpc import deadline, jsonutil
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_ACQUIRE_TIMEOUT = 2.0
+# A wait bounded by the request's deadline ends this much before it, so the caller hears why
+# (SERVICE_UNAVAILABLE: no connection) rather than only that time ran out (TIMEOUT).
+DEADLINE_MARGIN = 0.005
+# Sent at connect. A request cancelled mid-query terminates its connection; PostgreSQL notices a vanished
+# client only when it next writes, unless it checks the socket while a query runs (PostgreSQL 14+).
+SERVER_SETTINGS = {"client_connection_check_interval": "1000"}
 
 
 class DatabaseUnavailable(Exception):
@@ -82,11 +91,25 @@ class Pool:
     """
 
     def __init__(
-        self, dsn: str, *, min_size: int, max_size: int, max_idle: float = 300.0, max_lifetime: float = 600.0
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        max_idle: float = 300.0,
+        max_lifetime: float = 600.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
+        command_timeout: float | None = None,
     ) -> None:
         if max_size < 1 or not 0 <= min_size <= max_size:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
+        if connect_timeout <= 0 or acquire_timeout <= 0:
+            raise ValueError("connect_timeout and acquire_timeout must be positive")
         self._dsn = dsn
+        self._connect_timeout = connect_timeout
+        self._acquire_timeout = acquire_timeout
+        self._command_timeout = command_timeout
         self._min_size = min_size
         self._max_size = max_size
         self._max_idle = max_idle
@@ -100,13 +123,39 @@ class Pool:
         # acquires that found every connection busy, and their total wait (read by /metrics)
         self.waits = 0
         self.wait_seconds = 0.0
+        # acquires and connects that gave up (acquire_timeout, connect_timeout or the request's deadline)
+        self.timeouts = 0
+
+    def _limit(self, timeout: float) -> float:
+        """The loop time by which a wait must end: `timeout` from now, and before the request's deadline."""
+        now = asyncio.get_running_loop().time()
+        left = deadline.remaining()
+        if left is not None and left - DEADLINE_MARGIN < timeout:
+            timeout = left - DEADLINE_MARGIN
+        if timeout <= 0:
+            self.timeouts += 1
+            raise TimeoutError("no time left to wait for a database connection")
+        return now + timeout
 
     async def _connect(self) -> asyncpg.Connection:
-        conn: asyncpg.Connection = await asyncpg.connect(self._dsn, statement_cache_size=1024)
+        # A server that accepts but never answers (frozen, partitioned) must not hold a request past its
+        # deadline: the whole handshake, codecs included, is bounded.
         try:
-            await init_connection(conn)
-        except BaseException:
-            conn.terminate()
+            async with asyncio.timeout_at(self._limit(self._connect_timeout)) as scope:
+                conn: asyncpg.Connection = await asyncpg.connect(
+                    self._dsn,
+                    statement_cache_size=1024,
+                    command_timeout=self._command_timeout,
+                    server_settings=SERVER_SETTINGS,
+                )
+                try:
+                    await init_connection(conn)
+                except BaseException:
+                    conn.terminate()
+                    raise
+        except TimeoutError:
+            if scope.expired():
+                self.timeouts += 1
             raise
         self._born[conn] = time.monotonic()
         return conn
@@ -146,14 +195,21 @@ class Pool:
                     self._size -= 1
                     self._wake_one(None)  # someone else may try (and report) the next connect
                     raise
+            limit = self._limit(self._acquire_timeout)
             waiter: asyncio.Future[asyncpg.Connection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             self.waits += 1
             try:
-                conn_or_none = await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and (handed := waiter.result()) is not None:
-                    self._put_back(handed)  # handed over just as we were cancelled: pass it on
+                async with asyncio.timeout_at(limit) as scope:
+                    try:
+                        conn_or_none = await waiter
+                    except asyncio.CancelledError:
+                        if waiter.done() and not waiter.cancelled() and (handed := waiter.result()) is not None:
+                            self._put_back(handed)  # handed over just as we were cancelled: pass it on
+                        raise
+            except TimeoutError:
+                if scope.expired():
+                    self.timeouts += 1
                 raise
             finally:
                 self.wait_seconds += time.monotonic() - now
@@ -256,13 +312,32 @@ class _Acquire:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         conn, self._conn = self._conn, None
         assert conn is not None
-        self._pool.release_now(conn, unusable=exc_type is not None and not issubclass(exc_type, Exception))
+        # cancelled (a deadline, shutdown) or timed out: maybe mid-query, with a cancel request still due
+        unusable = exc_type is not None and (not issubclass(exc_type, Exception) or issubclass(exc_type, TimeoutError))
+        self._pool.release_now(conn, unusable=unusable)
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, max_lifetime: float = 600.0) -> Pool:
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    max_lifetime: float = 600.0,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
+    command_timeout: float | None = None,
+) -> Pool:
     """Open the pool; raise DatabaseUnavailable when the server cannot be reached."""
     # at least one connection at once, so a bad DSN or a dead server fails here and not on a first request
-    pool = Pool(dsn, min_size=max(min_size, 1), max_size=max_size, max_lifetime=max_lifetime)
+    pool = Pool(
+        dsn,
+        min_size=max(min_size, 1),
+        max_size=max_size,
+        max_lifetime=max_lifetime,
+        connect_timeout=connect_timeout,
+        acquire_timeout=acquire_timeout,
+        command_timeout=command_timeout,
+    )
     try:
         await pool.open()
     except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import socket
+import time
 import uuid
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -13,6 +14,7 @@ import asyncpg
 import pytest
 
 from booking_rpc.db.pool import DatabaseUnavailable, Pool, create_pool, is_connection_error, redact, with_database
+from booking_rpc.deadline import current_deadline
 
 
 async def test_json_numeric_uuid_timestamptz_codecs(pool: Pool) -> None:
@@ -92,6 +94,31 @@ async def test_unreachable_server_raises_database_unavailable() -> None:
     message = str(info.value)
     assert f"host=127.0.0.1 port={port} database=bookings" in message
     assert "s3cret" not in message
+
+
+async def test_a_server_that_never_answers_is_given_up_on_in_time() -> None:
+    # accepts the connection and says nothing: a frozen or partitioned database
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            await create_pool(f"postgresql://booker@127.0.0.1:{port}/bookings", connect_timeout=0.3)
+        assert 0.25 < time.monotonic() - started < 2.0
+        pool = Pool(f"postgresql://booker@127.0.0.1:{port}/bookings", min_size=0, max_size=2, connect_timeout=5.0)
+        # inside a request the deadline bounds the connect, whatever connect_timeout says
+        token = current_deadline.set(asyncio.get_running_loop().time() + 0.2)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError) as info:
+                await pool.acquire()
+            assert time.monotonic() - started < 0.5
+            assert is_connection_error(info.value)
+            assert pool.get_size() == 0 and pool.timeouts == 1
+        finally:
+            current_deadline.reset(token)
+    finally:
+        silent.close()
 
 
 async def test_missing_database_raises_database_unavailable(pg_base_dsn: str) -> None:
