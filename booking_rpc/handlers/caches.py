@@ -82,5 +82,8 @@ async def service_updated(event: ServiceUpdated, ctx: Context) -> None:
             event.duration_minutes,
             event.is_available,
             event.updated_at,
+            event.min_notice_minutes,
+            event.max_advance_days,
+            event.cancel_cutoff_hours,
         )
     _count("service.updated", bool(row and row["applied"]))

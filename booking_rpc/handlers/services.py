@@ -40,6 +40,9 @@ def service_out(row: asyncpg.Record) -> ServiceOut:
         requires_approval=row["requires_approval"],
         is_available=row["is_available"],
         availability_exceptions=exceptions,
+        min_notice_minutes=row["min_notice_minutes"],
+        max_advance_days=row["max_advance_days"],
+        cancel_cutoff_hours=row["cancel_cutoff_hours"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -90,6 +93,9 @@ async def upsert_service(payload: ServiceUpsertRequest, ctx: Context) -> Service
             payload.requires_approval,
             payload.is_available,
             exceptions,
+            payload.min_notice_minutes,
+            payload.max_advance_days,
+            payload.cancel_cutoff_hours,
         )
     if row is None:
         raise RpcError("CONFLICT", "This service belongs to another clinic", {"service_id": str(service_id)})

@@ -12,6 +12,7 @@ import orjson
 
 from booking_rpc.auth import require_clinic_staff
 from booking_rpc.context import Context
+from booking_rpc.domain import windows
 from booking_rpc.domain.schedule import DailyWindow, generate_slots
 from booking_rpc.errors import RpcError, not_found
 from booking_rpc.models.catalog import (
@@ -39,7 +40,17 @@ REASON_MESSAGES: dict[str, str] = {
     "SLOT_IN_PAST": "The slot has already started",
     "SLOT_BLOCKED": "The slot is blocked by the clinic",
     "SLOT_FULL": "The slot is fully booked",
+    "TOO_SOON": "The slot starts sooner than the service's minimum notice",
+    "TOO_FAR_AHEAD": "The slot is further ahead than the service's booking horizon",
 }
+
+
+def zone_or_utc(name: str | None) -> ZoneInfo:
+    """The clinic's zone; UTC while the clinic is not cached (as the SQL reads it) or names no known zone."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def remaining_of(row: asyncpg.Record) -> int:
@@ -55,6 +66,16 @@ def unavailable_reason(row: asyncpg.Record) -> UnavailableReason | None:
         return "AVAILABILITY_EXCEPTION"
     if row["in_past"]:
         return "SLOT_IN_PAST"
+    window = windows.refusal(
+        row["starts_at"],
+        row["slot_date"],
+        row["db_now"],
+        zone_or_utc(row["timezone"]),
+        min_notice_minutes=row["min_notice_minutes"],
+        max_advance_days=row["max_advance_days"],
+    )
+    if window is not None:
+        return window
     if row["status"] == "blocked":
         return "SLOT_BLOCKED"
     if remaining_of(row) <= 0:
@@ -169,10 +190,9 @@ async def check_availability(payload: AvailabilityCheckRequest, ctx: Context) ->
         reasons = {s.reason for s in slots}
         if not slots or "SLOT_FULL" in reasons:
             reason = "SLOT_FULL"
-        elif reasons == {"SLOT_IN_PAST"}:
-            reason = "SLOT_IN_PAST"
         else:
-            reason = "SLOT_BLOCKED" if "SLOT_BLOCKED" in reasons else "SLOT_IN_PAST"
+            # the most actionable one: blocked, then the booking window, else all are in the past
+            reason = next((r for r in ("SLOT_BLOCKED", "TOO_FAR_AHEAD", "TOO_SOON") if r in reasons), "SLOT_IN_PAST")
     return AvailabilityReply(
         service_id=payload.service_id,
         date=payload.date,

@@ -12,7 +12,13 @@ from booking_rpc.models.common import ActorRequest, Model, Money
 
 SlotStatus = Literal["available", "booked", "blocked"]
 UnavailableReason = Literal[
-    "SERVICE_UNAVAILABLE", "AVAILABILITY_EXCEPTION", "SLOT_BLOCKED", "SLOT_FULL", "SLOT_IN_PAST"
+    "SERVICE_UNAVAILABLE",
+    "AVAILABILITY_EXCEPTION",
+    "SLOT_BLOCKED",
+    "SLOT_FULL",
+    "SLOT_IN_PAST",
+    "TOO_SOON",
+    "TOO_FAR_AHEAD",
 ]
 
 
@@ -63,6 +69,9 @@ class ServiceOut(BaseModel):
     requires_approval: bool
     is_available: bool
     availability_exceptions: list[AvailabilityException]
+    min_notice_minutes: int
+    max_advance_days: int | None
+    cancel_cutoff_hours: int
     created_at: dt.datetime | None
     updated_at: dt.datetime | None
 
@@ -79,6 +88,15 @@ class ServiceUpsertRequest(ActorRequest):
     requires_approval: bool = False
     is_available: bool = True
     availability_exceptions: list[AvailabilityException] = Field(default_factory=list, max_length=1000)
+    min_notice_minutes: int = Field(
+        0, ge=0, le=366 * 24 * 60, description="a hold must start at least this many minutes ahead (real time)"
+    )
+    max_advance_days: int | None = Field(
+        None, ge=0, le=3660, description="horizon: slots at most this many clinic-local days ahead; null = none"
+    )
+    cancel_cutoff_hours: int = Field(
+        0, ge=0, le=24 * 366, description="owners may not cancel closer than this to the start (staff still may)"
+    )
 
 
 class ServicesFindRequest(ActorRequest):

@@ -50,6 +50,10 @@ class ServiceUpdated(ConsumedEvent):
     price: Money = Field(ge=0, max_digits=12, decimal_places=2)
     duration_minutes: int = Field(gt=0)
     is_available: bool = True
+    # the booking window (booking.services.upsert's fields); absent = keep the current value
+    min_notice_minutes: int | None = Field(None, ge=0, le=366 * 24 * 60)
+    max_advance_days: int | None = Field(None, ge=0, le=3660)
+    cancel_cutoff_hours: int | None = Field(None, ge=0, le=24 * 366)
 
 
 CONSUMED_EVENTS: dict[str, type[ConsumedEvent]] = {

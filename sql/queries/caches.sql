@@ -50,13 +50,18 @@ SELECT (SELECT count(*) FROM up) AS applied, (SELECT count(*) FROM refreshed) AS
 
 -- name: caches.upsert_service
 -- The Clinic Service owns the catalogue: newer data only; future bookings' service snapshots follow
--- (their price stays: the amount was agreed when booking).
+-- (their price stays: the amount was agreed when booking). The booking window ($8 min notice, $9 horizon,
+-- $10 cancel cut-off) changes only when the event carries it (NULL keeps the current value).
 WITH up AS (
-    INSERT INTO services AS sv (id, clinic_id, name, price, duration_minutes, is_available, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    INSERT INTO services AS sv (id, clinic_id, name, price, duration_minutes, is_available, updated_at,
+                                min_notice_minutes, max_advance_days, cancel_cutoff_hours)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8::int, 0), $9::int, COALESCE($10::int, 0))
     ON CONFLICT (id) DO UPDATE
     SET name = EXCLUDED.name, price = EXCLUDED.price, duration_minutes = EXCLUDED.duration_minutes,
-        is_available = EXCLUDED.is_available, updated_at = EXCLUDED.updated_at
+        is_available = EXCLUDED.is_available, updated_at = EXCLUDED.updated_at,
+        min_notice_minutes = COALESCE($8::int, sv.min_notice_minutes),
+        max_advance_days = COALESCE($9::int, sv.max_advance_days),
+        cancel_cutoff_hours = COALESCE($10::int, sv.cancel_cutoff_hours)
     WHERE sv.updated_at < EXCLUDED.updated_at AND sv.clinic_id = EXCLUDED.clinic_id
     RETURNING sv.id, sv.name, sv.price, sv.duration_minutes
 ), refreshed AS (

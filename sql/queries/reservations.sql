@@ -15,7 +15,7 @@
 --      reservation.expired and the envelope are migration 0013's functions, shared with expire_batch).
 -- Returns the new reservation, or no row and no change when nothing was taken (gone, wrong service,
 -- blocked, full, in the past on the database clock, service unavailable, an availability exception on the
--- slot's date); slots.diagnose tells which. Unique violations roll it all back:
+-- slot's date, outside the service's booking window: migration 0015); slots.diagnose tells which. Unique violations roll it all back:
 -- uq_reservations_user_idempotency (a racing retry), uq_reservations_pending_user_slot (already held).
 WITH stale AS (
     SELECT id
@@ -38,6 +38,9 @@ WITH stale AS (
       AND s.starts_at > now()
       AND sv.is_available IS TRUE
       AND NOT EXISTS (SELECT 1 FROM booking_exceptions_on(sv.availability_exceptions, s.slot_date))
+      AND booking_window_refusal(s.starts_at, s.slot_date, now(),
+                                 (SELECT c.timezone FROM clinics c WHERE c.id = sv.clinic_id),
+                                 sv.min_notice_minutes, sv.max_advance_days) IS NULL
     RETURNING s.id
 ), expired AS (
     UPDATE reservations r

@@ -6,6 +6,7 @@ SELECT sv.id, sv.clinic_id, sv.name, sv.description, sv.price, sv.duration_minut
        COALESCE(sv.requires_approval, FALSE) AS requires_approval,
        COALESCE(sv.is_available, FALSE) AS is_available,
        COALESCE(sv.availability_exceptions, '[]'::jsonb) AS availability_exceptions,
+       sv.min_notice_minutes, sv.max_advance_days, sv.cancel_cutoff_hours,
        sv.created_at, sv.updated_at,
        COALESCE(c.timezone, 'UTC') AS timezone
 FROM services sv
@@ -13,11 +14,12 @@ LEFT JOIN clinics c ON c.id = sv.clinic_id
 WHERE sv.id = $1;
 
 -- name: services.upsert
--- Create service $1 or update it. A service never moves to another clinic: when $1 exists under another
+-- Create service $1 or update it ($10..$12: the booking window, migration 0015). A service never moves to another clinic: when $1 exists under another
 -- clinic, nothing is written and no row is returned.
 INSERT INTO services AS sv (id, clinic_id, name, description, price, duration_minutes, requires_approval,
-                            is_available, availability_exceptions)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                            is_available, availability_exceptions, min_notice_minutes, max_advance_days,
+                            cancel_cutoff_hours)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (id) DO UPDATE
 SET name = EXCLUDED.name,
     description = EXCLUDED.description,
@@ -26,12 +28,16 @@ SET name = EXCLUDED.name,
     requires_approval = EXCLUDED.requires_approval,
     is_available = EXCLUDED.is_available,
     availability_exceptions = EXCLUDED.availability_exceptions,
+    min_notice_minutes = EXCLUDED.min_notice_minutes,
+    max_advance_days = EXCLUDED.max_advance_days,
+    cancel_cutoff_hours = EXCLUDED.cancel_cutoff_hours,
     updated_at = now()
 WHERE sv.clinic_id = EXCLUDED.clinic_id
 RETURNING sv.id, sv.clinic_id, sv.name, sv.description, sv.price, sv.duration_minutes,
           COALESCE(sv.requires_approval, FALSE) AS requires_approval,
           COALESCE(sv.is_available, FALSE) AS is_available,
           COALESCE(sv.availability_exceptions, '[]'::jsonb) AS availability_exceptions,
+          sv.min_notice_minutes, sv.max_advance_days, sv.cancel_cutoff_hours,
           sv.created_at, sv.updated_at;
 
 -- name: services.find
@@ -41,6 +47,7 @@ SELECT sv.id, sv.clinic_id, sv.name, sv.description, sv.price, sv.duration_minut
        COALESCE(sv.requires_approval, FALSE) AS requires_approval,
        COALESCE(sv.is_available, FALSE) AS is_available,
        COALESCE(sv.availability_exceptions, '[]'::jsonb) AS availability_exceptions,
+       sv.min_notice_minutes, sv.max_advance_days, sv.cancel_cutoff_hours,
        sv.created_at, sv.updated_at
 FROM services sv
 WHERE sv.clinic_id = $1

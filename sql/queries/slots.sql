@@ -14,11 +14,14 @@ RETURNING id, booked_count, capacity, status;
 
 -- name: slots.diagnose
 -- Everything that decides whether slot $1 can take a hold now, for user $2 (NULL: anyone). `stale` counts
--- pending holds past their TTL that still occupy a unit until someone gives them back.
+-- pending holds past their TTL that still occupy a unit until someone gives them back; the booking window
+-- (db_now, min_notice_minutes, max_advance_days, the clinic's timezone) is judged by domain.windows.
 SELECT s.id, s.service_id, sv.clinic_id, s.staff_id, s.slot_date, s.slot_start_time, s.slot_end_time,
        s.starts_at, s.ends_at, s.status, s.capacity, s.booked_count,
        s.starts_at <= now() AS in_past,
        COALESCE(sv.is_available, FALSE) AS service_available,
+       now() AS db_now, sv.min_notice_minutes, sv.max_advance_days,
+       (SELECT c.timezone FROM clinics c WHERE c.id = sv.clinic_id) AS timezone,
        ex.reason AS exception_reason,
        ex.hit AS on_exception,
        (SELECT count(*)::int FROM reservations r
@@ -41,6 +44,8 @@ SELECT s.id, s.service_id, sv.clinic_id, s.staff_id, s.slot_date, s.slot_start_t
        s.starts_at, s.ends_at, s.status, s.capacity, s.booked_count,
        s.starts_at <= now() AS in_past,
        COALESCE(sv.is_available, FALSE) AS service_available,
+       now() AS db_now, sv.min_notice_minutes, sv.max_advance_days,
+       (SELECT c.timezone FROM clinics c WHERE c.id = sv.clinic_id) AS timezone,
        ex.reason AS exception_reason,
        ex.hit AS on_exception,
        (SELECT count(*)::int FROM reservations r
@@ -57,18 +62,23 @@ ORDER BY s.slot_date, s.slot_start_time, s.id;
 
 -- name: slots.find
 -- One keyset page of service $1's slots from $2 to $3 (dates, inclusive), optional staff $4, only bookable
--- ones when $5; after the cursor ($6 date, $7 time, $8 id; the first page passes ($2, 00:00, nil uuid)),
--- at most $9 rows. Expired-but-unreleased holds don't count against `remaining`. The page leaves as one
+-- ones when $5 (not blocked, full, past or outside the service's booking window); after the cursor ($6
+-- date, $7 time, $8 id; the first page passes ($2, 00:00, nil uuid)), at most $9 rows. Expired-but-unreleased holds don't count against `remaining`. The page leaves as one
 -- JSON array text (the reply's `items`, built here so the service never touches each row) plus the sort
 -- key of its last row when there is a next page. Instants are ISO 8601 in UTC ("2030-01-01T09:30:00Z").
-WITH page AS (
+WITH sv AS (
+    SELECT v.min_notice_minutes, v.max_advance_days,
+           (SELECT c.timezone FROM clinics c WHERE c.id = v.clinic_id) AS tz
+    FROM services v
+    WHERE v.id = $1
+), page AS (
     SELECT s.id, s.service_id, s.staff_id, s.slot_date, s.slot_start_time, s.slot_end_time,
            s.starts_at, s.ends_at,
            CASE WHEN s.status = 'booked' AND st.n > 0 THEN 'available' ELSE s.status END AS status,
            s.capacity,
            s.booked_count - st.n AS booked_count,
            s.capacity - s.booked_count + st.n AS remaining
-    FROM slots s
+    FROM sv, slots s
     CROSS JOIN LATERAL (
         SELECT count(*)::int AS n FROM reservations r
         WHERE r.slot_id = s.id AND r.status = 'pending' AND r.expires_at <= now()
@@ -78,7 +88,9 @@ WITH page AS (
       AND (s.slot_date, s.slot_start_time, s.id) > ($6::date, $7::time, $8::uuid)
       AND s.slot_date >= $2
       AND ($4::uuid IS NULL OR s.staff_id = $4)
-      AND (NOT $5::bool OR (s.status <> 'blocked' AND s.starts_at > now() AND s.booked_count - st.n < s.capacity))
+      AND (NOT $5::bool OR (s.status <> 'blocked' AND s.starts_at > now() AND s.booked_count - st.n < s.capacity
+                            AND booking_window_refusal(s.starts_at, s.slot_date, now(), sv.tz,
+                                                       sv.min_notice_minutes, sv.max_advance_days) IS NULL))
     ORDER BY s.slot_date, s.slot_start_time, s.id
     LIMIT $9::int + 1
 ), numbered AS (
