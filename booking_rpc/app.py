@@ -31,6 +31,7 @@ from booking_rpc.health import HealthServer
 from booking_rpc.jobs.runner import JobRunner
 from booking_rpc.logging import configure_logging
 from booking_rpc.metrics import ServiceCollector, make_registry, render
+from booking_rpc.server.nats import NatsTransport, parse_servers
 from booking_rpc.server.server import Server
 from booking_rpc.server.tls import server_context
 
@@ -66,12 +67,30 @@ class App:
     pool: Pool
     ctx: Context
     server: Server
+    nats: NatsTransport | None = None
     background: list[Any] = field(default_factory=list)
     ready: bool = True
 
 
+def nats_states(app: App) -> dict[str, str]:
+    """The NATS connections' states ("connected", "reconnecting", ...): the pattern transport and the relay's
+    JetStream sink, those that are on."""
+    states: dict[str, str] = {}
+    if app.nats is not None:
+        states["nats"] = app.nats.stats.state
+    relay = app.ctx.extras.get("relay")
+    sink = getattr(relay, "jetstream", None)
+    if sink is not None:
+        states["jetstream"] = sink.state
+    return states
+
+
 async def readiness(app: App) -> tuple[int, bytes, str]:
-    """Ready: not draining, the database answers, and no migration is pending."""
+    """Ready: not draining, the database answers, and no migration is pending.
+
+    NATS down does not make the process unready (TCP still serves and the relay catches up later): its
+    state is shown in the body, one `name: state` line per NATS connection.
+    """
     if not app.ready or app.server.shutting_down:
         return 503, b"shutting down\n", "text/plain"
     try:
@@ -81,12 +100,13 @@ async def readiness(app: App) -> tuple[int, bytes, str]:
         return 503, f"database unavailable: {type(exc).__name__}\n".encode(), "text/plain"
     if waiting:
         return 503, f"migrations pending: {', '.join(waiting)}\n".encode(), "text/plain"
-    return 200, b"ready\n", "text/plain"
+    states = "".join(f"{name}: {state}\n" for name, state in nats_states(app).items())
+    return 200, f"ready\n{states}".encode(), "text/plain"
 
 
 def health_routes(app: App) -> dict[str, Any]:
     collector = ServiceCollector(
-        app.server.router, app.server, app.ctx.extras.get("relay"), app.ctx.extras.get("jobs"), app.pool
+        app.server.router, app.server, app.ctx.extras.get("relay"), app.ctx.extras.get("jobs"), app.pool, app.nats
     )
     registry = make_registry(collector)
 
@@ -154,7 +174,19 @@ async def running_app(settings: Settings, *, migrate_first: bool = True) -> Asyn
                 idle_timeout=settings.idle_timeout,
                 max_connections=settings.max_connections,
             )
-            app = App(settings, database, pool, ctx, server)
+            nats_transport = (
+                NatsTransport(
+                    server.router,
+                    ctx,
+                    servers=parse_servers(settings.nats_url),
+                    queue=settings.nats_queue,
+                    max_payload=settings.max_frame_bytes,
+                    max_in_flight=settings.nats_max_in_flight,
+                )
+                if settings.nats_url
+                else None
+            )
+            app = App(settings, database, pool, ctx, server, nats_transport)
             ctx.extras["app"] = app
             if settings.jobs_enabled:
                 relay = OutboxRelay(ctx)
@@ -164,12 +196,17 @@ async def running_app(settings: Settings, *, migrate_first: bool = True) -> Asyn
                     await component.start()
                     app.background.append(component)
             await server.start()
+            if nats_transport is not None:
+                await nats_transport.start()  # connects in the background: NATS down does not stop TCP
             health = await start_health(app) if settings.metrics_enabled else None
             try:
                 yield app
             finally:
                 app.ready = False  # /readyz answers 503 while we drain
-                await server.shutdown(settings.shutdown_timeout)
+                drains = [server.shutdown(settings.shutdown_timeout)]
+                if nats_transport is not None:
+                    drains.append(nats_transport.shutdown(settings.shutdown_timeout))
+                await asyncio.gather(*drains)
                 if health is not None:
                     await health.stop()
                 for component in reversed(app.background):

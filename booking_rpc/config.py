@@ -43,6 +43,13 @@ class Settings(BaseModel):
     request_timeout: float = Field(
         10.0, gt=0, description="Seconds a request may take before TIMEOUT (504); metadata `timeout` (ms) asks less"
     )
+    nats_url: str = Field(
+        "", description="NATS server URL(s), comma-separated: serve every pattern over NATS too; empty = off"
+    )
+    nats_queue: str = Field("booking-rpc", min_length=1, description="NATS queue group of the pattern subscriptions")
+    nats_max_in_flight: int = Field(
+        1024, gt=0, description="NATS requests in flight in this process before new ones get OVERLOADED"
+    )
 
     # --- database
     database_url: SecretStr | None = Field(None, description="PostgreSQL URL; unset = embedded PostgreSQL")
@@ -92,6 +99,13 @@ class Settings(BaseModel):
     reminder_interval: float = Field(30.0, gt=0, description="Seconds between due-reminder sweeps")
     views_refresh_interval: float = Field(300.0, gt=0, description="Seconds between materialized view refreshes")
     jobs_enabled: bool = Field(True, description="Run background jobs and the outbox relay in this process")
+    events_nats: bool = Field(False, description="Publish every outbox event to JetStream (needs nats_url)")
+    nats_stream: str = Field(
+        "BOOKING_EVENTS", min_length=1, description="JetStream stream of the events (created if missing)"
+    )
+    nats_duplicate_window: float = Field(
+        120.0, ge=120.0, description="JetStream duplicate window (s) for Nats-Msg-Id deduplication"
+    )
 
     @classmethod
     def env_name(cls, field: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 STATUS_BY_CODE: dict[str, int] = {
     "VALIDATION_FAILED": 400,
     "BAD_REQUEST": 400,
+    "PAYLOAD_TOO_LARGE": 413,
     "UNAUTHENTICATED": 401,
     "FORBIDDEN": 403,
     "NOT_FOUND": 404,

@@ -22,8 +22,17 @@ PREFIX = "booking_rpc"
 
 
 class ServiceCollector(Collector):
-    def __init__(self, router: Router, server: Any = None, relay: Any = None, jobs: Any = None, pool: Any = None):
+    def __init__(
+        self,
+        router: Router,
+        server: Any = None,
+        relay: Any = None,
+        jobs: Any = None,
+        pool: Any = None,
+        nats: Any = None,
+    ):
         self.router = router
+        self.nats = nats
         self.server = server
         self.relay = relay
         self.jobs = jobs
@@ -41,6 +50,7 @@ class ServiceCollector(Collector):
     def collect(self) -> Iterator[Any]:
         yield from self._requests()
         yield from self._transport()
+        yield from self._nats()
         yield from self._events()
         yield from self._jobs()
         yield from self._pool()
@@ -48,24 +58,24 @@ class ServiceCollector(Collector):
     def _requests(self) -> Iterator[Any]:
         requests = CounterMetricFamily(
             f"{PREFIX}_requests",
-            "Requests and events handled, by pattern and outcome (ok or error code)",
-            labels=["pattern", "kind", "outcome"],
+            "Requests and events handled, by pattern, transport and outcome (ok or error code)",
+            labels=["pattern", "kind", "outcome", "transport"],
         )
         latency = HistogramMetricFamily(
-            f"{PREFIX}_request_duration_seconds", "Handler latency by pattern", labels=["pattern"]
+            f"{PREFIX}_request_duration_seconds", "Handler latency by pattern", labels=["pattern", "transport"]
         )
         for route, entry in sorted(self.router.routes.items()):
-            stats = entry.stats
-            for outcome, count in sorted(stats.outcomes.items()):
-                requests.add_metric([route, entry.kind, outcome], count)
-            total = sum(stats.buckets)
-            if total:
-                cumulative, buckets = 0, []
-                for bound, count in zip(LATENCY_BUCKETS, stats.buckets, strict=False):
-                    cumulative += count
-                    buckets.append((repr(bound), cumulative))
-                buckets.append(("+Inf", total))
-                latency.add_metric([route], buckets, stats.seconds_sum)
+            for transport, stats in [("tcp", entry.stats), *sorted(entry.transport_stats.items())]:
+                for outcome, count in sorted(stats.outcomes.items()):
+                    requests.add_metric([route, entry.kind, outcome, transport], count)
+                total = sum(stats.buckets)
+                if total:
+                    cumulative, buckets = 0, []
+                    for bound, count in zip(LATENCY_BUCKETS, stats.buckets, strict=False):
+                        cumulative += count
+                        buckets.append((repr(bound), cumulative))
+                    buckets.append(("+Inf", total))
+                    latency.add_metric([route, transport], buckets, stats.seconds_sum)
         yield requests
         yield latency
 
@@ -75,7 +85,11 @@ class ServiceCollector(Collector):
             return
         yield GaugeMetricFamily(f"{PREFIX}_connections_open", "Open client connections", value=s.connections_open)
         yield CounterMetricFamily(f"{PREFIX}_connections", "Connections accepted", value=s.connections_total)
-        yield GaugeMetricFamily(f"{PREFIX}_requests_in_flight", "Requests being handled", value=s.in_flight)
+        in_flight = GaugeMetricFamily(f"{PREFIX}_requests_in_flight", "Requests being handled", labels=["transport"])
+        in_flight.add_metric(["tcp"], s.in_flight)
+        if self.nats is not None:
+            in_flight.add_metric(["nats"], self.nats.stats.in_flight)
+        yield in_flight
         yield CounterMetricFamily(f"{PREFIX}_socket_writes", "Socket writes of replies", value=s.writes)
         frames = CounterMetricFamily(f"{PREFIX}_frame_errors", "Malformed frames (connection closed)", labels=["kind"])
         for kind, count in sorted(s.frame_errors.items()):
@@ -87,8 +101,41 @@ class ServiceCollector(Collector):
         for reason, count in sorted(s.dropped.items()):
             dropped.add_metric([reason], count)
         yield dropped
-        yield CounterMetricFamily(f"{PREFIX}_events_received", "Events received (emit)", value=s.events_total)
-        yield CounterMetricFamily(f"{PREFIX}_events_failed", "Events refused or failed", value=s.events_failed)
+        received = CounterMetricFamily(f"{PREFIX}_events_received", "Events received (emit)", labels=["transport"])
+        failed = CounterMetricFamily(f"{PREFIX}_events_failed", "Events refused or failed", labels=["transport"])
+        received.add_metric(["tcp"], s.events_total)
+        failed.add_metric(["tcp"], s.events_failed)
+        if self.nats is not None:
+            received.add_metric(["nats"], self.nats.stats.events_total)
+            failed.add_metric(["nats"], self.nats.stats.events_failed)
+        yield received
+        yield failed
+
+    def _nats(self) -> Iterator[Any]:
+        if self.nats is None:
+            return
+        s = self.nats.stats
+        yield GaugeMetricFamily(
+            f"{PREFIX}_nats_connected", "1 while the NATS pattern transport is connected", value=s.state == "connected"
+        )
+        yield CounterMetricFamily(f"{PREFIX}_nats_connects", "NATS (re)connections made", value=s.connects)
+        yield CounterMetricFamily(f"{PREFIX}_nats_disconnects", "NATS connections lost", value=s.disconnects)
+        yield CounterMetricFamily(
+            f"{PREFIX}_nats_requests_received", "Requests received over NATS", value=s.requests_total
+        )
+        refused = CounterMetricFamily(
+            f"{PREFIX}_nats_refused", "NATS messages refused with an error reply", labels=["reason"]
+        )
+        for reason, count in (
+            ("overloaded", s.overloaded),
+            ("too_large", s.too_large),
+            ("invalid_json", s.invalid_json),
+        ):
+            refused.add_metric([reason], count)
+        yield refused
+        yield CounterMetricFamily(
+            f"{PREFIX}_nats_reply_errors", "NATS replies that could not be sent", value=s.reply_errors
+        )
 
     def _events(self) -> Iterator[Any]:
         from booking_rpc.handlers.caches import CONSUMED

@@ -149,7 +149,10 @@ class Route:
     streaming: bool
     # Started without a Task (see server.protocol): only for handlers that need no Task context.
     eager: bool = False
+    # Counted for TCP and in-process calls; other transports count apart (stats_for), for the metrics'
+    # `transport` label.
     stats: RouteStats = field(default_factory=RouteStats)
+    transport_stats: dict[str, RouteStats] = field(default_factory=dict)
     # The owning router's middleware list (the same list object, so Router.use after registration counts).
     middleware: list[Middleware] = field(default_factory=list)
 
@@ -162,11 +165,23 @@ class Route:
             return self.adapter.validate_python(data)
         return data
 
-    async def invoke(self, data: Any, ctx: Any, call: Call | None = None) -> Any:
+    def stats_for(self, transport: str) -> RouteStats:
+        """The counters of this route's calls over `transport` ("tcp" and in-process calls share `stats`)."""
+        if transport == "tcp":
+            return self.stats
+        stats = self.transport_stats.get(transport)
+        if stats is None:
+            stats = self.transport_stats[transport] = RouteStats()
+        return stats
+
+    async def invoke(self, data: Any, ctx: Any, call: Call | None = None, stats: RouteStats | None = None) -> Any:
         """The handler's value, `NO_RESPONSE`, or an async iterator for streams; raises only RpcError.
 
-        `call` is what the transport knows of the message (None: an in-process call, e.g. seed).
+        `call` is what the transport knows of the message (None: an in-process call, e.g. seed); `stats`
+        the counters to count it in (a transport's `stats_for`; default: `self.stats`).
         """
+        if stats is None:
+            stats = self.stats
         started = perf_counter()
         try:
             if self.middleware:
@@ -174,14 +189,21 @@ class Route:
             else:
                 result = await self._run(data, ctx)
         except RpcError as err:
-            self.stats.observe(perf_counter() - started, err.code)
+            stats.observe(perf_counter() - started, err.code)
             raise
         except Exception as exc:
             mapped = map_exception(exc, self.route)
-            self.stats.observe(perf_counter() - started, mapped.code)
+            stats.observe(perf_counter() - started, mapped.code)
             raise mapped from exc
-        self.stats.observe(perf_counter() - started, "ok")
+        stats.observe(perf_counter() - started, "ok")
         return NO_RESPONSE if result is None else result
+
+    async def consume(self, data: Any, ctx: Any, call: Call | None = None, stats: RouteStats | None = None) -> None:
+        """Handle an event: the handler's value is dropped (a stream is drained); raises only RpcError."""
+        result = await self.invoke(data, ctx, call, stats)
+        if self.streaming and result is not NO_RESPONSE:
+            async for _ in result:
+                pass
 
     async def _run(self, data: Any, ctx: Any) -> Any:
         payload = self.parse(data)

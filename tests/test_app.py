@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import pytest
 
 from booking_rpc.client import Client
@@ -32,8 +34,8 @@ class Service:
         self.process, self.port, self.metrics_port = process, port, metrics_port
 
 
-@pytest.fixture
-def service(db_url: str) -> Iterator[Service]:
+@contextlib.contextmanager
+def running_service(db_url: str, **extra_env: str) -> Iterator[Service]:
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
@@ -41,6 +43,7 @@ def service(db_url: str) -> Iterator[Service]:
         "BOOKING_RPC_METRICS_PORT": "0",
         "BOOKING_RPC_LOG_FORMAT": "json",
         "BOOKING_RPC_SHUTDOWN_TIMEOUT": "5",
+        **extra_env,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "booking_rpc", "serve"],
@@ -71,6 +74,12 @@ def service(db_url: str) -> Iterator[Service]:
         process.wait(10)
 
 
+@pytest.fixture
+def service(db_url: str) -> Iterator[Service]:
+    with running_service(db_url) as running:
+        yield running
+
+
 async def test_serves_pings_counts_them_and_stops_cleanly(service: Service) -> None:
     async with Client("127.0.0.1", service.port) as client:
         assert await client.send("ping", {}) == "pong"
@@ -78,11 +87,36 @@ async def test_serves_pings_counts_them_and_stops_cleanly(service: Service) -> N
     assert http_get(service.metrics_port, "/readyz") == (200, "ready\n")
     status, metrics = await asyncio.to_thread(http_get, service.metrics_port, "/metrics")
     assert status == 200
-    assert 'booking_rpc_requests_total{kind="message",outcome="ok",pattern="ping"} 1.0' in metrics
+    assert 'booking_rpc_requests_total{kind="message",outcome="ok",pattern="ping",transport="tcp"} 1.0' in metrics
     assert "booking_rpc_outbox_pending 0.0" in metrics
     assert "booking_rpc_db_pool_waits_total 0.0" in metrics
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(15) == 0
+
+
+async def test_serves_over_nats_beside_tcp_and_shows_the_nats_state(db_url: str, nats_url: str) -> None:
+    with running_service(db_url, BOOKING_RPC_NATS_URL=nats_url, BOOKING_RPC_NATS_QUEUE="app-test") as service:
+        async with asyncio.timeout(15):
+            while "nats: connected" not in http_get(service.metrics_port, "/readyz")[1]:
+                await asyncio.sleep(0.05)
+        nc = await nats.connect(nats_url)
+        try:
+            reply = await nc.request("ping", b'{"pattern":"ping","data":{},"id":"1"}', timeout=5)
+        finally:
+            await nc.close()
+        assert reply.data == b'{"response":"pong","isDisposed":true,"id":"1"}'
+        async with Client("127.0.0.1", service.port) as client:
+            assert await client.send("ping", {}) == "pong"
+        assert http_get(service.metrics_port, "/readyz") == (200, "ready\nnats: connected\n")
+        metrics = (await asyncio.to_thread(http_get, service.metrics_port, "/metrics"))[1]
+        for transport in ("tcp", "nats"):
+            line = (
+                f'booking_rpc_requests_total{{kind="message",outcome="ok",pattern="ping",transport="{transport}"}} 1.0'
+            )
+            assert line in metrics
+        assert "booking_rpc_nats_connected 1.0" in metrics
+        service.process.send_signal(signal.SIGTERM)
+        assert service.process.wait(15) == 0
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -119,3 +153,9 @@ def test_config_masks_the_database_password() -> None:
     assert done.returncode == 0
     assert "s3cret" not in done.stdout and "DATABASE_URL=********  # env" in done.stdout
     assert "BOOKING_RPC_HOLD_TTL_SECONDS=600  # default" in done.stdout
+
+
+def test_config_masks_nats_passwords() -> None:
+    done = run_cli("config", env={"BOOKING_RPC_NATS_URL": "nats://svc:pw1@n1:4222, nats://n2:4222"})
+    assert done.returncode == 0
+    assert "BOOKING_RPC_NATS_URL=nats://svc:***@n1:4222,nats://n2:4222  # env" in done.stdout

@@ -259,10 +259,7 @@ class RpcProtocol(asyncio.Protocol):
 
     async def _consume(self, route: Route, data: Any, call: Call | None) -> None:
         try:
-            result = await route.invoke(data, self.ctx, call)
-            if route.streaming and result is not NO_RESPONSE:
-                async for _ in result:
-                    pass
+            await route.consume(data, self.ctx, call)
         except RpcError as err:
             self.stats.events_failed += 1
             log.warning("event handler failed", route=route.route, code=err.code, error=err.message)

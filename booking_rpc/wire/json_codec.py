@@ -30,20 +30,24 @@ _ORJSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 # --- encoding ---------------------------------------------------------------------------------------
 
 
-def encode_frame(message: Any) -> bytes:
-    """One frame carrying `message`, byte for byte what JSON.stringify + JsonSocket would write.
+def encode_json(message: Any) -> bytes:
+    """`message` as JSON.stringify writes it, in UTF-8 (a TCP frame's body, a NATS message's payload).
 
     Raises TypeError if the message cannot be serialised (NestJS then logs and sends no reply).
     """
     try:
-        payload = orjson.dumps(message, default=default, option=_ORJSON_OPTIONS)
+        return orjson.dumps(message, default=default, option=_ORJSON_OPTIONS)
     except TypeError as exc:
         # orjson refuses str with lone surrogates; JS strings may hold them and JSON.stringify escapes
         # them. Anything else is a real serialisation error.
         if "surrogates" not in str(exc):
             raise
-        payload = _dumps_with_surrogates(message)
-    return frame_json(payload)
+        return _dumps_with_surrogates(message)
+
+
+def encode_frame(message: Any) -> bytes:
+    """One frame carrying `message`, byte for byte what JSON.stringify + JsonSocket would write."""
+    return frame_json(encode_json(message))
 
 
 def frame_json(payload: bytes) -> bytes:
@@ -229,11 +233,16 @@ def _printable(raw: bytes | bytearray) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _parse_body(body: bytearray) -> Any:
+def parse_json(body: bytes | bytearray | memoryview) -> Any:
+    """JSON.parse of UTF-8 text; raises FrameError (kind invalid_json) for what JSON.parse refuses."""
     try:
-        value = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
-        value = _parse_like_js(body)
+        return _parse_like_js(body)
+
+
+def _parse_body(body: bytearray) -> Any:
+    value = parse_json(body)
     # JsonSocket: `JSON.parse(message) || {}`, so a falsy body (null, false, 0, "") becomes {}.
     if value is None or value is False or value == "" or (type(value) in (int, float) and value == 0):
         return {}
@@ -244,12 +253,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"Unexpected token {name[0]} in JSON")
 
 
-def _parse_like_js(body: bytearray) -> Any:
+def _parse_like_js(body: bytes | bytearray | memoryview) -> Any:
     """JSON.parse for what orjson refuses but JS accepts: mostly lone surrogate escapes ("\\ud83d")."""
     try:
-        text = body.decode("utf-8")
+        text = bytes(body).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise invalid_json(f"invalid UTF-8: {exc.reason}", body.decode("utf-8", "replace")) from None
+        raise invalid_json(f"invalid UTF-8: {exc.reason}", bytes(body).decode("utf-8", "replace")) from None
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
@@ -262,5 +271,7 @@ __all__ = [
     "FrameError",
     "JsonFrameDecoder",
     "encode_frame",
+    "encode_json",
     "frame_json",
+    "parse_json",
 ]

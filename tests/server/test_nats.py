@@ -1,0 +1,283 @@
+"""The NATS transport on a real nats-server: request/reply bytes, events, headers, limits, queue groups,
+NATS down and back, graceful drain. The peer is nats-py publishing raw bytes, as a NestJS ClientNats does
+(the genuine ClientNats is in tests/interop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import nats
+import orjson
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from pydantic import BaseModel
+
+from booking_rpc.errors import RpcError
+from booking_rpc.router import Call, Route, Router
+from booking_rpc.server.nats import NatsTransport
+from tests.fixtures.nats import NatsServer
+
+
+class Greeting(BaseModel):
+    name: str
+
+
+def build_router(seen: dict[str, Any]) -> Router:
+    router = Router()
+
+    @router.message("echo")
+    async def echo(payload: Any, ctx: Any) -> Any:
+        return payload
+
+    @router.message({"cmd": "sum", "v": 1})
+    async def total(payload: list[int], ctx: Any) -> int:
+        return sum(payload)
+
+    @router.message("greet")
+    async def greet(payload: Greeting, ctx: Any) -> str:
+        return f"hello {payload.name}"
+
+    @router.message("fail")
+    async def fail(payload: Any, ctx: Any) -> None:
+        raise RpcError("SLOT_FULL", "The slot is full", {"slot": 1})
+
+    @router.message("nothing")
+    async def nothing(payload: Any, ctx: Any) -> None:
+        return None
+
+    @router.message("count")
+    async def count(payload: int, ctx: Any) -> AsyncIterator[int]:
+        for i in range(payload):
+            yield i
+
+    @router.message("slow")
+    async def slow(payload: Any, ctx: Any) -> str:
+        await seen["release"].wait()
+        return "done"
+
+    @router.event("user.updated")
+    async def user_updated(payload: Any, ctx: Any) -> None:
+        seen.setdefault("events", []).append(payload)
+
+    async def record_headers(route: Route, data: Any, call: Call, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        seen.setdefault("calls", []).append((route.route, call.transport, call.header("X-Trace")))
+        return await call_next(data)
+
+    router.use(record_headers)
+    return router
+
+
+@pytest.fixture
+def seen() -> dict[str, Any]:
+    return {"release": asyncio.Event()}
+
+
+@pytest.fixture
+async def peer(nats_url: str) -> AsyncIterator[NatsClient]:
+    nc = await nats.connect(nats_url)
+    yield nc
+    await nc.close()
+
+
+@pytest.fixture
+async def make_transport(nats_url: str, seen: dict[str, Any]) -> AsyncIterator[Callable[..., Awaitable[NatsTransport]]]:
+    started: list[NatsTransport] = []
+
+    async def make(url: str = nats_url, *, wait: bool = True, **options: Any) -> NatsTransport:
+        options.setdefault("queue", "test-queue")
+        transport = NatsTransport(build_router(seen), None, servers=[url], **options)
+        await transport.start()
+        started.append(transport)
+        if wait:
+            await transport.wait_ready()
+        return transport
+
+    yield make
+    for transport in started:
+        await transport.shutdown(1.0)
+
+
+async def raw_request(nc: NatsClient, subject: str, body: bytes, *, frames: int = 1, headers: Any = None) -> list[Msg]:
+    """Publish with a fresh reply inbox (ClientNats's way) and collect `frames` reply messages."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, max_msgs=frames)
+    await nc.publish(subject, body, reply=inbox, headers=headers)
+    replies = [await sub.next_msg(timeout=5) for _ in range(frames)]
+    return replies
+
+
+def request(pattern: Any, data: Any, id: str = "r1") -> bytes:
+    return orjson.dumps({"pattern": pattern, "data": data, "id": id})
+
+
+async def test_request_gets_nestjs_reply_bytes_without_headers(make_transport: Any, peer: NatsClient) -> None:
+    await make_transport()
+    [reply] = await raw_request(peer, "echo", request("echo", {"note": "猫🐕", "n": 1.5}))
+    assert reply.data == '{"response":{"note":"猫🐕","n":1.5},"isDisposed":true,"id":"r1"}'.encode()
+    assert not reply.headers
+    [reply] = await raw_request(peer, "nothing", request("nothing", None, "r2"))
+    assert reply.data == b'{"isDisposed":true,"id":"r2"}'
+
+
+async def test_object_pattern_is_served_on_its_normalised_subject(make_transport: Any, peer: NatsClient) -> None:
+    await make_transport()
+    [reply] = await raw_request(peer, '{"cmd":"sum","v":1}', request({"v": 1, "cmd": "sum"}, [1, 2, 3]))
+    assert reply.data == b'{"response":6,"isDisposed":true,"id":"r1"}'
+
+
+async def test_errors_have_the_one_shape(make_transport: Any, peer: NatsClient) -> None:
+    await make_transport()
+    [reply] = await raw_request(peer, "fail", request("fail", {}))
+    assert orjson.loads(reply.data) == {
+        "err": {
+            "status": "error",
+            "statusCode": 409,
+            "code": "SLOT_FULL",
+            "message": "The slot is full",
+            "details": {"slot": 1},
+        },
+        "isDisposed": True,
+        "id": "r1",
+    }
+    [reply] = await raw_request(peer, "greet", request("greet", {"name": 5}))
+    err = orjson.loads(reply.data)["err"]
+    assert err["code"] == "VALIDATION_FAILED" and err["details"][0]["field"] == "name"
+
+
+async def test_streamed_items_then_completion(make_transport: Any, peer: NatsClient) -> None:
+    await make_transport()
+    replies = await raw_request(peer, "count", request("count", 3), frames=4)
+    assert [r.data for r in replies] == [
+        b'{"response":0,"id":"r1"}',
+        b'{"response":1,"id":"r1"}',
+        b'{"response":2,"id":"r1"}',
+        b'{"isDisposed":true,"id":"r1"}',
+    ]
+
+
+async def test_events_and_external_bodies_reach_the_event_handler(
+    make_transport: Any, peer: NatsClient, seen: dict[str, Any]
+) -> None:
+    transport = await make_transport()
+    await peer.publish("user.updated", orjson.dumps({"pattern": "user.updated", "data": {"id": 1}}))
+    # neither pattern nor data: NestJS takes the whole JSON as the data of an event on the subject
+    await peer.publish("user.updated", orjson.dumps({"id": 2, "name": "Ann"}))
+    await peer.flush()
+    async with asyncio.timeout(5):
+        while len(seen.get("events", [])) < 2:
+            await asyncio.sleep(0.01)
+    assert seen["events"] == [{"id": 1}, {"id": 2, "name": "Ann"}]
+    assert transport.stats.events_total == 2 and transport.stats.requests_total == 0
+
+
+async def test_headers_reach_middleware_not_handlers(
+    make_transport: Any, peer: NatsClient, seen: dict[str, Any]
+) -> None:
+    await make_transport()
+    await raw_request(peer, "echo", request("echo", 1), headers={"x-trace": "abc"})
+    assert seen["calls"] == [("echo", "nats", "abc")]
+
+
+async def test_oversize_and_invalid_json_get_a_structured_error(make_transport: Any, peer: NatsClient) -> None:
+    transport = await make_transport(max_payload=64)
+    [reply] = await raw_request(peer, "echo", request("echo", "x" * 100))
+    assert orjson.loads(reply.data) == {
+        "err": {
+            "status": "error",
+            "statusCode": 413,
+            "code": "PAYLOAD_TOO_LARGE",
+            "message": "The message is larger than 64 bytes",
+        },
+        "isDisposed": True,
+        "id": None,
+    }
+    [reply] = await raw_request(peer, "echo", b'{"pattern":"echo",')
+    assert orjson.loads(reply.data)["err"]["code"] == "BAD_REQUEST"
+    assert (transport.stats.too_large, transport.stats.invalid_json) == (1, 1)
+
+
+async def test_in_flight_cap_refuses_with_overloaded(
+    make_transport: Any, peer: NatsClient, seen: dict[str, Any]
+) -> None:
+    transport = await make_transport(max_in_flight=2)
+    inbox = peer.new_inbox()
+    sub = await peer.subscribe(inbox)
+    for i in range(3):
+        await peer.publish("slow", request("slow", None, f"s{i}"), reply=inbox)
+    refused = orjson.loads((await sub.next_msg(timeout=5)).data)
+    assert refused["id"] == "s2" and refused["err"]["code"] == "OVERLOADED" and refused["err"]["statusCode"] == 503
+    seen["release"].set()
+    done = sorted([orjson.loads((await sub.next_msg(timeout=5)).data)["id"] for _ in range(2)])
+    assert done == ["s0", "s1"]
+    assert transport.stats.overloaded == 1
+
+
+async def test_queue_group_answers_each_request_once(make_transport: Any, peer: NatsClient) -> None:
+    first, second = await make_transport(), await make_transport()
+    inbox = peer.new_inbox()
+    sub = await peer.subscribe(inbox)
+    for i in range(200):
+        await peer.publish("echo", request("echo", i, f"q{i}"), reply=inbox)
+    ids = [orjson.loads((await sub.next_msg(timeout=5)).data)["id"] for _ in range(200)]
+    with pytest.raises(nats.errors.TimeoutError):
+        await sub.next_msg(timeout=0.3)  # no second answer to any request
+    assert sorted(ids) == sorted(f"q{i}" for i in range(200))
+    assert first.stats.requests_total + second.stats.requests_total == 200
+    assert first.stats.requests_total > 0 and second.stats.requests_total > 0
+
+
+async def test_nats_down_at_start_then_up_then_restarted(
+    nats_server_factory: Callable[[], NatsServer], make_transport: Any
+) -> None:
+    server = nats_server_factory()
+    server.stop()
+    transport = await make_transport(server.url, wait=False)
+    await asyncio.sleep(0.5)
+    assert transport.stats.state == "connecting"
+    server.start()
+    await transport.wait_ready(15)
+    assert transport.stats.state == "connected"
+    server.stop()
+    async with asyncio.timeout(10):
+        while transport.stats.state == "connected":
+            await asyncio.sleep(0.05)
+    assert transport.stats.state == "reconnecting"
+    server.start()
+    async with asyncio.timeout(15):
+        while transport.stats.state != "connected":
+            await asyncio.sleep(0.05)
+    nc = await nats.connect(server.url)
+    try:
+        [reply] = await raw_request(nc, "echo", request("echo", "back"))
+    finally:
+        await nc.close()
+    assert reply.data == b'{"response":"back","isDisposed":true,"id":"r1"}'
+    assert (transport.stats.connects, transport.stats.disconnects) == (2, 1)
+
+
+async def test_shutdown_drains_in_flight_then_stops_taking_requests(
+    make_transport: Any, peer: NatsClient, seen: dict[str, Any]
+) -> None:
+    transport = await make_transport()
+    inbox = peer.new_inbox()
+    sub = await peer.subscribe(inbox)
+    await peer.publish("slow", request("slow", None, "d1"), reply=inbox)
+    async with asyncio.timeout(5):
+        while transport.stats.in_flight == 0:
+            await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(transport.shutdown(5.0))
+    await asyncio.sleep(0.2)
+    assert not stopping.done()
+    seen["release"].set()
+    assert orjson.loads((await sub.next_msg(timeout=5)).data) == {"response": "done", "isDisposed": True, "id": "d1"}
+    await stopping
+    assert transport.stats.state == "closed"
+    # nobody subscribes any more: a NATS server answers a request with "no responders"
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    with pytest.raises(nats.errors.NoRespondersError):
+        await peer.request("slow", request("slow", None), timeout=2)
