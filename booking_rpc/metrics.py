@@ -169,6 +169,16 @@ class ServiceCollector(Collector):
                 for subscriber, count in sorted(counter.items()):
                     deliveries.add_metric([subscriber, outcome], count)
             yield deliveries
+            yield GaugeMetricFamily(
+                f"{PREFIX}_outbox_relay_listening",
+                "1 while the relay LISTENs for new events, 0 while it only polls",
+                value=int(stats.listening),
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}_outbox_relay_listen_losses",
+                "Times the relay lost its LISTEN connection",
+                value=stats.listen_losses,
+            )
 
     def _jobs(self) -> Iterator[Any]:
         stats = getattr(self.jobs, "stats", None)

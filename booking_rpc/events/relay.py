@@ -8,6 +8,11 @@ and records the deliveries before it commits. A crash mid-batch rolls the record
 sent again (consumers drop duplicates by `event_id`). A failed delivery backs off exponentially with
 jitter and, after `outbox_max_attempts`, is parked as dead: it holds back its own aggregate only, and
 `booking-rpc outbox retry` re-drives it. LISTEN/NOTIFY wakes the loops at once; a slow poll is the fallback.
+
+The LISTEN connection heals itself: it is watched (its termination, and a `SELECT 1` every
+LISTEN_CHECK_INTERVAL for losses no socket reports, e.g. a partition) and opened again, with backoff, after
+any loss (database restart, failover, an idle-session kill). Meanwhile the relay is poll-only: a warning
+says so, `booking_rpc_outbox_relay_listening` is 0, and once LISTEN is back every loop is woken at once.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ NOTIFY_CHANNEL = "booking_outbox"
 DELIVERY_TIMEOUT = 5.0
 SCAN_WINDOW = 4  # batches' worth of backlog rows a claim looks at
 SUBSCRIPTIONS_REFRESH = 5.0
+LISTEN_CHECK_INTERVAL = 5.0  # seconds between liveness checks of the LISTEN connection
+LISTEN_CHECK_TIMEOUT = 2.0
+LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.1, 5.0  # backoff while LISTEN cannot be re-established
 
 
 @dataclass(slots=True)
@@ -41,6 +49,8 @@ class RelayStats:
     dead: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     wakeups: int = 0
+    listening: bool = False  # False: poll-only (no LISTEN connection)
+    listen_losses: int = 0
 
 
 class _SubscriberLoop:
@@ -138,7 +148,9 @@ class OutboxRelay:
         self.loops: dict[Subscriber, _SubscriberLoop] = {}
         self.stats = RelayStats()
         self._listener: asyncpg.Connection | None = None
+        self._listener_lost = asyncio.Event()
         self._manager: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
 
     async def subscribers(self) -> list[Subscriber]:
         async with self.ctx.connection() as conn:
@@ -194,24 +206,82 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox relay could not refresh its subscribers")
 
+    async def _listen(self) -> None:
+        """Take a connection of its own (for as long as it lives) and LISTEN on it."""
+        conn = await self.ctx.pool.acquire()
+        try:
+            self._listener_lost.clear()
+            conn.add_termination_listener(self._on_listener_terminated)
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except BaseException:
+            self.ctx.pool.release_now(conn, unusable=True)
+            raise
+        self._listener = conn
+        self.stats.listening = True
+
+    def _on_listener_terminated(self, _conn: Any) -> None:
+        self._listener_lost.set()
+
+    def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        self.stats.listening = False
+        if listener is not None:
+            self.ctx.pool.release_now(listener, unusable=True)
+
+    async def _listener_alive(self) -> bool:
+        """Wait LISTEN_CHECK_INTERVAL (or until the connection reports its end); False once it is gone."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listener_lost.wait(), LISTEN_CHECK_INTERVAL)
+        listener = self._listener
+        if self._listener_lost.is_set() or listener is None or listener.is_closed():
+            return False
+        try:
+            await listener.fetchval("SELECT 1", timeout=LISTEN_CHECK_TIMEOUT)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            return False
+        return True
+
+    async def _keep_listening(self) -> None:
+        """Watch the LISTEN connection; after any loss, poll-only until it is opened again (with backoff)."""
+        while True:
+            while await self._listener_alive():
+                pass
+            self._drop_listener()
+            self.stats.listen_losses += 1
+            log.warning("outbox relay lost its LISTEN connection: poll-only until it is back")
+            self._on_notify()  # a last sweep: what committed just before the loss
+            delay = LISTEN_RETRY_MIN
+            while self._listener is None:
+                await asyncio.sleep(delay)
+                try:
+                    await self._listen()
+                except Exception as exc:
+                    delay = min(LISTEN_RETRY_MAX, delay * 2)
+                    log.debug("outbox relay cannot LISTEN yet", error=repr(exc), retry_in_s=delay)
+            log.info("outbox relay listening again", losses=self.stats.listen_losses)
+            self._on_notify()  # what committed while we were not listening
+
     async def start(self) -> None:
         await self.sync_loops()
         # LISTEN needs a connection of its own for as long as the relay runs.
-        self._listener = await self.ctx.pool.acquire()
-        await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        await self._listen()
+        self._keeper = asyncio.create_task(self._keep_listening(), name="outbox-relay-listener")
         self._manager = asyncio.create_task(self._manage(), name="outbox-relay-manager")
         log.info("outbox relay started", subscribers=[s.name for s in self.loops])
 
     async def stop(self) -> None:
-        if self._manager is not None:
-            self._manager.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._manager
+        for task in (self._manager, self._keeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.stats.listening = False
         for loop in list(self.loops.values()):
             await loop.close()
         self.loops.clear()
         if self._listener is not None:
             listener, self._listener = self._listener, None
+            listener.remove_termination_listener(self._on_listener_terminated)
             try:
                 await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
             except BaseException as exc:

@@ -246,3 +246,33 @@ async def test_stop_closes_a_listener_it_cannot_unlisten_instead_of_pooling_it(r
     async with relay_ctx.connection() as conn:  # the pool hands out a working connection
         assert conn is not listener
         assert await conn.fetchval("SELECT 1") == 1
+
+
+async def test_the_listen_connection_heals_after_it_is_killed(relay_ctx: Context, make_server: MakeServer) -> None:
+    recorder = Recorder()
+    server = await make_server(recorder.router)
+    ctx = Context(
+        pool=relay_ctx.pool,
+        sql=relay_ctx.sql,
+        settings=relay_ctx.settings.model_copy(update={"outbox_poll_interval": 30.0}),
+    )
+    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    await relay.start()
+    try:
+        assert relay._listener is not None and relay.stats.listening
+        first_pid = relay._listener.get_server_pid()
+        async with ctx.connection() as killer:  # what a restart, failover or idle-session kill does to it
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", first_pid)
+        await wait_for(lambda: relay.stats.listen_losses == 1, timeout=3.0)
+        await wait_for(lambda: relay.stats.listening, timeout=3.0)
+        assert relay._listener is not None and relay._listener.get_server_pid() != first_pid
+        async with ctx.connection() as conn:
+            alive = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", relay._listener.get_server_pid()
+            )
+        assert alive == 1
+        await write_events(ctx, uuid.uuid4(), 1)
+        await wait_for(lambda: len(recorder.events) == 1, timeout=3.0)  # woken by NOTIFY, not the 30 s poll
+    finally:
+        await relay.stop()
+    assert not relay.stats.listening
