@@ -8,18 +8,30 @@ Reaching a final state emits `payment.processed` and notifies the user.
 A success for a booking that is already cancelled never revives the booking: the payment is marked
 success, a full refund of the amount is recorded as pending (refund entry + `payment.refund_requested`),
 and the user is told the money goes back. The cancel itself refunded nothing because nothing was paid yet.
+
+A requested refund moves by the same events (domain.refunds, forward-only): `refund_status` processing /
+completed / failed, or `new_status: refunded` (completed). `refunded_at` is stamped on completion only;
+the final state publishes `payment.refund_processed` and writes an audit entry; a completed refund tells
+the user. `booking.payments.find` lets staff find their clinic's payments by refund status (failed ones).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+
 import asyncpg
 import structlog
 
+from booking_rpc.auth import is_privileged, require_actor
 from booking_rpc.context import Context
+from booking_rpc.domain import refunds
+from booking_rpc.errors import RpcError
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.handlers.bookings import append_log, insert_entry, notify
-from booking_rpc.models.bookings import PaymentStatusChanged
-from booking_rpc.models.events import PaymentProcessed, PaymentRefundRequested
+from booking_rpc.models.bookings import PaymentPage, PaymentRecord, PaymentsFindRequest, PaymentStatusChanged
+from booking_rpc.models.common import Role, decode_cursor, encode_cursor
+from booking_rpc.models.events import PaymentProcessed, PaymentRefundProcessed, PaymentRefundRequested
 from booking_rpc.router import Router
 
 log = structlog.get_logger(__name__)
@@ -37,66 +49,80 @@ async def on_payment_status_changed(payload: PaymentStatusChanged, ctx: Context)
             log.warning("payment.status_changed for an unknown payment", external_reference=payload.external_reference)
             return
         current, new = p["status"], payload.new_status
-        if RANK[new] <= RANK.get(current, 0):
+        refund_to = payload.refund_status or ("completed" if new == "refunded" else None)
+        payment_moves = RANK[new] > RANK.get(current, 0)
+        refund_moves = refund_to is not None and refunds.refund_moves_forward(p["refund_status"], refund_to)
+        if not payment_moves and not refund_moves:
             log.info("payment event ignored (stale or duplicate)", payment_id=str(p["id"]), current=current, new=new)
             return
-        row = await conn.fetchrow(ctx.sql["payments.set_status"], p["id"], new, payload.changed_at)
-        assert row is not None
-        booking_id = p["booking_id"]
-        await append_log(
+        if payment_moves:
+            await _move_payment(conn, ctx, p, payload)
+        if refund_moves:
+            assert refund_to is not None
+            await _move_refund(conn, ctx, p, refund_to, payload.changed_at)
+
+
+async def _move_payment(
+    conn: asyncpg.Connection, ctx: Context, p: asyncpg.Record, payload: PaymentStatusChanged
+) -> None:
+    current, new = p["status"], payload.new_status
+    row = await conn.fetchrow(ctx.sql["payments.set_status"], p["id"], new, payload.changed_at)
+    assert row is not None
+    booking_id = p["booking_id"]
+    await append_log(
+        conn,
+        ctx,
+        booking_id,
+        "payment_status_changed",
+        p["booking_status"],
+        {"payment_status": current},
+        {"payment_status": new, "external_reference": p["external_reference"]},
+        None,
+        None,
+    )
+    if new not in FINAL:
+        return
+    processed_at = row["paid_at"] if new == "success" else row["updated_at"]
+    await enqueue(
+        conn,
+        ctx.sql,
+        booking_id,
+        PaymentProcessed(
+            payment_id=p["id"],
+            booking_id=booking_id,
+            amount=p["amount"],
+            currency=p["currency"],
+            payment_method=p["payment_method"],
+            status=new,
+            processed_at=processed_at,
+        ),
+    )
+    meta = {"booking_id": str(booking_id), "reference_code": p["reference_code"], "payment_status": new}
+    if new == "success" and p["booking_status"] == "cancelled":
+        await _refund_after_cancel(conn, ctx, p)
+        return
+    if new == "success":
+        await notify(
             conn,
             ctx,
+            p["user_id"],
             booking_id,
-            "payment_status_changed",
-            p["booking_status"],
-            {"payment_status": current},
-            {"payment_status": new, "external_reference": p["external_reference"]},
-            None,
-            None,
+            "payment",
+            "Payment received",
+            f"We received your payment for booking {p['reference_code']}.",
+            meta,
         )
-        if new not in FINAL:
-            return
-        processed_at = row["paid_at"] if new == "success" else row["updated_at"]
-        await enqueue(
+    else:
+        await notify(
             conn,
-            ctx.sql,
+            ctx,
+            p["user_id"],
             booking_id,
-            PaymentProcessed(
-                payment_id=p["id"],
-                booking_id=booking_id,
-                amount=p["amount"],
-                currency=p["currency"],
-                payment_method=p["payment_method"],
-                status=new,
-                processed_at=processed_at,
-            ),
+            "payment",
+            "Payment failed",
+            f"The payment for booking {p['reference_code']} failed.",
+            meta,
         )
-        meta = {"booking_id": str(booking_id), "reference_code": p["reference_code"], "payment_status": new}
-        if new == "success" and p["booking_status"] == "cancelled":
-            await _refund_after_cancel(conn, ctx, p)
-            return
-        if new == "success":
-            await notify(
-                conn,
-                ctx,
-                p["user_id"],
-                booking_id,
-                "payment",
-                "Payment received",
-                f"We received your payment for booking {p['reference_code']}.",
-                meta,
-            )
-        else:
-            await notify(
-                conn,
-                ctx,
-                p["user_id"],
-                booking_id,
-                "payment",
-                "Payment failed",
-                f"The payment for booking {p['reference_code']} failed.",
-                meta,
-            )
 
 
 async def _refund_after_cancel(conn: asyncpg.Connection, ctx: Context, p: asyncpg.Record) -> None:
@@ -116,7 +142,7 @@ async def _refund_after_cancel(conn: asyncpg.Connection, ctx: Context, p: asyncp
                 refund_amount=p["amount"],
                 currency=p["currency"],
                 reason="payment succeeded after the booking was cancelled",
-                requested_at=rec["refunded_at"],
+                requested_at=rec["updated_at"],
             ),
         )
     await append_log(
@@ -140,3 +166,89 @@ async def _refund_after_cancel(conn: asyncpg.Connection, ctx: Context, p: asyncp
         f"Your payment for the cancelled booking {p['reference_code']} will be refunded in full.",
         {"booking_id": str(booking_id), "refund_amount": str(p["amount"])},
     )
+
+
+async def _move_refund(
+    conn: asyncpg.Connection, ctx: Context, p: asyncpg.Record, target: str, changed_at: dt.datetime | None
+) -> None:
+    row = await conn.fetchrow(
+        ctx.sql["payments.set_refund_status"], p["id"], target, refunds.refund_predecessors(target), changed_at
+    )
+    assert row is not None  # the payment row is locked and the move was checked forward
+    booking_id = p["booking_id"]
+    await append_log(
+        conn,
+        ctx,
+        booking_id,
+        "refund_status_changed",
+        p["booking_status"],
+        {"refund_status": p["refund_status"]},
+        {"refund_status": target, "refund_amount": str(row["refund_amount"])},
+        None,
+        None,
+    )
+    if target not in refunds.REFUND_FINAL:
+        return
+    await enqueue(
+        conn,
+        ctx.sql,
+        booking_id,
+        PaymentRefundProcessed(
+            payment_id=row["id"],
+            booking_id=booking_id,
+            external_reference=row["external_reference"],
+            refund_amount=row["refund_amount"],
+            currency=row["currency"],
+            refund_status=target,
+            refunded_at=row["refunded_at"],
+            processed_at=row["updated_at"],
+        ),
+    )
+    if target == "completed":
+        await notify(
+            conn,
+            ctx,
+            p["user_id"],
+            booking_id,
+            "payment",
+            "Refund completed",
+            f"Your refund of {row['refund_amount']} {row['currency']} for booking {p['reference_code']} is done.",
+            {"booking_id": str(booking_id), "refund_amount": str(row["refund_amount"]), "refund_status": target},
+        )
+
+
+@router.message("booking.payments.find")
+async def find_payments(payload: PaymentsFindRequest, ctx: Context) -> PaymentPage:
+    """Payments with their bookings by refund/payment status, newest change first (staff: their clinic's)."""
+    actor = require_actor(payload.actor)
+    clinic_id = payload.clinic_id
+    if not is_privileged(actor):
+        if actor.role != Role.CLINIC_STAFF or actor.clinic_id is None:
+            raise RpcError("FORBIDDEN", "Only clinic staff or an admin may list payments")
+        if clinic_id is not None and clinic_id != actor.clinic_id:
+            raise RpcError("FORBIDDEN", "Clinic staff may list only their clinic's payments")
+        clinic_id = actor.clinic_id
+    after_at: dt.datetime | None = None
+    after_id: uuid.UUID | None = None
+    if payload.cursor is not None:
+        values = decode_cursor(payload.cursor, 2)
+        try:
+            after_at, after_id = dt.datetime.fromisoformat(str(values[0])), uuid.UUID(str(values[1]))
+        except ValueError as exc:
+            raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
+    async with ctx.connection() as conn:
+        rows = await conn.fetch(
+            ctx.sql["payments.find"],
+            clinic_id,
+            payload.refund_status,
+            payload.status,
+            after_at,
+            after_id,
+            payload.limit + 1,
+        )
+    items = [PaymentRecord.model_validate(dict(r)) for r in rows[: payload.limit]]
+    next_cursor = None
+    if len(rows) > payload.limit:
+        last = rows[payload.limit - 1]
+        next_cursor = encode_cursor([last["updated_at"].isoformat(), str(last["id"])])
+    return PaymentPage(items=items, next_cursor=next_cursor)

@@ -162,6 +162,37 @@ class PaymentStatusChanged(BaseModel):
     previous_status: str | None = None
     new_status: PaymentStatus
     changed_at: dt.datetime | None = None
+    # the refund's progress (domain.refunds): new_status 'refunded' alone means the refund completed
+    refund_status: Literal["processing", "completed", "failed"] | None = None
+
+
+RefundStatus = Literal["pending", "processing", "completed", "failed"]
+
+
+class PaymentsFindRequest(ActorRequest):
+    """Payments with their bookings, most recently changed first (staff: their clinic's; admins: any).
+
+    Filter by `refund_status` (e.g. `["failed"]`: refunds that need a person) and payment `status`.
+    """
+
+    clinic_id: UUID | None = None
+    refund_status: list[RefundStatus] | None = Field(None, min_length=1, max_length=4)
+    status: list[PaymentStatus] | None = Field(None, min_length=1, max_length=5)
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = None
+
+
+class PaymentRecord(PaymentOut):
+    booking_id: UUID
+    reference_code: str
+    user_id: UUID
+    clinic_id: UUID
+    updated_at: dt.datetime | None
+
+
+class PaymentPage(BaseModel):
+    items: list[PaymentRecord]
+    next_cursor: str | None
 
 
 # --- reviews

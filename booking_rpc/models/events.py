@@ -162,6 +162,22 @@ class PaymentRefundRequested(EventPayload):
     requested_at: dt.datetime
 
 
+class PaymentRefundProcessed(EventPayload):
+    """A requested refund reached its final state at the payment service: `completed` (money back,
+    `refunded_at`) or `failed` (staff find it with booking.payments.find)."""
+
+    event_type = "payment.refund_processed"
+    aggregate_type = "booking"
+    payment_id: UUID
+    booking_id: UUID
+    external_reference: str | None
+    refund_amount: Money
+    currency: str
+    refund_status: str
+    refunded_at: dt.datetime | None
+    processed_at: dt.datetime
+
+
 class ReminderDue(EventPayload):
     event_type = "booking.reminder.due"
     aggregate_type = "booking"
@@ -186,4 +202,5 @@ PUBLISHED_EVENTS: list[type[EventPayload]] = [
     PaymentProcessed,
     ReviewSubmitted,
     PaymentRefundRequested,
+    PaymentRefundProcessed,
 ]

@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from booking_rpc.domain.refunds import refund_for
+from booking_rpc.domain.refunds import refund_for, refund_moves_forward, refund_predecessors
 
 START = dt.datetime(2030, 6, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -42,3 +42,16 @@ def test_never_more_than_paid(paid: Decimal, seconds: int, late: Decimal, hours:
     assert Decimal(0) <= ref.amount <= paid
     if now >= START:
         assert ref.amount == 0
+
+
+def test_refund_lifecycle_only_moves_forward() -> None:
+    assert refund_moves_forward("pending", "processing")
+    assert refund_moves_forward("pending", "completed")  # processing notice skipped or still to come
+    assert refund_moves_forward("processing", "failed")
+    assert not refund_moves_forward("processing", "processing")  # a duplicate
+    assert not refund_moves_forward("completed", "processing")  # late, out of order
+    assert not refund_moves_forward("completed", "failed")  # both final
+    assert not refund_moves_forward("failed", "completed")
+    assert not refund_moves_forward(None, "completed")  # nothing was requested
+    assert refund_predecessors("completed") == ["pending", "processing"]
+    assert refund_predecessors("pending") == []

@@ -54,7 +54,7 @@ async def test_refund_tiers(app_ctx: Context, pool: Pool, starts_in: dt.timedelt
     assert out.payment.refund_amount == expected
     assert out.payment.refund_amount <= out.payment.amount
     assert out.payment.refund_status == ("pending" if expected > 0 else None)
-    assert (out.payment.refunded_at is not None) == (expected > 0)
+    assert out.payment.refunded_at is None  # requested, not paid out: set when the refund completes
     s = await fetchrow(pool, "SELECT booked_count, status FROM slots WHERE id = $1", b.slot)
     assert (s["booked_count"], s["status"]) == (0, "available")
     rem = await fetch(pool, "SELECT status FROM booking_reminders WHERE booking_id = $1", b.booking.id)
