@@ -26,11 +26,10 @@ import asyncpg
 import orjson
 
 from bench.common import INTEROP, ensure_node_modules, percentile
+from booking_rpc.app import build_context
 from booking_rpc.config import Settings
-from booking_rpc.context import Context
 from booking_rpc.db.migrations import migrate_dsn
 from booking_rpc.db.pool import create_pool, with_database
-from booking_rpc.db.queries import Queries
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.events.subscribers import Subscriber
@@ -43,7 +42,7 @@ def produce(dsn: str, rate: float, duration: float) -> dict[str, float]:
 
     async def go() -> dict[str, float]:
         pool = await create_pool(dsn, min_size=1, max_size=2)
-        ctx = Context(pool=pool, sql=Queries.load(), settings=Settings())
+        ctx = build_context(Settings(), pool)
         committed: dict[str, float] = {}
         tick = 0.01
         per_tick = max(1, round(rate * tick))
@@ -115,7 +114,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         pool = await create_pool(dsn, min_size=2, max_size=8)
         port = int(orjson.loads(await nest.stdout.readline())["port"])
         settings = Settings(outbox_batch_size=opts.batch, outbox_poll_interval=1.0)
-        ctx = Context(pool=pool, sql=Queries.load(), settings=settings)
+        ctx = build_context(settings, pool)
         relay = OutboxRelay(ctx, [Subscriber("nest", "127.0.0.1", port, ("reservation.*",))])
         await relay.start()
 

@@ -208,21 +208,21 @@ async def explain_find(dsn: str, sql: Queries, ds: Dataset) -> str:
 
 async def serve(dsn: str, pool_size: int) -> None:
     """`--serve`: run booking-rpc on an ephemeral port, print it, serve until stdin closes."""
-    from booking_rpc.context import Context
-    from booking_rpc.db.pool import create_pool
-    from booking_rpc.handlers import build_router
-    from booking_rpc.server.server import Server
+    from booking_rpc.app import running_app
 
-    pool = await create_pool(dsn, min_size=pool_size, max_size=pool_size)
-    settings = Settings(port=0, metrics_port=0, jobs_enabled=False, db_pool_max_size=pool_size)
-    ctx = Context(pool=pool, sql=Queries.load(), settings=settings)
-    server = Server(build_router(), ctx, host="127.0.0.1", port=0)
-    await server.start()
-    print(f"PORT {server.port}", flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
-    await server.shutdown(2.0)
-    await pool.close()
+    settings = Settings(
+        database_url=dsn,
+        port=0,
+        metrics_enabled=False,
+        jobs_enabled=False,
+        db_pool_min_size=pool_size,
+        db_pool_max_size=pool_size,
+        shutdown_timeout=2.0,
+    )
+    async with running_app(settings, migrate_first=False) as app:
+        print(f"PORT {app.server.port}", flush=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""The composition root: settings → database → pool → migrations → router → server, and shutdown.
+"""The composition root: settings → database → pool → migrations → queries → router → server →
+relay/jobs, and shutdown. Everything that runs the service (serve, the CLI's database commands, the
+benches, the test fixtures) builds it with these functions, so each part is built one way.
 
 Shutdown order on SIGTERM/SIGINT: stop accepting, finish in-flight requests up to the deadline, stop the
 background work, close the pool, stop the embedded PostgreSQL. A second signal exits at once.
@@ -13,6 +15,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,20 +25,86 @@ from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.embedded import EmbeddedPostgres, default_data_dir, start_embedded
 from booking_rpc.db.migrations import migrate_dsn, pending
-from booking_rpc.db.pool import Pool, create_pool, redact
+from booking_rpc.db.pool import CONNECTION_LOSS_TYPES, Pool, create_pool, database_unavailable, redact
 from booking_rpc.db.queries import Queries, default_sql_dir
 from booking_rpc.deadline import deadline_middleware
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.handlers import build_router
+from booking_rpc.handlers.caches import CONSUMED
 from booking_rpc.health import HealthServer
 from booking_rpc.jobs.runner import JobRunner
 from booking_rpc.logging import configure_logging
 from booking_rpc.metrics import ServiceCollector, make_registry, render
+from booking_rpc.router import Router
 from booking_rpc.server.nats import NatsTransport, parse_servers
 from booking_rpc.server.server import Server
 from booking_rpc.server.tls import server_context
 
 log = structlog.get_logger(__name__)
+
+
+def sql_folder(settings: Settings) -> Path:
+    """The folder holding migrations/ and queries/: `settings.sql_dir` (BOOKING_RPC_SQL_DIR), else sql/."""
+    return settings.sql_dir or default_sql_dir()
+
+
+def map_database_errors(router: Router) -> Router:
+    """`router` answering a lost database SERVICE_UNAVAILABLE (503) instead of INTERNAL."""
+    for exc_type in CONNECTION_LOSS_TYPES:
+        router.map_error(exc_type, database_unavailable)
+    return router
+
+
+def service_router(settings: Settings | None = None) -> Router:
+    """Every handler, with the database's errors mapped; given the settings, every request also runs under
+    their deadline (BOOKING_RPC_REQUEST_TIMEOUT)."""
+    router = map_database_errors(build_router())
+    if settings is not None:
+        router.use(deadline_middleware(settings.request_timeout))
+    return router
+
+
+def build_context(settings: Settings, pool: Pool) -> Context:
+    """What handlers run with: the pool, the named statements of the settings' SQL folder, the settings."""
+    return Context(pool=pool, sql=Queries.load(sql_folder(settings) / "queries"), settings=settings)
+
+
+def build_server(settings: Settings, ctx: Context, router: Router | None = None) -> Server:
+    """The TCP server with the settings' address, TLS and limits, answering `router` (by default every
+    handler, under the settings' deadline)."""
+    tls = (
+        server_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
+        if settings.tls_cert and settings.tls_key
+        else None
+    )
+    return Server(
+        router if router is not None else service_router(settings),
+        ctx,
+        host=settings.host,
+        port=settings.port,
+        msgpack_port=settings.msgpack_port or None,
+        ssl=tls,
+        max_frame=settings.max_frame_bytes,
+        incomplete_message_timeout=settings.incomplete_message_timeout,
+        max_send_buffer=settings.max_send_buffer,
+        max_in_flight=settings.max_in_flight,
+        idle_timeout=settings.idle_timeout,
+        max_connections=settings.max_connections,
+    )
+
+
+def build_nats_transport(settings: Settings, ctx: Context, router: Router) -> NatsTransport | None:
+    """Every pattern of `router` over NATS too, when BOOKING_RPC_NATS_URL is set."""
+    if not settings.nats_url:
+        return None
+    return NatsTransport(
+        router,
+        ctx,
+        servers=parse_servers(settings.nats_url),
+        queue=settings.nats_queue,
+        max_payload=settings.max_frame_bytes,
+        max_in_flight=settings.nats_max_in_flight,
+    )
 
 
 @dataclass
@@ -60,10 +129,36 @@ async def open_database(settings: Settings) -> Database:
     return Database(embedded.dsn, embedded)
 
 
+@asynccontextmanager
+async def database_context(settings: Settings, *, migrate_first: bool = True) -> AsyncIterator[Context]:
+    """settings → database → pool → migrations (unless told not to) → queries: a Context, closed after."""
+    database = await open_database(settings)
+    try:
+        pool = await create_pool(
+            database.dsn,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            max_lifetime=settings.db_conn_max_lifetime,
+            connect_timeout=settings.db_connect_timeout,
+            acquire_timeout=settings.db_acquire_timeout,
+            command_timeout=settings.db_command_timeout or None,
+        )
+        try:
+            if migrate_first:
+                # a connection of its own: a migration may run longer than the pool's command timeout
+                applied = await migrate_dsn(database.dsn, sql_folder(settings) / "migrations")
+                if applied:
+                    log.info("migrations applied", applied=applied)
+            yield build_context(settings, pool)
+        finally:
+            await pool.close()
+    finally:
+        await asyncio.to_thread(database.stop)
+
+
 @dataclass
 class App:
     settings: Settings
-    database: Database
     pool: Pool
     ctx: Context
     server: Server
@@ -95,7 +190,7 @@ async def readiness(app: App) -> tuple[int, bytes, str]:
         return 503, b"shutting down\n", "text/plain"
     try:
         async with asyncio.timeout(2.0), app.pool.acquire() as conn:
-            waiting = await pending(conn, (app.settings.sql_dir or default_sql_dir()) / "migrations")
+            waiting = await pending(conn, sql_folder(app.settings) / "migrations")
     except Exception as exc:
         return 503, f"database unavailable: {type(exc).__name__}\n".encode(), "text/plain"
     if waiting:
@@ -106,7 +201,13 @@ async def readiness(app: App) -> tuple[int, bytes, str]:
 
 def health_routes(app: App) -> dict[str, Any]:
     collector = ServiceCollector(
-        app.server.router, app.server, app.ctx.extras.get("relay"), app.ctx.extras.get("jobs"), app.pool, app.nats
+        app.server.router,
+        app.server,
+        app.ctx.extras.get("relay"),
+        app.ctx.extras.get("jobs"),
+        app.pool,
+        app.nats,
+        consumed=CONSUMED,
     )
     registry = make_registry(collector)
 
@@ -134,88 +235,35 @@ async def start_health(app: App, port: int | None = None) -> HealthServer:
 
 @asynccontextmanager
 async def running_app(settings: Settings, *, migrate_first: bool = True) -> AsyncIterator[App]:
-    database = await open_database(settings)
-    try:
-        pool = await create_pool(
-            database.dsn,
-            min_size=settings.db_pool_min_size,
-            max_size=settings.db_pool_max_size,
-            max_lifetime=settings.db_conn_max_lifetime,
-            connect_timeout=settings.db_connect_timeout,
-            acquire_timeout=settings.db_acquire_timeout,
-            command_timeout=settings.db_command_timeout or None,
-        )
+    async with database_context(settings, migrate_first=migrate_first) as ctx:
+        server = build_server(settings, ctx)
+        nats_transport = build_nats_transport(settings, ctx, server.router)
+        app = App(settings, ctx.pool, ctx, server, nats_transport)
+        ctx.extras["app"] = app
+        if settings.jobs_enabled:
+            relay = OutboxRelay(ctx)
+            jobs = JobRunner(ctx)
+            ctx.extras["relay"], ctx.extras["jobs"] = relay, jobs
+            for component in (relay, jobs):
+                await component.start()
+                app.background.append(component)
+        await server.start()
+        if nats_transport is not None:
+            await nats_transport.start()  # connects in the background: NATS down does not stop TCP
+        health = await start_health(app) if settings.metrics_enabled else None
         try:
-            if migrate_first:
-                # a connection of its own: a migration may run longer than the pool's command timeout
-                applied = await migrate_dsn(database.dsn, (settings.sql_dir or default_sql_dir()) / "migrations")
-                if applied:
-                    log.info("migrations applied", applied=applied)
-            sql = Queries.load((settings.sql_dir or default_sql_dir()) / "queries")
-            ctx = Context(pool=pool, sql=sql, settings=settings)
-            tls = (
-                server_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
-                if settings.tls_cert and settings.tls_key
-                else None
-            )
-            router = build_router()
-            router.use(deadline_middleware(settings.request_timeout))
-            server = Server(
-                router,
-                ctx,
-                host=settings.host,
-                port=settings.port,
-                msgpack_port=settings.msgpack_port or None,
-                ssl=tls,
-                max_frame=settings.max_frame_bytes,
-                incomplete_message_timeout=settings.incomplete_message_timeout,
-                max_send_buffer=settings.max_send_buffer,
-                max_in_flight=settings.max_in_flight,
-                idle_timeout=settings.idle_timeout,
-                max_connections=settings.max_connections,
-            )
-            nats_transport = (
-                NatsTransport(
-                    server.router,
-                    ctx,
-                    servers=parse_servers(settings.nats_url),
-                    queue=settings.nats_queue,
-                    max_payload=settings.max_frame_bytes,
-                    max_in_flight=settings.nats_max_in_flight,
-                )
-                if settings.nats_url
-                else None
-            )
-            app = App(settings, database, pool, ctx, server, nats_transport)
-            ctx.extras["app"] = app
-            if settings.jobs_enabled:
-                relay = OutboxRelay(ctx)
-                jobs = JobRunner(ctx)
-                ctx.extras["relay"], ctx.extras["jobs"] = relay, jobs
-                for component in (relay, jobs):
-                    await component.start()
-                    app.background.append(component)
-            await server.start()
-            if nats_transport is not None:
-                await nats_transport.start()  # connects in the background: NATS down does not stop TCP
-            health = await start_health(app) if settings.metrics_enabled else None
-            try:
-                yield app
-            finally:
-                app.ready = False  # /readyz answers 503 while we drain
-                drains = [server.shutdown(settings.shutdown_timeout)]
-                if nats_transport is not None:
-                    drains.append(nats_transport.shutdown(settings.shutdown_timeout))
-                await asyncio.gather(*drains)
-                if health is not None:
-                    await health.stop()
-                for component in reversed(app.background):
-                    with contextlib.suppress(Exception):
-                        await component.stop()
+            yield app
         finally:
-            await pool.close()
-    finally:
-        await asyncio.to_thread(database.stop)
+            app.ready = False  # /readyz answers 503 while we drain
+            drains = [server.shutdown(settings.shutdown_timeout)]
+            if nats_transport is not None:
+                drains.append(nats_transport.shutdown(settings.shutdown_timeout))
+            await asyncio.gather(*drains)
+            if health is not None:
+                await health.stop()
+            for component in reversed(app.background):
+                with contextlib.suppress(Exception):
+                    await component.stop()
 
 
 async def serve(settings: Settings, *, migrate_first: bool = True) -> None:

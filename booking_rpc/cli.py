@@ -40,7 +40,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from booking_rpc.app import open_database
+    from booking_rpc.app import open_database, sql_folder
     from booking_rpc.db.migrations import migrate_dsn
     from booking_rpc.db.pool import DatabaseUnavailable
 
@@ -49,7 +49,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     async def go() -> list[str]:
         database = await open_database(settings)
         try:
-            return await migrate_dsn(database.dsn)
+            return await migrate_dsn(database.dsn, sql_folder(settings) / "migrations")
         finally:
             await asyncio.to_thread(database.stop)
 
@@ -141,22 +141,12 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
 
 def _with_context(settings: Settings, work: Callable[[Context], Awaitable[int]]) -> int:
     """Run `work` against the configured database (embedded or DATABASE_URL), migrated."""
-    from booking_rpc.app import open_database
-    from booking_rpc.db.migrations import migrate_dsn
-    from booking_rpc.db.pool import DatabaseUnavailable, create_pool
-    from booking_rpc.db.queries import Queries
+    from booking_rpc.app import database_context
+    from booking_rpc.db.pool import DatabaseUnavailable
 
     async def go() -> int:
-        database = await open_database(settings)
-        try:
-            await migrate_dsn(database.dsn)
-            pool = await create_pool(database.dsn, min_size=1, max_size=4)
-            try:
-                return await work(Context(pool=pool, sql=Queries.load(), settings=settings))
-            finally:
-                await pool.close()
-        finally:
-            await asyncio.to_thread(database.stop)
+        async with database_context(settings) as ctx:
+            return await work(ctx)
 
     try:
         return run(go())

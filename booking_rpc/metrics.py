@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,6 +22,9 @@ PREFIX = "booking_rpc"
 
 
 class ServiceCollector(Collector):
+    """`consumed` counts consumed events by (event type, "applied" | "stale"); the composition root hands
+    the handlers' counter in, so this module knows no handler."""
+
     def __init__(
         self,
         router: Router,
@@ -30,9 +33,12 @@ class ServiceCollector(Collector):
         jobs: Any = None,
         pool: Any = None,
         nats: Any = None,
+        *,
+        consumed: Mapping[tuple[str, str], int] | None = None,
     ):
         self.router = router
         self.nats = nats
+        self.consumed: Mapping[tuple[str, str], int] = consumed if consumed is not None else {}
         self.server = server
         self.relay = relay
         self.jobs = jobs
@@ -138,14 +144,12 @@ class ServiceCollector(Collector):
         )
 
     def _events(self) -> Iterator[Any]:
-        from booking_rpc.handlers.caches import CONSUMED
-
         consumed = CounterMetricFamily(
             f"{PREFIX}_events_consumed",
             "Consumed events by type and result (applied or stale)",
             labels=["event", "result"],
         )
-        for (event, result), count in sorted(CONSUMED.items()):
+        for (event, result), count in sorted(self.consumed.items()):
             consumed.add_metric([event, result], count)
         yield consumed
         if self.outbox:

@@ -85,21 +85,26 @@ def validation_error(exc: ValidationError) -> RpcError:
     return RpcError("VALIDATION_FAILED", "The payload is invalid", details)
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    from booking_rpc.db.pool import is_connection_error
+# `mapper(exc, route) -> RpcError | None`: what the caller sees for an exception of a registered type
+# (None: not this mapper's case after all, so the next base class's mapper, then INTERNAL, decides).
+ErrorMapper = Callable[[BaseException, str], "RpcError | None"]
 
-    return is_connection_error(exc)
+
+def _validation_failed(exc: BaseException, route: str) -> RpcError | None:
+    return validation_error(exc) if isinstance(exc, ValidationError) else None
 
 
-def map_exception(exc: BaseException, route: str) -> RpcError:
-    """Turn any exception from a handler into the structured error the caller sees."""
+def map_exception(exc: BaseException, route: str, mappers: Mapping[type[BaseException], ErrorMapper]) -> RpcError:
+    """Turn any exception from a handler into the structured error the caller sees: the mapper registered
+    for the nearest class of `exc` (starlette's exception-handler lookup), else INTERNAL."""
     if isinstance(exc, RpcError):
         return exc
-    if isinstance(exc, ValidationError):
-        return validation_error(exc)
-    if _is_connection_error(exc):
-        log.warning("database unavailable", route=route, error=repr(exc))
-        return RpcError("SERVICE_UNAVAILABLE", "The database is unavailable, try again later")
+    for cls in type(exc).__mro__:
+        mapper = mappers.get(cls)
+        if mapper is not None:
+            mapped = mapper(exc, route)
+            if mapped is not None:
+                return mapped
     log.error("unexpected error in handler", route=route, exc_info=exc)
     return INTERNAL_ERROR
 
@@ -155,6 +160,8 @@ class Route:
     transport_stats: dict[str, RouteStats] = field(default_factory=dict)
     # The owning router's middleware list (the same list object, so Router.use after registration counts).
     middleware: list[Middleware] = field(default_factory=list)
+    # The owning router's error mappers (the same dict object, so Router.map_error after registration counts).
+    error_mappers: dict[type[BaseException], ErrorMapper] = field(default_factory=dict)
 
     def parse(self, data: Any) -> Any:
         if self.model is not None:
@@ -192,7 +199,7 @@ class Route:
             stats.observe(perf_counter() - started, err.code)
             raise
         except Exception as exc:
-            mapped = map_exception(exc, self.route)
+            mapped = map_exception(exc, self.route, self.error_mappers)
             stats.observe(perf_counter() - started, mapped.code)
             raise mapped from exc
         stats.observe(perf_counter() - started, "ok")
@@ -208,7 +215,7 @@ class Route:
     async def _run(self, data: Any, ctx: Any) -> Any:
         payload = self.parse(data)
         if self.streaming:
-            return _guard_stream(self.handler(payload, ctx), self.route)
+            return _guard_stream(self.handler(payload, ctx), self.route, self.error_mappers)
         return await self.handler(payload, ctx)
 
     def _through(self, index: int, data: Any, ctx: Any, call: Call) -> Awaitable[Any]:
@@ -218,14 +225,16 @@ class Route:
         return middleware(self, data, call, lambda handed_on: self._through(index + 1, handed_on, ctx, call))
 
 
-async def _guard_stream(stream: AsyncIterator[Any], route: str) -> AsyncIterator[Any]:
+async def _guard_stream(
+    stream: AsyncIterator[Any], route: str, mappers: Mapping[type[BaseException], ErrorMapper]
+) -> AsyncIterator[Any]:
     try:
         async for item in stream:
             yield item
     except RpcError:
         raise
     except Exception as exc:
-        raise map_exception(exc, route) from exc
+        raise map_exception(exc, route, mappers) from exc
 
 
 def _payload_type(handler: Handler) -> Any:
@@ -242,6 +251,7 @@ class Router:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.middleware: list[Middleware] = []
+        self.error_mappers: dict[type[BaseException], ErrorMapper] = {ValidationError: _validation_failed}
 
     def _register(self, pattern: Any, kind: Kind, eager: bool = False) -> Callable[[Handler], Handler]:
         route = route_for_registration(pattern)
@@ -265,6 +275,7 @@ class Router:
                 streaming=inspect.isasyncgenfunction(handler),
                 eager=eager,
                 middleware=self.middleware,
+                error_mappers=self.error_mappers,
             )
             return handler
 
@@ -287,6 +298,7 @@ class Router:
             if route in self.routes:
                 raise ValueError(f"pattern {route!r} is registered twice")
             entry.middleware = self.middleware
+            entry.error_mappers = self.error_mappers
             self.routes[route] = entry
 
     def use(self, middleware: Middleware) -> None:
@@ -294,6 +306,12 @@ class Router:
         those added before it. A route registered `eager` runs outside a Task once any middleware is
         added too: middleware that needs a Task (asyncio.timeout) must pass eager routes straight on."""
         self.middleware.append(middleware)
+
+    def map_error(self, exc_type: type[BaseException], mapper: ErrorMapper) -> None:
+        """Answer a handler's `exc_type` (and its subclasses without a mapper of their own) with what
+        `mapper` makes of it; the layer that raises such errors registers its mapper (the composition root
+        does it for the database's), so the router knows no layer below it."""
+        self.error_mappers[exc_type] = mapper
 
     def lookup(self, route: str | None) -> Route | None:
         if route is None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from booking_rpc.context import Context
-from booking_rpc.handlers import build_router
 
 NS = uuid.UUID("6a1d7c0e-5b7e-4d8e-9a55-0c1d2e3f4a5b")
 ADMIN = {"id": str(uuid.uuid5(NS, "admin")), "role": "admin"}
@@ -35,7 +34,9 @@ class DemoData:
 
 
 async def _call(ctx: Context, pattern: str, data: dict[str, Any]) -> Any:
-    route = build_router().lookup(pattern)
+    from booking_rpc.app import service_router
+
+    route = service_router().lookup(pattern)
     assert route is not None, pattern
     return await route.invoke(data, ctx)
 

@@ -17,11 +17,11 @@ import asyncpg
 import pytest
 
 from booking_rpc import jsonutil
+from booking_rpc.app import service_router
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.domain.booking_states import ACTIVE
 from booking_rpc.errors import RpcError
-from booking_rpc.handlers import build_router
 from booking_rpc.models.bookings import BookingOut
 from booking_rpc.models.catalog import SlotsPage
 from booking_rpc.models.events import PUBLISHED_EVENTS
@@ -32,8 +32,8 @@ from booking_rpc.router import Router
 
 @functools.cache
 def app_router() -> Router:
-    """The service's router (every handler), built once per test process."""
-    return build_router()
+    """The service's router (every handler, and its error mappers), built once per test process."""
+    return service_router()
 
 
 async def call(ctx: Context, pattern: str, data: Any) -> Any:

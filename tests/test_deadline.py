@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from booking_rpc.app import map_database_errors
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
@@ -20,7 +21,7 @@ from tests.fixtures.server import MakeServer
 
 
 def sleeper_router(default_timeout: float) -> Router:
-    router = Router()
+    router = map_database_errors(Router())
 
     @router.message("test.pg_sleep")
     async def pg_sleep(payload: Any, ctx: Context) -> Any:

@@ -1,13 +1,21 @@
-"""The router's middleware chain and the Call a transport hands it (in process and over a real socket)."""
+"""The router's middleware chain, the Call a transport hands it (in process and over a real socket), and
+its error-mapper table."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections import Counter
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, ConfigDict
 
+from booking_rpc.app import build_context, service_router
+from booking_rpc.config import Settings
+from booking_rpc.db.pool import create_pool
 from booking_rpc.errors import RpcError
+from booking_rpc.handlers import build_router
 from booking_rpc.router import Call, Next, Route, Router
 from booking_rpc.wire.json_codec import JsonFrameDecoder, encode_frame
 from booking_rpc.wire.messages import request_message
@@ -104,3 +112,73 @@ async def test_tcp_hands_the_packet_metadata_to_middleware(make_server: MakeServ
     writer.close()
     assert replies == [{"response": "hello b", "isDisposed": True, "id": "1"}]
     assert [(c.transport, dict(c.metadata or {})) for c in calls] == [("tcp", {"traceparent": "00-abc"})]
+
+
+class Lost(ConnectionError):
+    pass
+
+
+def failing_router(exc: BaseException) -> Router:
+    router = Router()
+
+    @router.message("fail")
+    async def fail(payload: Any, ctx: Any) -> None:
+        raise exc
+
+    return router
+
+
+async def invoke_error(router: Router, route: str, data: Any = None) -> RpcError:
+    try:
+        await router.routes[route].invoke(data, None)
+    except RpcError as err:
+        return err
+    raise AssertionError("the route did not fail")
+
+
+async def test_error_mappers_answer_by_the_nearest_registered_class() -> None:
+    app = Router()
+    app.include(failing_router(Lost("gone")))
+    # registered after the route was included: the table is shared, as middleware is
+    app.map_error(OSError, lambda exc, route: RpcError("CONFLICT", f"os {route}"))
+    assert (await invoke_error(app, "fail")).to_wire()["message"] == "os fail"
+    app.map_error(ConnectionError, lambda exc, route: RpcError("SERVICE_UNAVAILABLE", repr(exc)))
+    err = await invoke_error(app, "fail")
+    assert (err.code, err.status_code, err.message) == ("SERVICE_UNAVAILABLE", 503, "Lost('gone')")
+    assert app.routes["fail"].stats.outcomes == Counter({"CONFLICT": 1, "SERVICE_UNAVAILABLE": 1})
+
+
+async def test_a_mapper_that_declines_leaves_the_error_to_the_next_class_then_internal() -> None:
+    app = failing_router(Lost("gone"))
+    app.map_error(ConnectionError, lambda exc, route: None)
+    assert (await invoke_error(app, "fail")).code == "INTERNAL"
+    app.map_error(OSError, lambda exc, route: RpcError("BAD_REQUEST", "os"))
+    assert (await invoke_error(app, "fail")).code == "BAD_REQUEST"
+
+
+async def test_validation_failures_are_mapped_without_registration() -> None:
+    err = await invoke_error(strict_router(), "greet", {"name": 1})
+    assert err.code == "VALIDATION_FAILED"
+    assert err.details == [{"field": "name", "message": "Input should be a valid string", "type": "string_type"}]
+
+
+async def test_the_service_router_answers_a_lost_database_with_service_unavailable(db_url: str) -> None:
+    pool = await create_pool(db_url, min_size=1, max_size=1)
+    await pool.close()  # every acquire now fails: "pool is closing"
+    ctx = build_context(Settings(port=0, metrics_enabled=False, jobs_enabled=False), pool)
+    route = service_router().routes["booking.services.find"]
+    try:
+        await route.invoke({"clinic_id": str(uuid.uuid4())}, ctx)
+    except RpcError as err:
+        assert err.to_wire() == {
+            "status": "error",
+            "statusCode": 503,
+            "code": "SERVICE_UNAVAILABLE",
+            "message": "The database is unavailable, try again later",
+        }
+    else:
+        raise AssertionError("a closed pool answered")
+    # the bare handlers' router knows no database: the same failure is INTERNAL there
+    with pytest.raises(RpcError) as internal:
+        await build_router().routes["booking.services.find"].invoke({"clinic_id": str(uuid.uuid4())}, ctx)
+    assert internal.value.code == "INTERNAL"

@@ -11,8 +11,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
+import structlog
 
 from booking_rpc import deadline, jsonutil
+from booking_rpc.errors import RpcError
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_ACQUIRE_TIMEOUT = 2.0
@@ -380,10 +384,29 @@ def is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+# Every class an exception that `is_connection_error` accepts may have: the router's error mapper for
+# `database_unavailable` is registered on each (Router.map_error), and it decides per instance.
+CONNECTION_LOSS_TYPES: tuple[type[BaseException], ...] = (
+    *_CONNECTION_ERRORS,
+    asyncpg.InternalClientError,
+    asyncpg.InterfaceError,
+)
+
+
+def database_unavailable(exc: BaseException, route: str) -> RpcError | None:
+    """A lost database answers SERVICE_UNAVAILABLE (503: retry, maybe elsewhere); None for anything else."""
+    if not is_connection_error(exc):
+        return None
+    log.warning("database unavailable", route=route, error=repr(exc))
+    return RpcError("SERVICE_UNAVAILABLE", "The database is unavailable, try again later")
+
+
 __all__ = [
+    "CONNECTION_LOSS_TYPES",
     "DatabaseUnavailable",
     "Pool",
     "create_pool",
+    "database_unavailable",
     "init_connection",
     "is_connection_error",
     "redact",

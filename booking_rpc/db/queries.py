@@ -8,21 +8,17 @@ by name (`sql["slots.find"]`), so SQL text never gets built from input.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-SQL_DIR_ENV = "BOOKING_RPC_SQL_DIR"
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\S+)\s*$")
 
 
 def default_sql_dir() -> Path:
-    """The folder holding migrations/ and queries/: $BOOKING_RPC_SQL_DIR, else the repository's sql/."""
-    env = os.environ.get(SQL_DIR_ENV)
-    if env:
-        return Path(env)
+    """The repository's sql/ (migrations/ and queries/). Another folder is a setting, `Settings.sql_dir`
+    (BOOKING_RPC_SQL_DIR), which the composition root (app.sql_folder) applies."""
     return Path(__file__).resolve().parents[2] / "sql"
 
 
@@ -113,4 +109,4 @@ class Queries(Mapping[str, str]):
         return self._statements[name].description
 
 
-__all__ = ["SQL_DIR_ENV", "Queries", "QueryFileError", "Statement", "default_sql_dir"]
+__all__ = ["Queries", "QueryFileError", "Statement", "default_sql_dir"]

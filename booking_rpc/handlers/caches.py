@@ -18,7 +18,7 @@ from booking_rpc.router import Router
 router = Router()
 log = structlog.get_logger(__name__)
 
-# events applied vs ignored as stale, by event type (exported by the metrics layer)
+# events applied vs ignored as stale, by event type (app.py hands it to the metrics collector)
 CONSUMED: Counter[tuple[str, str]] = Counter()
 
 

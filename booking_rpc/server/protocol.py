@@ -14,13 +14,14 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import structlog
 
 from booking_rpc.errors import INTERNAL_ERROR, RpcError
 from booking_rpc.router import NO_RESPONSE, Call, Route, Router
 from booking_rpc.server.flow_control import FlowControl
+from booking_rpc.server.state import ServerState
 from booking_rpc.server.stats import ServerStats
 from booking_rpc.wire.codec import Codec, FrameDecoder
 from booking_rpc.wire.errors import FrameError
@@ -33,9 +34,6 @@ from booking_rpc.wire.messages import (
     response_reply,
     stream_item_reply,
 )
-
-if TYPE_CHECKING:
-    from booking_rpc.server.server import Server
 
 log = structlog.get_logger(__name__)
 
@@ -79,13 +77,13 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
 
 
 class RpcProtocol(asyncio.Protocol):
-    def __init__(self, server: Server, router: Router, ctx: Any, codec: Codec, limits: Limits) -> None:
-        self.server = server
+    def __init__(self, state: ServerState, router: Router, ctx: Any, codec: Codec, limits: Limits) -> None:
+        self.state = state
         self.router = router
         self.ctx = ctx
         self.codec = codec
         self.limits = limits
-        self.stats: ServerStats = server.stats
+        self.stats: ServerStats = state.stats
         self.transport: asyncio.Transport | None = None
         self.flow: FlowControl | None = None
         self.decoder: FrameDecoder = codec.new_decoder(limits.max_frame)
@@ -109,7 +107,7 @@ class RpcProtocol(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         self.stats.connections_total += 1
         limit = self.limits.max_connections
-        if limit and len(self.server.connections) >= limit:
+        if limit and len(self.state.connections) >= limit:
             self.stats.connections_refused += 1
             self._closed = True
             transport.abort()
@@ -119,13 +117,13 @@ class RpcProtocol(asyncio.Protocol):
             with contextlib.suppress(OSError):  # not every transport lets us (e.g. some TLS wrappers)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.flow = FlowControl(transport)
-        self.server.connections.add(self)
+        self.state.connections.add(self)
         self.stats.connections_open += 1
         self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self in self.server.connections:
-            self.server.connections.discard(self)
+        if self in self.state.connections:
+            self.state.connections.discard(self)
             self.stats.connections_open -= 1
         self._closed = True
         self._cancel_timers()
@@ -224,7 +222,7 @@ class RpcProtocol(asyncio.Protocol):
         if self.flow is not None and not self.backlog and len(self.tasks) <= limit // 2:
             self.flow.set_in_flight_paused(False)
         if not self.tasks:
-            self.server.on_idle(self)
+            self.state.on_idle()
 
     async def _answer(self, route: Route, data: Any, request_id: Any, call: Call | None) -> None:
         try:

@@ -16,6 +16,7 @@ import structlog
 
 from booking_rpc.router import Router
 from booking_rpc.server.protocol import Limits, RpcProtocol
+from booking_rpc.server.state import Connection, ServerState
 from booking_rpc.server.stats import ServerStats
 from booking_rpc.wire.codec import JSON_CODEC, MSGPACK_CODEC, Codec
 
@@ -43,11 +44,8 @@ class Server:
         self.ssl = ssl
         base = limits or Limits()
         self.limits = dataclasses.replace(base, **limit_overrides) if limit_overrides else base
-        self.stats = ServerStats()
-        self.connections: set[RpcProtocol] = set()
+        self.state = ServerState()
         self._servers: list[tuple[Codec, asyncio.Server]] = []
-        self._idle = asyncio.Event()
-        self.shutting_down = False
 
     # --- start
 
@@ -62,7 +60,7 @@ class Server:
         for i, host in enumerate(hosts):
             try:
                 srv = await loop.create_server(
-                    lambda: RpcProtocol(self, self.router, self.ctx, codec, self.limits),
+                    lambda: RpcProtocol(self.state, self.router, self.ctx, codec, self.limits),
                     host=host,
                     port=bound_port,
                     ssl=self.ssl,
@@ -104,26 +102,37 @@ class Server:
             await self.start()
         await asyncio.gather(*(srv.serve_forever() for _, srv in self._servers))
 
-    # --- shutdown
+    # --- what the connections share
 
-    def on_idle(self, conn: RpcProtocol) -> None:
-        if self.shutting_down:
-            self._idle.set()
+    @property
+    def stats(self) -> ServerStats:
+        return self.state.stats
+
+    @property
+    def connections(self) -> set[Connection]:
+        return self.state.connections
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.state.shutting_down
+
+    # --- shutdown
 
     def in_flight(self) -> int:
         return sum(len(c.tasks) for c in self.connections)
 
     async def shutdown(self, deadline: float = 10.0) -> None:
         """Stop accepting, give in-flight requests up to `deadline` seconds, then close everything."""
-        self.shutting_down = True
+        self.state.shutting_down = True
+        idle = self.state.idle
         for _, srv in self._servers:
             srv.close()
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
         while self.in_flight() and loop.time() < end:
-            self._idle.clear()
+            idle.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout=min(0.05, max(0.0, end - loop.time())))
+                await asyncio.wait_for(idle.wait(), timeout=min(0.05, max(0.0, end - loop.time())))
         leftover = [task for conn in self.connections for task in conn.tasks]
         if leftover:
             log.warning("cancelling requests still running at the shutdown deadline", count=len(leftover))

@@ -1,47 +1,27 @@
 """The second codec: a 4-byte big-endian unsigned length, then a msgpack document.
 
 The documents have the same shapes as the JSON codec's (requests, events, replies), so everything above
-the codec is shared. Values leave as their JSON forms (Decimal and UUID as strings, dates as ISO text,
-pydantic models in JSON mode) so a handler's reply means the same thing over either codec.
+the codec is shared. A value msgpack has no type for leaves as its JSON form (jsonutil.json_form: the
+JSON codec's one `default`), so a handler's reply means the same thing over either codec.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import struct
-from decimal import Decimal
 from typing import Any, Final
-from uuid import UUID
 
 import msgpack
-import orjson
-from pydantic import BaseModel
 
+from booking_rpc.jsonutil import json_form
 from booking_rpc.wire.errors import FrameError, frame_too_large
 
 DEFAULT_MAX_FRAME_BYTES: Final = 8 * 1024 * 1024
 HEADER: Final = struct.Struct(">I")
 
 
-def _default(obj: Any) -> Any:
-    if isinstance(obj, orjson.Fragment):  # JSON a handler pre-built (e.g. by PostgreSQL)
-        return orjson.loads(obj.contents)
-    if isinstance(obj, (Decimal, UUID)):
-        return str(obj)
-    if isinstance(obj, (dt.datetime, dt.date, dt.time)):
-        return obj.isoformat()
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json", by_alias=True)
-    if isinstance(obj, (set, frozenset)):
-        return list(obj)
-    if isinstance(obj, dt.timedelta):
-        return obj.total_seconds()  # as booking_rpc.jsonutil does
-    raise TypeError(f"{type(obj).__name__} is not msgpack serialisable")
-
-
 def encode_msgpack_frame(message: Any) -> bytes:
     """One frame carrying `message`. Raises TypeError if it cannot be serialised."""
-    body: bytes = msgpack.packb(message, default=_default, use_bin_type=True, datetime=False)
+    body: bytes = msgpack.packb(message, default=json_form, use_bin_type=True, datetime=False)
     if len(body) > 0xFFFFFFFF:
         raise ValueError("a msgpack frame cannot exceed 4 GiB")
     return HEADER.pack(len(body)) + body

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from booking_rpc.app import sql_folder
+from booking_rpc.config import Settings
 from booking_rpc.db.queries import Queries, QueryFileError, default_sql_dir
 
 
@@ -71,14 +73,16 @@ def test_empty_or_missing_folder_loads_nothing(tmp_path: Path) -> None:
     assert len(Queries.load(tmp_path / "absent")) == 0
 
 
-def test_default_sql_dir_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("BOOKING_RPC_SQL_DIR", raising=False)
-    assert (default_sql_dir() / "migrations" / "0001_schema.sql").is_file()
+def test_default_sql_dir_and_the_setting_that_overrides_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOOKING_RPC_SQL_DIR", str(tmp_path))
-    assert default_sql_dir() == tmp_path
+    # the variable is a setting, read by Settings alone: the default stays the repository's sql/
+    assert (default_sql_dir() / "migrations" / "0001_schema.sql").is_file()
+    assert sql_folder(Settings()) == default_sql_dir()
+    settings = Settings.from_env({"BOOKING_RPC_SQL_DIR": str(tmp_path)})
+    assert sql_folder(settings) == tmp_path
     (tmp_path / "queries").mkdir()
     write(tmp_path / "queries", "x.sql", "-- name: x.one\nSELECT 1\n")
-    assert list(Queries.load()) == ["x.one"]
+    assert list(Queries.load(sql_folder(settings) / "queries")) == ["x.one"]
 
 
 def test_repository_query_files_load() -> None:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from booking_rpc.app import build_context
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
-from booking_rpc.db.queries import Queries
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.events.relay import OutboxRelay, retry_dead
 from booking_rpc.events.subscribers import Subscriber, parse_subscribers
@@ -48,7 +48,7 @@ def cancelled(aggregate: uuid.UUID) -> ReservationCancelled:
 @pytest.fixture
 def relay_ctx(pool: Pool) -> Context:
     settings = Settings(outbox_backoff_base=0.01, outbox_backoff_max=0.05, outbox_max_attempts=3)
-    return Context(pool=pool, sql=Queries.load(), settings=settings)
+    return build_context(settings, pool)
 
 
 async def write_events(ctx: Context, aggregate: uuid.UUID, count: int) -> list[str]:

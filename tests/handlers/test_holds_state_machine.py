@@ -17,10 +17,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
+from booking_rpc.app import build_context
 from booking_rpc.config import Settings
-from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool, create_pool
-from booking_rpc.db.queries import Queries
 from booking_rpc.errors import RpcError
 from booking_rpc.jobs.expiry import expire_holds
 from tests.helpers import call, capacity_violations
@@ -53,7 +52,7 @@ def test_holds_state_machine(db_url: str) -> None:
         return loop.run_until_complete(coro)
 
     pool: Pool = run(create_pool(db_url, min_size=1, max_size=3))
-    ctx = Context(pool=pool, sql=Queries.load(), settings=Settings(port=0, metrics_enabled=False, jobs_enabled=False))
+    ctx = build_context(Settings(port=0, metrics_enabled=False, jobs_enabled=False), pool)
 
     class Holds(RuleBasedStateMachine):
         @initialize()

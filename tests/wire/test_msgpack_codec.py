@@ -9,11 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from booking_rpc import jsonutil
 from booking_rpc.wire.codec import CODECS, JSON_CODEC, MSGPACK_CODEC, Codec
 from booking_rpc.wire.errors import FrameError
 from booking_rpc.wire.messages import response_reply
@@ -40,8 +42,12 @@ def test_values_leave_as_their_json_forms() -> None:
         "time": dt.time(9, 15),
         "slot": Slot(price=Decimal("3.10"), starts_at=when),
         "tuple": (1, 2),
+        "set": {3},
+        "duration": dt.timedelta(minutes=1, microseconds=5),
+        "prebuilt": orjson.Fragment(b'{"from":"postgres"}'),
     }
     [decoded] = MsgpackFrameDecoder().feed(encode_msgpack_frame(message))
+    assert decoded == orjson.loads(jsonutil.dumps(message))  # the JSON codec's one default decides
     assert decoded == {
         "money": "12.50",
         "id": "00000000-0000-0000-0000-000000000005",
@@ -50,6 +56,9 @@ def test_values_leave_as_their_json_forms() -> None:
         "time": "09:15:00",
         "slot": {"price": "3.10", "starts_at": "2024-03-31T01:30:00Z"},
         "tuple": [1, 2],
+        "set": [3],
+        "duration": 60.000005,
+        "prebuilt": {"from": "postgres"},
     }
 
 
