@@ -236,7 +236,7 @@ class OutboxRelay:
         if self._listener_lost.is_set() or listener is None or listener.is_closed():
             return False
         try:
-            await listener.fetchval("SELECT 1", timeout=LISTEN_CHECK_TIMEOUT)
+            await listener.fetchval(self.ctx.sql["outbox.listener_alive"], timeout=LISTEN_CHECK_TIMEOUT)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
             return False
         return True

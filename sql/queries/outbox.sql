@@ -137,3 +137,7 @@ SELECT pg_try_advisory_xact_lock(hashtext('booking_outbox:' || $1));
 -- The claim's best plan depends on its parameters (window size, patterns): a cached generic plan sorted the
 -- whole backlog and made every batch slower as the backlog grew. Plan per execution, for this transaction.
 SET LOCAL plan_cache_mode = force_custom_plan;
+
+-- name: outbox.listener_alive
+-- A round trip on the relay's LISTEN connection: it answers while the connection lives.
+SELECT 1
