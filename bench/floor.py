@@ -33,8 +33,7 @@ import orjson
 
 from bench.common import Spawned, spawn_printing_port
 from booking_rpc.db.queries import Queries
-from booking_rpc.handlers.slots import MIDNIGHT, NIL_UUID
-from booking_rpc.models.common import encode_cursor
+from booking_rpc.models.common import MIDNIGHT, NIL_UUID, encode_cursor
 from booking_rpc.wire.json_codec import JsonFrameDecoder, encode_frame
 from booking_rpc.wire.messages import response_reply
 

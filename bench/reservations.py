@@ -58,8 +58,8 @@ from booking_rpc import jsonutil
 from booking_rpc.config import Settings
 from booking_rpc.db.pool import with_database
 from booking_rpc.db.queries import Queries
-from booking_rpc.handlers.slots import NIL_UUID
 from booking_rpc.loop import run as run_on_service_loop
+from booking_rpc.models.common import NIL_UUID
 
 FIND_BASE_DATE = dt.date(2030, 1, 1)
 FIND_DAYS = 500  # x 20 slots a day = 10k slots per staff member

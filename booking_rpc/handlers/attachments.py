@@ -10,7 +10,8 @@ import asyncpg
 from booking_rpc.auth import require_actor
 from booking_rpc.context import Context
 from booking_rpc.errors import not_found
-from booking_rpc.handlers.bookings import append_log, can_see
+from booking_rpc.handlers.bookings.access import can_see
+from booking_rpc.handlers.effects import append_log
 from booking_rpc.models.bookings import AttachmentAddRequest, AttachmentFindRequest, AttachmentList, AttachmentOut
 from booking_rpc.models.common import Actor
 from booking_rpc.router import Router

@@ -28,7 +28,7 @@ from booking_rpc.context import Context
 from booking_rpc.domain import refunds
 from booking_rpc.errors import RpcError
 from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.bookings import append_log, insert_entry, notify
+from booking_rpc.handlers.effects import append_log, insert_entry, notify
 from booking_rpc.models.bookings import PaymentPage, PaymentRecord, PaymentsFindRequest, PaymentStatusChanged
 from booking_rpc.models.common import Role, decode_cursor, encode_cursor
 from booking_rpc.models.events import PaymentProcessed, PaymentRefundProcessed, PaymentRefundRequested

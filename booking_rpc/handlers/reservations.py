@@ -17,9 +17,9 @@ import asyncpg
 
 from booking_rpc.auth import is_privileged, require_actor, require_self
 from booking_rpc.context import Context
+from booking_rpc.domain.availability import REASON_MESSAGES, unavailable_reason
 from booking_rpc.errors import RpcError, not_found
 from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.slots import REASON_MESSAGES, unavailable_reason
 from booking_rpc.models.events import ReservationCancelled
 from booking_rpc.models.reservations import (
     ReservationCancelRequest,

@@ -8,7 +8,8 @@ from booking_rpc.auth import require_actor
 from booking_rpc.context import Context
 from booking_rpc.errors import RpcError
 from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.bookings import append_log, lock_visible
+from booking_rpc.handlers.bookings.access import lock_visible
+from booking_rpc.handlers.effects import append_log
 from booking_rpc.models.bookings import ReviewCreateRequest, ReviewOut
 from booking_rpc.models.common import Role
 from booking_rpc.models.events import ReviewSubmitted

@@ -17,12 +17,10 @@ from booking_rpc.models.catalog import (
     ServicesPage,
     ServiceUpsertRequest,
 )
-from booking_rpc.models.common import decode_cursor, encode_cursor
+from booking_rpc.models.common import NIL_UUID, decode_cursor, encode_cursor
 from booking_rpc.router import Router
 
 router = Router()
-
-NIL_UUID = uuid.UUID(int=0)
 
 
 def service_out(row: asyncpg.Record) -> ServiceOut:

@@ -49,12 +49,6 @@ class AvailabilityException(Model):
             raise ValueError("end_date must not be before start_date")
         return self
 
-    def covers(self, day: dt.date) -> bool:
-        if self.date is not None:
-            return day == self.date
-        assert self.start_date is not None and self.end_date is not None
-        return self.start_date <= day <= self.end_date
-
 
 # --- services
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from booking_rpc.errors import RpcError
 
@@ -50,9 +51,9 @@ class ActorRequest(Model):
     actor: Actor | None = None
 
 
-class PageRequest(Model):
-    limit: int = Field(50, ge=1, le=500)
-    cursor: str | None = None
+# The keyset before every row: a first page starts after (…, MIDNIGHT, NIL_UUID).
+NIL_UUID = UUID(int=0)
+MIDNIGHT = dt.time(0, 0)
 
 
 def encode_cursor(values: list[Any]) -> str:

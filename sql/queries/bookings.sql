@@ -195,11 +195,3 @@ WITH existing AS (
 INSERT INTO booking_log_entries (log_id, action, status, previous_state, new_state, performed_by, notes)
 SELECT id, $2, $3, $4, $5, $6, $7 FROM (SELECT id FROM existing UNION ALL SELECT id FROM created) l
 RETURNING id;
-
--- name: bookings.log_entries
--- The audit trail of booking $1, oldest first.
-SELECT e.id, e.action, e.status, e.previous_state, e.new_state, e.performed_by, e.notes, e.created_at
-FROM booking_log_entries e
-JOIN booking_logs l ON l.id = e.log_id
-WHERE l.booking_id = $1
-ORDER BY e.created_at, e.id;

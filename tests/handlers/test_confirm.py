@@ -252,7 +252,7 @@ async def test_reference_code_collision_is_retried(
 ) -> None:
     first = await book(app_ctx, pool)
     codes = iter([first.booking.reference_code, first.booking.reference_code, "BK-2345-6789"])
-    monkeypatch.setattr("booking_rpc.handlers.bookings.new_reference_code", lambda: next(codes))
+    monkeypatch.setattr("booking_rpc.handlers.reservations_confirm.new_reference_code", lambda: next(codes))
     second = await book(app_ctx, pool)
     assert second.booking.reference_code == "BK-2345-6789"
 

@@ -1,0 +1,130 @@
+"""`booking.booking.cancel` (owner or staff; the refund policy) and `booking.booking.reject` (staff; a full
+refund of a booking awaiting approval): one path, `cancel_locked`."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import asyncpg
+
+from booking_rpc.auth import require_actor
+from booking_rpc.context import Context
+from booking_rpc.domain.booking_states import check_transition
+from booking_rpc.domain.refunds import Refund, refund_for
+from booking_rpc.events.outbox import enqueue
+from booking_rpc.handlers.bookings.access import lock_managed, lock_visible
+from booking_rpc.handlers.bookings.rows import load_booking
+from booking_rpc.handlers.effects import append_log, insert_entry, notify
+from booking_rpc.models.bookings import BookingCancelRequest, BookingOut, BookingRejectRequest
+from booking_rpc.models.common import Actor
+from booking_rpc.models.events import BookingCancelled
+from booking_rpc.router import Router
+
+router = Router()
+
+
+async def cancel_locked(
+    conn: asyncpg.Connection,
+    ctx: Context,
+    b: asyncpg.Record,
+    actor: Actor,
+    reason: str,
+    action: str,
+    *,
+    full_refund: bool,
+) -> None:
+    """Cancel a locked, cancellable booking: refund, capacity, reminders, money, event, log, notice."""
+    check_transition(b["status"], "cancelled", action)
+    payment = await conn.fetchrow(ctx.sql["payments.lock_for_booking"], b["id"])
+    paid = payment["amount"] if payment is not None and payment["status"] == "success" else Decimal("0.00")
+    if full_refund:
+        refund = Refund(Decimal(100), paid, "full")
+    else:
+        s = ctx.settings
+        refund = refund_for(
+            paid,
+            b["starts_at"],
+            b["db_now"],
+            full_refund_hours=s.full_refund_hours,
+            late_refund_percent=s.late_refund_percent,
+        )
+    changed = await conn.fetchrow(ctx.sql["bookings.set_status"], b["id"], "cancelled", reason)
+    assert changed is not None
+    # every cancellable status holds one unit: give it back (exactly once: a cancelled booking never gets here)
+    await conn.execute(ctx.sql["slots.release_unit"], b["slot_id"], 1)
+    refund_status: str | None = None
+    if payment is not None:
+        rec = await conn.fetchrow(ctx.sql["payments.record_refund"], payment["id"], refund.amount)
+        assert rec is not None
+        refund_status = rec["refund_status"]
+    await conn.execute(ctx.sql["bookings.cancel_reminders"], b["id"], None)
+    await conn.execute(ctx.sql["bookings.reverse_entry"], b["id"])
+    if refund.amount > 0:
+        ref = payment["external_reference"] if payment is not None else None
+        await insert_entry(conn, ctx, b["id"], b["clinic_id"], "refund", refund.amount, ref)
+    await enqueue(
+        conn,
+        ctx.sql,
+        b["id"],
+        BookingCancelled(
+            booking_id=b["id"],
+            reference_code=b["reference_code"],
+            user_id=b["user_id"],
+            pet_id=b["pet_id"],
+            clinic_id=b["clinic_id"],
+            cancellation_reason=reason,
+            refund_amount=refund.amount,
+            refund_status=refund_status,
+            cancelled_at=changed["updated_at"],
+        ),
+    )
+    await append_log(
+        conn,
+        ctx,
+        b["id"],
+        "cancelled" if action == "cancel" else "rejected",
+        "cancelled",
+        {"status": b["status"]},
+        {
+            "status": "cancelled",
+            "refund_amount": str(refund.amount),
+            "refund_percent": str(refund.percent),
+            "refund_tier": refund.tier,
+            "refund_status": refund_status,
+        },
+        actor,
+        reason,
+    )
+    title = "Booking cancelled" if action == "cancel" else "Booking request declined"
+    await notify(
+        conn,
+        ctx,
+        b["user_id"],
+        b["id"],
+        "booking_cancelled",
+        title,
+        f"Your booking {b['reference_code']} was cancelled. Refund: {refund.amount} {ctx.settings.currency}.",
+        {"booking_id": str(b["id"]), "reference_code": b["reference_code"], "refund_amount": str(refund.amount)},
+    )
+
+
+@router.message("booking.booking.cancel")
+async def cancel_booking(payload: BookingCancelRequest, ctx: Context) -> BookingOut:
+    actor = require_actor(payload.actor)
+    async with ctx.transaction() as conn:
+        b = await lock_visible(conn, ctx, payload.booking_id, actor)
+        if b["status"] == "cancelled":
+            return await load_booking(conn, ctx, b["id"])  # a double cancel is idempotent
+        await cancel_locked(conn, ctx, b, actor, payload.reason.strip(), "cancel", full_refund=False)
+        return await load_booking(conn, ctx, b["id"])
+
+
+@router.message("booking.booking.reject")
+async def reject_booking(payload: BookingRejectRequest, ctx: Context) -> BookingOut:
+    actor = require_actor(payload.actor)
+    async with ctx.transaction() as conn:
+        b = await lock_managed(conn, ctx, payload.booking_id, actor, "reject a booking")
+        if b["status"] == "cancelled":
+            return await load_booking(conn, ctx, b["id"])
+        await cancel_locked(conn, ctx, b, actor, payload.reason.strip(), "reject", full_refund=True)
+        return await load_booking(conn, ctx, b["id"])

@@ -1,0 +1,79 @@
+"""Booking rows (`bookings.get` and the statements returning its columns) as reply models and events."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from booking_rpc.context import Context
+from booking_rpc.models.bookings import BookingOut, PaymentOut
+from booking_rpc.models.events import BookingConfirmed
+
+
+def payment_out(row: asyncpg.Record) -> PaymentOut | None:
+    if row["p_id"] is None:
+        return None
+    return PaymentOut(
+        id=row["p_id"],
+        external_reference=row["p_external_reference"],
+        amount=row["p_amount"],
+        currency=row["p_currency"],
+        payment_method=row["p_payment_method"],
+        status=row["p_status"],
+        paid_at=row["p_paid_at"],
+        refund_status=row["p_refund_status"],
+        refund_amount=row["p_refund_amount"],
+        refunded_at=row["p_refunded_at"],
+    )
+
+
+def booking_out(row: asyncpg.Record) -> BookingOut:
+    return BookingOut(
+        id=row["id"],
+        reservation_id=row["reservation_id"],
+        reference_code=row["reference_code"],
+        user_id=row["user_id"],
+        pet_id=row["pet_id"],
+        clinic_id=row["clinic_id"],
+        service_id=row["service_id"],
+        slot_id=row["slot_id"],
+        payment_id=row["payment_id"],
+        amount=row["amount"],
+        status=row["status"],
+        cancellation_reason=row["cancellation_reason"],
+        notes=row["notes"],
+        pet_snapshot=row["pet_snapshot"] or {},
+        service_snapshot=row["service_snapshot"] or {},
+        booking_time=row["booking_time"],
+        slot_date=row["slot_date"],
+        slot_start_time=row["slot_start_time"],
+        slot_end_time=row["slot_end_time"],
+        ends_at=row["ends_at"],
+        payment=payment_out(row),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def load_booking(conn: asyncpg.Connection, ctx: Context, booking_id: UUID) -> BookingOut:
+    """The booking as its reply (it must exist: the caller just read or wrote it in this transaction)."""
+    row = await conn.fetchrow(ctx.sql["bookings.get"], booking_id)
+    assert row is not None
+    return booking_out(row)
+
+
+def confirmed_event(b: BookingOut) -> BookingConfirmed:
+    """`booking.confirmed` for a booking that just became confirmed (by confirm or approve)."""
+    return BookingConfirmed(
+        booking_id=b.id,
+        reference_code=b.reference_code,
+        user_id=b.user_id,
+        pet_id=b.pet_id,
+        clinic_id=b.clinic_id,
+        service_id=b.service_id,
+        slot_date=b.slot_date,
+        slot_time=b.slot_start_time,
+        amount=b.amount,
+        created_at=b.created_at or b.updated_at or b.ends_at,
+    )
