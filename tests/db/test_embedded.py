@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -19,8 +22,19 @@ async def query(dsn: str, sql: str) -> object:
         await conn.close()
 
 
-def test_start_answer_stop_and_restart_reuses_data(tmp_path: Path) -> None:
-    first = start_embedded(tmp_path)
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A folder of our own, not under pytest's basetemp: every pytest session that starts on this machine
+    (other engineers' too) resets /tmp/pytest-of-<user> to 0700, which locks the server's own user out."""
+    path = Path(tempfile.mkdtemp(prefix="booking-rpc-pg-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_start_answer_stop_and_restart_reuses_data(data_dir: Path) -> None:
+    first = start_embedded(data_dir)
     try:
         assert asyncio.run(query(first.dsn, "SELECT 1")) == 1
         assert asyncio.run(query(first.dsn, "SELECT current_database()")) == "booking_rpc"
@@ -30,10 +44,10 @@ def test_start_answer_stop_and_restart_reuses_data(tmp_path: Path) -> None:
     with pytest.raises((OSError, asyncpg.PostgresError)):
         asyncio.run(query(first.dsn, "SELECT 1"))  # stopped: nothing listens any more
 
-    second = start_embedded(tmp_path)
+    second = start_embedded(data_dir)
     try:
         assert asyncio.run(query(second.dsn, "SELECT answer FROM kept")) == 42
-        assert (tmp_path / "postgres" / "PG_VERSION").is_file()
+        assert (data_dir / "postgres" / "PG_VERSION").is_file()
     finally:
         second.stop()
 
