@@ -10,6 +10,8 @@ COLORS = {"booking-rpc": "#2b6cb0", "baseline": "#a0aec0"}
 # issue 4: booking-rpc's throughput over pgbench's on the same SQL, and slots.find's latency growth 10k -> 1M
 RATIO_TARGETS = {"reservation.create": 0.8, "slots.find": 0.85}
 FIND_GROWTH_TARGET = 1.5
+# issue 19: tracing on (batch exporter) costs at most this much more service CPU per request than off
+TRACING_CPU_TARGET = 0.20
 RESERVATION_RUNS = (("reservations", "all on shared cores"), ("reservations_split", "PostgreSQL on its own cores"))
 
 
@@ -148,6 +150,33 @@ def target_lines(reservations: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tracing_target_lines(report: dict[str, Any]) -> list[str]:
+    """The issue-19 figures of a tracing bench report, each with its target and whether it was met."""
+    lines = []
+    for r in report.get("results", []):
+        head = f"{r['pattern']:<20} c={r['concurrency']:<3}"
+        lines.append(
+            f"{head} tracing off {r['off_cpu_us']:.1f} / {r['off_again_cpu_us']:.1f} µs CPU per request "
+            f"(the same code twice: {r['noise']:.1%} apart, the noise of this run)"
+        )
+        verdict = "met" if r["on_extra"] <= TRACING_CPU_TARGET else "NOT MET"
+        lines.append(
+            f"{head} tracing on  {r['on_cpu_us']:.1f} µs CPU per request, {r['on_extra']:+.1%} over off "
+            f"(target <= +{TRACING_CPU_TARGET:.0%}): {verdict}"
+        )
+    default = report.get("column_default")
+    if default:
+        lines.append(
+            f"outbox insert, tracing off: {default['with_default_us']:.2f} µs per row with the trace_context "
+            f"default, {default['without_default_us']:.2f} without ({default['non_null']} rows got a value)"
+        )
+    if "exported" in report:
+        lines.append(
+            f"OTLP sink received {report['exported']['requests']} exports, {report['exported']['bytes']:,} bytes"
+        )
+    return lines
+
+
 def summary_table(results: dict[str, Any]) -> str:
     lines = [f"{'scenario':48} {'target':20} {'per s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"]
     for r in rows_from_results(results):
@@ -159,4 +188,7 @@ def summary_table(results: dict[str, Any]) -> str:
         measured = target_lines(results.get(key) or {})
         if measured:
             lines += ["", f"targets, {where}:", *measured]
+    tracing = tracing_target_lines(results.get("tracing") or {})
+    if tracing:
+        lines += ["", "tracing (service CPU per request, off vs on):", *tracing]
     return "\n".join(lines)

@@ -232,14 +232,16 @@ class Service:
 
 
 @contextlib.contextmanager
-def server_process(dsn: str, pool_size: int) -> Iterator[Service]:
+def server_process(dsn: str, pool_size: int, env: dict[str, str] | None = None) -> Iterator[Service]:
+    """The service in a subprocess; `env`: its whole environment (default: ours; OTEL_* there turn tracing
+    on, as for `booking-rpc serve`), log level warning."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.reservations", "--serve", dsn, "--pool", str(pool_size)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, "BOOKING_RPC_LOG_LEVEL": "warning"},
+        env={**(os.environ if env is None else env), "BOOKING_RPC_LOG_LEVEL": "warning"},
     )
     try:
         assert proc.stdout is not None

@@ -39,6 +39,7 @@ from booking_rpc.router import Router
 from booking_rpc.server.nats import NatsTransport, parse_servers
 from booking_rpc.server.server import Server
 from booking_rpc.server.tls import server_context
+from booking_rpc.tracing import Tracing, connection_class, instrument
 
 log = structlog.get_logger(__name__)
 
@@ -55,18 +56,20 @@ def map_database_errors(router: Router) -> Router:
     return router
 
 
-def service_router(settings: Settings | None = None) -> Router:
-    """Every handler, with the database's errors mapped; given the settings, every request also runs under
-    their deadline (BOOKING_RPC_REQUEST_TIMEOUT)."""
+def service_router(settings: Settings | None = None, tracing: Tracing | None = None) -> Router:
+    """Every handler, with the database's errors mapped; given the settings, every request also runs traced
+    (when `tracing` is on, outermost, so the others' refusals are traced too) and under their deadline
+    (BOOKING_RPC_REQUEST_TIMEOUT)."""
     router = map_database_errors(build_router())
     if settings is not None:
+        instrument(router, settings, tracing)
         router.use(deadline_middleware(settings.request_timeout))
     return router
 
 
-def build_context(settings: Settings, pool: Pool) -> Context:
+def build_context(settings: Settings, pool: Pool, sql: Queries | None = None) -> Context:
     """What handlers run with: the pool, the named statements of the settings' SQL folder, the settings."""
-    return Context(pool=pool, sql=Queries.load(sql_folder(settings) / "queries"), settings=settings)
+    return Context(pool=pool, sql=sql or Queries.load(sql_folder(settings) / "queries"), settings=settings)
 
 
 def build_server(settings: Settings, ctx: Context, router: Router | None = None) -> Server:
@@ -130,8 +133,12 @@ async def open_database(settings: Settings) -> Database:
 
 
 @asynccontextmanager
-async def database_context(settings: Settings, *, migrate_first: bool = True) -> AsyncIterator[Context]:
-    """settings → database → pool → migrations (unless told not to) → queries: a Context, closed after."""
+async def database_context(
+    settings: Settings, *, migrate_first: bool = True, tracing: Tracing | None = None
+) -> AsyncIterator[Context]:
+    """settings → database → pool → migrations (unless told not to) → queries: a Context, closed after.
+    With `tracing`, the pool's connections trace their statements and the relay and jobs find it."""
+    sql = Queries.load(sql_folder(settings) / "queries")
     database = await open_database(settings)
     try:
         pool = await create_pool(
@@ -142,6 +149,7 @@ async def database_context(settings: Settings, *, migrate_first: bool = True) ->
             connect_timeout=settings.db_connect_timeout,
             acquire_timeout=settings.db_acquire_timeout,
             command_timeout=settings.db_command_timeout or None,
+            connection_class=connection_class(tracing, sql),
         )
         try:
             if migrate_first:
@@ -149,7 +157,10 @@ async def database_context(settings: Settings, *, migrate_first: bool = True) ->
                 applied = await migrate_dsn(database.dsn, sql_folder(settings) / "migrations")
                 if applied:
                     log.info("migrations applied", applied=applied)
-            yield build_context(settings, pool)
+            ctx = build_context(settings, pool, sql)
+            if tracing is not None:
+                ctx.extras["tracing"] = tracing
+            yield ctx
         finally:
             await pool.close()
     finally:
@@ -235,8 +246,19 @@ async def start_health(app: App, port: int | None = None) -> HealthServer:
 
 @asynccontextmanager
 async def running_app(settings: Settings, *, migrate_first: bool = True) -> AsyncIterator[App]:
-    async with database_context(settings, migrate_first=migrate_first) as ctx:
-        server = build_server(settings, ctx)
+    tracing = Tracing.from_env(data_field=settings.trace_data_field)  # None unless OTEL_* turns it on
+    try:
+        async with running_service(settings, migrate_first, tracing) as app:
+            yield app
+    finally:
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)  # flushes the batch exporter (bounded by its timeout)
+
+
+@asynccontextmanager
+async def running_service(settings: Settings, migrate_first: bool, tracing: Tracing | None) -> AsyncIterator[App]:
+    async with database_context(settings, migrate_first=migrate_first, tracing=tracing) as ctx:
+        server = build_server(settings, ctx, service_router(settings, tracing))
         nats_transport = build_nats_transport(settings, ctx, server.router)
         app = App(settings, ctx.pool, ctx, server, nats_transport)
         ctx.extras["app"] = app

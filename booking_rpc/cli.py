@@ -122,6 +122,10 @@ def _cmd_config(args: argparse.Namespace) -> int:
             shown = ",".join(redact(url) for url in parse_servers(value))
         source = "env" if os.environ.get(variable) else "default"
         print(f"{variable}={'' if shown is None else shown}  # {source}")
+    from booking_rpc.tracing import TracingConfig
+
+    for line in TracingConfig.from_env().describe():
+        print(line)
     return 0
 
 

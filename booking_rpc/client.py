@@ -11,9 +11,11 @@ import asyncio
 import itertools
 import os
 import ssl as ssl_module
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, cast
+
+from opentelemetry import propagate, trace
 
 from booking_rpc.wire.codec import CODECS, Codec
 from booking_rpc.wire.errors import FrameError
@@ -103,6 +105,16 @@ class _ClientProtocol(asyncio.Protocol):
         await self._can_write.wait()
 
 
+def current_trace_metadata() -> dict[str, str] | None:
+    """The current trace context as packet metadata (W3C traceparent/tracestate/baggage, by the global
+    propagator), or None when no span is current (tracing off: the frames stay as they were)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier or None
+
+
 class Client:
     def __init__(
         self,
@@ -129,6 +141,7 @@ class Client:
         self._connecting: asyncio.Lock = asyncio.Lock()
         self._closed = False
         self._failures = 0
+        self._dispatch_hook: Callable[[], dict[str, str] | None] | None = current_trace_metadata
 
     @classmethod
     async def connect(cls, host: str, port: int, **options: Any) -> Client:
@@ -247,6 +260,19 @@ class Client:
         elif entry.future is not None and not entry.future.done():
             entry.future.set_exception(error)
 
+    def set_on_dispatch_hook(self, hook: Callable[[], dict[str, str] | None] | None) -> None:
+        """What NestJS's ClientProxy#setOnDispatchHook is: `hook()` gives the packet metadata of every
+        request and event sent from now on (None: none). The default, `current_trace_metadata`, sends the
+        current trace context; `None` sends no metadata at all."""
+        self._dispatch_hook = hook
+
+    def _metadata(self, given: dict[str, str] | None = None) -> dict[str, str] | None:
+        """The dispatch hook's metadata with the call's own (`given`) over it."""
+        hooked = self._dispatch_hook() if self._dispatch_hook is not None else None
+        if given is None:
+            return hooked
+        return given if hooked is None else {**hooked, **given}
+
     def _next_id(self) -> str:
         return f"{self._prefix}{next(self._ids):012x}"
 
@@ -257,14 +283,17 @@ class Client:
     ) -> Any:
         """The reply's value (the last one for a stream); RemoteError for an `err` reply.
 
-        `metadata` goes in the packet as NestJS 12's `setOnDispatchHook` puts it (e.g. `{"timeout": "500"}`).
+        `metadata` goes in the packet as NestJS 12's `setOnDispatchHook` puts it (e.g. `{"timeout": "500"}`),
+        over the dispatch hook's (by default the current trace context).
         """
         protocol = await self._ensure_connected()
         request_id = self._next_id()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = _Pending(future, None)
         assert protocol.transport is not None
-        protocol.transport.write(self.codec.encode(request_message(pattern, data, request_id, metadata)))
+        protocol.transport.write(
+            self.codec.encode(request_message(pattern, data, request_id, self._metadata(metadata)))
+        )
         try:
             if timeout is None:
                 return await future
@@ -278,15 +307,18 @@ class Client:
         """An event: written (and drained past the high-water mark), no reply expected."""
         protocol = await self._ensure_connected()
         assert protocol.transport is not None
-        protocol.transport.write(self.codec.encode(event_message(pattern, data)))
+        protocol.transport.write(self.codec.encode(event_message(pattern, data, self._metadata())))
         await protocol.drain()
 
-    async def emit_many(self, events: list[tuple[Any, Any]]) -> None:
-        """Several events in one write (the outbox relay's batches), then one drain."""
+    async def emit_many(self, events: list[tuple[Any, Any, dict[str, str] | None]]) -> None:
+        """Several events (pattern, data, metadata) in one write (the outbox relay's batches), then one drain.
+
+        Each event's metadata is its own (the relay's: the trace of the request that wrote it), not the
+        dispatch hook's."""
         protocol = await self._ensure_connected()
         assert protocol.transport is not None
         encode = self.codec.encode
-        protocol.transport.write(b"".join(encode(event_message(p, d)) for p, d in events))
+        protocol.transport.write(b"".join(encode(event_message(p, d, m)) for p, d, m in events))
         await protocol.drain()
         if protocol.transport is None or protocol.transport.is_closing():
             raise ConnectionClosed(f"connection to {self.host}:{self.port} closed while sending")
@@ -298,7 +330,7 @@ class Client:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._pending[request_id] = _Pending(None, queue)
         assert protocol.transport is not None
-        protocol.transport.write(self.codec.encode(request_message(pattern, data, request_id)))
+        protocol.transport.write(self.codec.encode(request_message(pattern, data, request_id, self._metadata())))
         try:
             while True:
                 try:

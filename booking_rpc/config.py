@@ -87,6 +87,11 @@ class Settings(BaseModel):
     metrics_host: str = Field("127.0.0.1", description="Address the metrics HTTP server binds")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="auto = console on a TTY, else JSON")
+    trace_data_field: str = Field(
+        "",
+        description="Key in data where gateways older than NestJS 12.0.4 put {traceparent, tracestate}; "
+        "removed before validation; empty = off",
+    )
 
     # --- events and jobs
     subscribers: str = Field("", description="Static subscribers: name=host:port:pattern,pattern;...")

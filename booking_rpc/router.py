@@ -11,7 +11,7 @@ import inspect
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any, Literal, get_type_hints
 
@@ -297,9 +297,9 @@ class Router:
         for route, entry in other.routes.items():
             if route in self.routes:
                 raise ValueError(f"pattern {route!r} is registered twice")
-            entry.middleware = self.middleware
-            entry.error_mappers = self.error_mappers
-            self.routes[route] = entry
+            # a copy: the included router's entries are shared by every router that includes them (each
+            # build_router()), and each must keep its own middleware and error mappers (the stats stay shared)
+            self.routes[route] = replace(entry, middleware=self.middleware, error_mappers=self.error_mappers)
 
     def use(self, middleware: Middleware) -> None:
         """Run `middleware` around every route of this router (and of routers included later), after

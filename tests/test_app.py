@@ -159,3 +159,12 @@ def test_config_masks_nats_passwords() -> None:
     done = run_cli("config", env={"BOOKING_RPC_NATS_URL": "nats://svc:pw1@n1:4222, nats://n2:4222"})
     assert done.returncode == 0
     assert "BOOKING_RPC_NATS_URL=nats://svc:***@n1:4222,nats://n2:4222  # env" in done.stdout
+
+
+def test_config_shows_tracing() -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS": "key=s3cret"}
+    done = run_cli("config", env=env)
+    assert done.returncode == 0
+    assert "# tracing: on, exporters otlp (http/protobuf for otlp)" in done.stdout
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318  # env" in done.stdout
+    assert "s3cret" not in done.stdout

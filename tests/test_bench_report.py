@@ -139,3 +139,23 @@ def test_floor_relay_is_a_baseline_with_its_ratio_and_no_verdict() -> None:
     text = summary_table({"reservations": reservations})
     assert "slots.find           c=1   0.760x pgbench (target 0.85x) BELOW TARGET" in text
     assert "c=1   0.805x pgbench for the floor relay, the cheapest Python hop (no target)" in text
+
+
+def test_tracing_figures_say_met_or_not_met() -> None:
+    tracing = {
+        "results": [
+            {"pattern": "slots.find", "concurrency": 1, "off_cpu_us": 100.0, "off_again_cpu_us": 103.0}
+            | {"on_cpu_us": 115.0, "noise": 0.03, "on_extra": 0.134},
+            {"pattern": "reservation.create", "concurrency": 1, "off_cpu_us": 120.0, "off_again_cpu_us": 118.0}
+            | {"on_cpu_us": 150.0, "noise": 0.017, "on_extra": 0.26},
+        ],
+        "column_default": {"with_default_us": 2.01, "without_default_us": 2.0, "non_null": 0},
+    }
+    table = summary_table({"tracing": tracing})
+    assert (
+        "slots.find           c=1   tracing on  115.0 µs CPU per request, +13.4% over off (target <= +20%): met"
+        in table
+    )
+    assert "+26.0% over off (target <= +20%): NOT MET" in table
+    assert "3.0% apart" in table
+    assert "2.01 µs per row with the trace_context default, 2.00 without" in table

@@ -105,6 +105,7 @@ class Pool:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
         command_timeout: float | None = None,
+        connection_class: type[asyncpg.Connection] = asyncpg.Connection,
     ) -> None:
         if max_size < 1 or not 0 <= min_size <= max_size:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
@@ -114,6 +115,7 @@ class Pool:
         self._connect_timeout = connect_timeout
         self._acquire_timeout = acquire_timeout
         self._command_timeout = command_timeout
+        self._connection_class = connection_class  # a traced one when tracing is on
         self._min_size = min_size
         self._max_size = max_size
         self._max_idle = max_idle
@@ -151,6 +153,7 @@ class Pool:
                     statement_cache_size=1024,
                     command_timeout=self._command_timeout,
                     server_settings=SERVER_SETTINGS,
+                    connection_class=self._connection_class,
                 )
                 try:
                     await init_connection(conn)
@@ -330,6 +333,7 @@ async def create_pool(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
     command_timeout: float | None = None,
+    connection_class: type[asyncpg.Connection] = asyncpg.Connection,
 ) -> Pool:
     """Open the pool; raise DatabaseUnavailable when the server cannot be reached."""
     # at least one connection at once, so a bad DSN or a dead server fails here and not on a first request
@@ -341,6 +345,7 @@ async def create_pool(
         connect_timeout=connect_timeout,
         acquire_timeout=acquire_timeout,
         command_timeout=command_timeout,
+        connection_class=connection_class,
     )
     try:
         await pool.open()

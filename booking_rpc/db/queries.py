@@ -103,6 +103,10 @@ class Queries(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._statements)
 
+    def names_by_text(self) -> dict[str, str]:
+        """Statement name by SQL text: what runs a statement knows only its text (the traced connection)."""
+        return {stmt.sql: name for name, stmt in self._statements.items()}
+
     def describe(self, name: str) -> str:
         """The statement's description comment (empty when it has none)."""
         self[name]  # same KeyError with hints

@@ -26,10 +26,12 @@ from typing import Any
 
 import asyncpg
 import structlog
+from opentelemetry.trace import SpanKind
 
 from booking_rpc.client import Client, ClientError
 from booking_rpc.context import Context
 from booking_rpc.events.subscribers import Subscriber, load_dynamic, parse_subscribers
+from booking_rpc.tracing import Tracing, stored_metadata
 
 log = structlog.get_logger(__name__)
 
@@ -97,40 +99,58 @@ class _SubscriberLoop:
             if not rows:
                 return 0
             self.relay.stats.batches += 1
-            delivered: list[Any] = []
-            failure: tuple[asyncpg.Record, str] | None = None
-            try:
-                # the whole batch in one write, then one wait for the peer to take it
-                await asyncio.wait_for(
-                    self.client.emit_many([(row["event_type"], row["payload"]) for row in rows]), DELIVERY_TIMEOUT
-                )
-                delivered = [row["id"] for row in rows]
-            except (ClientError, OSError, TimeoutError) as exc:
-                failure = (rows[0], f"{type(exc).__name__}: {exc}")
-            if delivered:
-                await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered)
-                names, patterns = self.relay.subscription_pairs()
-                await conn.execute(ctx.sql["outbox.publish_delivered"], names, patterns, delivered)
-                self.relay.stats.delivered[sub.name] += len(delivered)
-            if failure is not None:
-                row, error = failure
-                outcome = await conn.fetchrow(
-                    ctx.sql["outbox.mark_failed"],
-                    sub.name,
-                    row["id"],
-                    error,
-                    self.backoff(row["attempts"]),
-                    ctx.settings.outbox_max_attempts,
-                )
-                assert outcome is not None
-                attempts, dead = outcome["attempts"], outcome["dead"]
-                await conn.execute(ctx.sql["outbox.note_failure"], row["id"], error, dead)
-                self.relay.stats.failed[sub.name] += 1
-                if dead:
-                    self.relay.stats.dead[sub.name] += 1
-                    log.error("event parked as dead", subscriber=sub.name, event_id=str(row["id"]), error=error)
-                else:
-                    log.warning("delivery failed, will retry", subscriber=sub.name, attempts=attempts, error=error)
+            tracing: Tracing | None = ctx.extras.get("tracing")
+            with contextlib.ExitStack() as traced:
+                if tracing is not None:
+                    # a trace of its own, linked to the traces of the requests that wrote the events
+                    traced.enter_context(
+                        tracing.root_span(
+                            "outbox.deliver",
+                            SpanKind.PRODUCER,
+                            {"messaging.destination.name": sub.name, "messaging.batch.message_count": len(rows)},
+                            tracing.links_to(row["trace_context"] for row in rows),
+                        )
+                    )
+                return await self._send_batch(conn, rows)
+
+    async def _send_batch(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> int:
+        """Send claimed rows and record the outcome in the batch's transaction; the number delivered."""
+        ctx = self.relay.ctx
+        sub = self.subscriber
+        delivered: list[Any] = []
+        failure: tuple[asyncpg.Record, str] | None = None
+        try:
+            # the whole batch in one write, then one wait for the peer to take it; each event carries
+            # the trace of the transaction that wrote it (NestJS: TcpContext.getMetadata())
+            events = [(row["event_type"], row["payload"], stored_metadata(row["trace_context"])) for row in rows]
+            await asyncio.wait_for(self.client.emit_many(events), DELIVERY_TIMEOUT)
+            delivered = [row["id"] for row in rows]
+        except (ClientError, OSError, TimeoutError) as exc:
+            failure = (rows[0], f"{type(exc).__name__}: {exc}")
+        if delivered:
+            await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered)
+            names, patterns = self.relay.subscription_pairs()
+            await conn.execute(ctx.sql["outbox.publish_delivered"], names, patterns, delivered)
+            self.relay.stats.delivered[sub.name] += len(delivered)
+        if failure is not None:
+            row, error = failure
+            outcome = await conn.fetchrow(
+                ctx.sql["outbox.mark_failed"],
+                sub.name,
+                row["id"],
+                error,
+                self.backoff(row["attempts"]),
+                ctx.settings.outbox_max_attempts,
+            )
+            assert outcome is not None
+            attempts, dead = outcome["attempts"], outcome["dead"]
+            await conn.execute(ctx.sql["outbox.note_failure"], row["id"], error, dead)
+            self.relay.stats.failed[sub.name] += 1
+            if dead:
+                self.relay.stats.dead[sub.name] += 1
+                log.error("event parked as dead", subscriber=sub.name, event_id=str(row["id"]), error=error)
+            else:
+                log.warning("delivery failed, will retry", subscriber=sub.name, attempts=attempts, error=error)
         return len(delivered)
 
     async def close(self) -> None:

@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
+from opentelemetry.trace import SpanKind
 
 from booking_rpc.context import Context
 from booking_rpc.jobs.expiry import expire_holds
 from booking_rpc.jobs.reminders import send_due_reminders
 from booking_rpc.jobs.views import refresh_views
+from booking_rpc.tracing import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -45,8 +47,15 @@ class JobRunner:
 
     async def run_job(self, name: str) -> int:
         job, _ = self.jobs[name]
+        tracing: Tracing | None = self.ctx.extras.get("tracing")
         try:
-            items = await job(self.ctx)
+            if tracing is None:
+                items = await job(self.ctx)
+            else:
+                # a trace per run: its SQL spans, and the events it writes (expired holds) carry it
+                with tracing.root_span(f"job {name}", SpanKind.INTERNAL, {"booking.job": name}) as span:
+                    items = await job(self.ctx)
+                    span.set_attribute("booking.job.items", items)
         except Exception:
             self.stats.errors[name] += 1
             log.exception("job failed", job=name)

@@ -30,7 +30,7 @@ WITH backlog AS (
     FROM pending
     ORDER BY aggregate_id, seq
 )
-SELECT o.id, o.aggregate_id, o.event_type, o.payload, o.seq, coalesce(h.attempts, 0) AS attempts
+SELECT o.id, o.aggregate_id, o.event_type, o.payload, o.trace_context, o.seq, coalesce(h.attempts, 0) AS attempts
 FROM heads h
 JOIN booking_events_outbox o ON o.id = h.id
 WHERE NOT coalesce(h.dead, FALSE)

@@ -1,6 +1,7 @@
 // Drives a server with the genuine NestJS 12 ClientProxy (Transport.TCP).
 //   node nest_client.mjs --port P [--host H] [--msgpack] < scenario.json
-//     scenario: [{"op": "send"|"send_all"|"emit", "pattern": ..., "data": ..., "count"?: N, "timeout_ms"?: T}]
+//     scenario: [{"op": "send"|"send_all"|"emit", "pattern": ..., "data": ..., "count"?: N, "timeout_ms"?: T,
+//                 "metadata"?: {...}}]  (metadata: set on the op's packets by the client's onDispatchHook)
 //     prints one JSON line per op: {"ok": value} | {"error": err as the client received it}
 //     ("count" > 1 sends that many concurrently and prints {"ok": [values...]})
 //   node nest_client.mjs --port P --load --concurrency N --duration S [--warmup W] [--pattern echo]
@@ -22,6 +23,11 @@ if (process.argv.includes('--msgpack')) {
   options.socketClass = createMsgpackSocket({ TcpSocket, encode, decode });
 }
 const client = ClientProxyFactory.create({ transport: Transport.TCP, options });
+// NestJS 12.0.4+: what instrumentation does to carry a trace (a traceparent) beside the payload
+let currentMetadata;
+client.setOnDispatchHook((packet) => {
+  if (currentMetadata !== undefined) packet.metadata = currentMetadata;
+});
 await client.connect();
 
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
@@ -29,6 +35,7 @@ const errorOf = (e) => (e instanceof Error ? { name: e.name, message: e.message 
 
 async function runOp(op) {
   const ms = op.timeout_ms ?? 10000;
+  currentMetadata = op.metadata;
   if (op.op === 'emit') {
     await lastValueFrom(client.emit(op.pattern, op.data), { defaultValue: undefined });
     return { ok: null };

@@ -1,11 +1,12 @@
 // A genuine NestJS 12 TCP microservice: the peer booking-rpc must be indistinguishable from, the
 // subscriber the outbox relay delivers to, and the baseline of the transport bench.
 //   node nest_server.mjs --port 0 [--events booking.created,booking.confirmed] [--msgpack]
-// Prints {"port": N} once listening, then one JSON line {"pattern", "data"} per event received.
+// Prints {"port": N} once listening, then one JSON line {"pattern", "data", "metadata"?} per event received
+// (metadata: what TcpContext.getMetadata() gives, when the packet carried any).
 import 'reflect-metadata';
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { EventPattern, MessagePattern, RpcException, Transport } from '@nestjs/microservices';
+import { Ctx, EventPattern, MessagePattern, Payload, RpcException, Transport } from '@nestjs/microservices';
 import { from } from 'rxjs';
 
 function arg(name, fallback) {
@@ -35,9 +36,13 @@ decorateMethod(AppController, 'fail', MessagePattern('fail'));
 decorateMethod(AppController, 'stream', MessagePattern('stream'));
 events.forEach((pattern, i) => {
   const name = `event${i}`;
-  AppController.prototype[name] = function (data) {
-    process.stdout.write(JSON.stringify({ pattern, data }) + '\n');
+  AppController.prototype[name] = function (data, context) {
+    const metadata = context?.getMetadata?.();
+    process.stdout.write(JSON.stringify({ pattern, data, metadata }) + '\n');
   };
+  // @Payload() data, @Ctx() context: the parameter decorators, applied as TypeScript would
+  Payload()(AppController.prototype, name, 0);
+  Ctx()(AppController.prototype, name, 1);
   decorateMethod(AppController, name, EventPattern(pattern));
 });
 

@@ -1,0 +1,218 @@
+"""What tracing costs the service: CPU per request with tracing off, and on with a batch OTLP exporter.
+
+    python -m bench.tracing --concurrency 1 --duration 5 --rounds 3 [--json out.json]
+
+Three booking-rpc processes on one database, served by the same code: two with tracing off (no OTEL_*
+variables: no middleware, plain asyncpg connections; the request path is the one from before tracing
+existed) and one with tracing on (OTEL_TRACES_EXPORTER=otlp over http/protobuf, the SDK's
+BatchSpanProcessor, to an OTLP sink in this process that answers 200). Each round runs
+`booking.reservation.create` and `booking.slots.find` against all three, in an order that rotates per
+round; the figures are medians of the rounds. The two "off" processes measure the noise on this machine
+(an A/A pair: the same code twice); "on" is compared with the mean of them. CPU per request is the
+service process's whole CPU (every thread, so the exporter's thread too) over the requests it answered.
+
+Then what the outbox column default (migration 0035, which reads the session's booking.trace_context)
+costs PostgreSQL when tracing is off: inserts into two copies of the outbox, with and without the
+default, interleaved.
+
+Targets (issue 19): off equals the A/A noise; on costs at most 20% more service CPU per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from bench.report import tracing_target_lines
+from bench.reservations import (
+    Result,
+    Service,
+    admin_exec,
+    create_request,
+    find_request,
+    line,
+    median_of,
+    run_load,
+    seed,
+    server_dsn,
+    server_process,
+)
+from booking_rpc.config import Settings
+from booking_rpc.db.pool import with_database
+from booking_rpc.db.queries import Queries
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[tuple[int, dict[str, int]]]:
+    """An OTLP/HTTP endpoint that takes every export (200, empty body) and counts requests and bytes."""
+    seen = {"requests": 0, "bytes": 0}
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen["requests"] += 1
+            seen["bytes"] += len(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def environment(sink_port: int | None) -> dict[str, str]:
+    """Ours without any OTEL_* variable; with the sink's port, tracing on and exporting there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if sink_port is not None:
+        env |= {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+            "OTEL_SERVICE_NAME": "booking-rpc-bench",
+        }
+    return env
+
+
+async def column_default_cost(dsn: str, rows: int, rounds: int) -> dict[str, Any]:
+    """µs per inserted outbox row with and without the trace_context default (tracing off: setting unset)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TEMP TABLE with_default (LIKE booking_events_outbox INCLUDING DEFAULTS);"
+            "CREATE TEMP TABLE without_default (LIKE booking_events_outbox INCLUDING DEFAULTS);"
+            "ALTER TABLE without_default ALTER COLUMN trace_context DROP DEFAULT"
+        )
+        timings: dict[str, list[float]] = {"with_default": [], "without_default": []}
+        for r in range(rounds):
+            order = ("with_default", "without_default") if r % 2 == 0 else ("without_default", "with_default")
+            for table in order:
+                statement = (
+                    f"INSERT INTO {table} (id, aggregate_type, aggregate_id, event_type, payload) "
+                    "SELECT gen_random_uuid(), 'bench', gen_random_uuid(), 'bench.event', '{}'::jsonb "
+                    f"FROM generate_series(1, {rows})"
+                )
+                started = time.perf_counter()
+                await conn.execute(statement)
+                timings[table].append((time.perf_counter() - started) / rows * 1e6)
+                await conn.execute(f"TRUNCATE {table}")
+        stored = await conn.fetchval("SELECT count(*) FROM with_default WHERE trace_context IS NOT NULL")
+    finally:
+        await conn.close()
+    with_us, without_us = statistics.median(timings["with_default"]), statistics.median(timings["without_default"])
+    return {
+        "rows": rows,
+        "with_default_us": with_us,
+        "without_default_us": without_us,
+        "rounds_with": timings["with_default"],
+        "rounds_without": timings["without_default"],
+        "non_null": stored,
+    }
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    levels = [int(x) for x in args.concurrency.split(",")]
+    sql = Queries.load()
+    report: dict[str, Any] = {"levels": levels, "duration": args.duration, "rounds": args.rounds, "results": []}
+    with server_dsn(args.database_url or os.environ.get("DATABASE_URL")) as admin, otlp_sink() as (sink_port, seen):
+        name = f"bench_trace_{secrets.token_hex(5)}"
+        asyncio.run(admin_exec(admin, f"CREATE DATABASE {name}"))
+        dsn = with_database(admin, name)
+        try:
+            from booking_rpc.db.migrations import migrate_dsn
+
+            asyncio.run(migrate_dsn(dsn))
+            ds = asyncio.run(seed(dsn, sql))
+            with contextlib.ExitStack() as stack:
+                services: dict[str, Service] = {
+                    "off": stack.enter_context(server_process(dsn, args.pool, environment(None))),
+                    "on": stack.enter_context(server_process(dsn, args.pool, environment(sink_port))),
+                    "off (again)": stack.enter_context(server_process(dsn, args.pool, environment(None))),
+                }
+                for service in services.values():  # connections, plans, a table with rows
+                    run_load("warm-up", service, 4, 1.0, create_request(ds))
+                asyncio.run(admin_exec(dsn, "ANALYZE reservations, booking_events_outbox"))
+                print(f"tracing bench: database {name}, {args.duration}s per run, {args.rounds} rounds, OTLP sink")
+                for c in levels:
+                    for label, request in (
+                        ("reservation.create", create_request(ds)),
+                        ("slots.find", find_request(ds)),
+                    ):
+                        runs: dict[str, list[Result]] = {k: [] for k in services}
+                        keys = list(services)
+                        for r in range(args.rounds):
+                            for key in keys[r % 3 :] + keys[: r % 3]:  # rotate who goes first
+                                runs[key].append(run_load(f"{key} {label}", services[key], c, args.duration, request))
+                        medians = {k: median_of(v) for k, v in runs.items()}
+                        for result in medians.values():
+                            print(line(result) + f"  CPU/op {result.service_cpu_ms * 1000:.1f} µs")
+                        off = statistics.mean([medians["off"].service_cpu_ms, medians["off (again)"].service_cpu_ms])
+                        noise = abs(medians["off (again)"].service_cpu_ms / medians["off"].service_cpu_ms - 1)
+                        extra = medians["on"].service_cpu_ms / off - 1
+                        report["results"].append(
+                            {
+                                "pattern": label,
+                                "concurrency": c,
+                                "off_cpu_us": medians["off"].service_cpu_ms * 1000,
+                                "off_again_cpu_us": medians["off (again)"].service_cpu_ms * 1000,
+                                "on_cpu_us": medians["on"].service_cpu_ms * 1000,
+                                "noise": noise,
+                                "on_extra": extra,
+                                "runs": {k: [asdict(x) for x in v] for k, v in runs.items()},
+                            }
+                        )
+            report["exported"] = dict(seen)
+            report["column_default"] = asyncio.run(column_default_cost(dsn, args.default_rows, 5))
+        finally:
+            asyncio.run(admin_exec(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    for text in tracing_target_lines(report):
+        print(text)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.tracing", description=__doc__.split("\n")[0])
+    p.add_argument("--concurrency", default="1", help="comma-separated concurrency levels")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over the three services (medians)")
+    p.add_argument("--default-rows", type=int, default=200_000, help="rows per insert in the column-default check")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--database-url", help="PostgreSQL server (default $DATABASE_URL, else embedded)")
+    p.add_argument(
+        "--pool",
+        type=int,
+        default=Settings.model_fields["db_pool_max_size"].default,
+        help="each service's pool size (default: the service's own default)",
+    )
+    args = p.parse_args(argv)
+    report = bench(args)
+    if args.json:
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
