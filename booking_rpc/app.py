@@ -36,7 +36,7 @@ from booking_rpc.jobs.runner import JobRunner
 from booking_rpc.logging import configure_logging
 from booking_rpc.metrics import ServiceCollector, make_registry, render
 from booking_rpc.router import Router
-from booking_rpc.server.nats import NatsTransport, parse_servers
+from booking_rpc.server.nats import NatsTransport
 from booking_rpc.server.server import Server
 from booking_rpc.server.tls import server_context
 from booking_rpc.tracing import Tracing, connection_class, instrument
@@ -103,7 +103,7 @@ def build_nats_transport(settings: Settings, ctx: Context, router: Router) -> Na
     return NatsTransport(
         router,
         ctx,
-        servers=parse_servers(settings.nats_url),
+        servers=settings.nats_servers(),
         queue=settings.nats_queue,
         max_payload=settings.max_frame_bytes,
         max_in_flight=settings.nats_max_in_flight,

@@ -112,14 +112,13 @@ def _cmd_emit(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     from booking_rpc.db.pool import redact
-    from booking_rpc.server.nats import parse_servers
 
     settings = _settings(args)
     for name, value in settings.model_dump().items():
         variable = Settings.env_name(name)
         shown = "********" if name == "database_url" and value is not None else value
         if name == "nats_url":
-            shown = ",".join(redact(url) for url in parse_servers(value))
+            shown = ",".join(redact(url) for url in settings.nats_servers())
         source = "env" if os.environ.get(variable) else "default"
         print(f"{variable}={'' if shown is None else shown}  # {source}")
     from booking_rpc.tracing import TracingConfig

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 ENV_PREFIX = "BOOKING_RPC_"
 # Settings read from a variable without the prefix (the conventional name).
@@ -135,6 +135,16 @@ class Settings(BaseModel):
                 source = cls.env_name(field) if field in values and field not in overrides else f"--{field}"
                 problems.append(f"{source}: {err['msg']}")
             raise SettingsError("invalid configuration: " + "; ".join(problems)) from exc
+
+    def nats_servers(self) -> list[str]:
+        """BOOKING_RPC_NATS_URL: one URL or several, comma-separated (a cluster's seed servers)."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    @model_validator(mode="after")
+    def _events_nats_needs_a_server(self) -> Settings:
+        if self.events_nats and not self.nats_servers():
+            raise ValueError("BOOKING_RPC_EVENTS_NATS=true needs BOOKING_RPC_NATS_URL")
+        return self
 
     def database_dsn(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None

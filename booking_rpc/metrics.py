@@ -162,6 +162,14 @@ class ServiceCollector(Collector):
                 value=self.outbox["oldest_age_seconds"],
             )
             yield GaugeMetricFamily(f"{PREFIX}_outbox_dead", "Deliveries parked as dead", value=self.outbox["dead"])
+        sink = getattr(self.relay, "jetstream", None)
+        if sink is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_jetstream_connected", "1 while the relay's JetStream sink can publish", value=sink.ready
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}_jetstream_duplicates", "Publishes the stream acked as duplicates", value=sink.duplicates
+            )
         stats = getattr(self.relay, "stats", None)
         if stats is not None:
             deliveries = CounterMetricFamily(

@@ -6,6 +6,7 @@ outbox checks and the capacity invariant. Fixtures (databases, servers, the app)
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import re
@@ -22,9 +23,10 @@ from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.domain.booking_states import ACTIVE
 from booking_rpc.errors import RpcError
+from booking_rpc.events.outbox import enqueue
 from booking_rpc.models.bookings import BookingOut
 from booking_rpc.models.catalog import SlotsPage
-from booking_rpc.models.events import PUBLISHED_EVENTS
+from booking_rpc.models.events import PUBLISHED_EVENTS, ReservationCancelled
 from booking_rpc.router import Router
 
 # --- calling patterns ---------------------------------------------------------------------------------
@@ -315,3 +317,32 @@ async def assert_invariant(pool: Pool) -> None:
     """The capacity invariant holds for every slot."""
     async with pool.acquire() as conn:
         assert await capacity_violations(conn) == []
+
+
+# --- events -------------------------------------------------------------------------------------------
+
+
+def cancelled(aggregate: uuid.UUID) -> ReservationCancelled:
+    """A reservation.cancelled event of `aggregate` (the relay tests' event)."""
+    return ReservationCancelled(
+        reservation_id=aggregate, user_id=uuid.uuid4(), slot_id=uuid.uuid4(), cancelled_at="2026-01-01T00:00:00Z"
+    )
+
+
+async def write_events(ctx: Context, aggregate: uuid.UUID, count: int) -> list[str]:
+    """`count` events of `aggregate`, each committed in its own transaction; their ids in order."""
+    ids = []
+    for _ in range(count):
+        async with ctx.transaction() as conn:
+            ids.append(str(await enqueue(conn, ctx.sql, aggregate, cancelled(aggregate))))
+    return ids
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    """Poll `predicate` until true; AssertionError after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)

@@ -94,10 +94,18 @@ async def test_serves_pings_counts_them_and_stops_cleanly(service: Service) -> N
     assert service.process.wait(15) == 0
 
 
-async def test_serves_over_nats_beside_tcp_and_shows_the_nats_state(db_url: str, nats_url: str) -> None:
-    with running_service(db_url, BOOKING_RPC_NATS_URL=nats_url, BOOKING_RPC_NATS_QUEUE="app-test") as service:
+async def test_serves_over_nats_beside_tcp_and_shows_the_nats_state(
+    db_url: str, nats_url: str, jetstream_stream: str
+) -> None:
+    nats_env = {
+        "BOOKING_RPC_NATS_URL": nats_url,
+        "BOOKING_RPC_NATS_QUEUE": "app-test",
+        "BOOKING_RPC_EVENTS_NATS": "true",
+        "BOOKING_RPC_NATS_STREAM": jetstream_stream,
+    }
+    with running_service(db_url, **nats_env) as service:
         async with asyncio.timeout(15):
-            while "nats: connected" not in http_get(service.metrics_port, "/readyz")[1]:
+            while http_get(service.metrics_port, "/readyz")[1] != "ready\nnats: connected\njetstream: connected\n":
                 await asyncio.sleep(0.05)
         nc = await nats.connect(nats_url)
         try:
@@ -107,14 +115,13 @@ async def test_serves_over_nats_beside_tcp_and_shows_the_nats_state(db_url: str,
         assert reply.data == b'{"response":"pong","isDisposed":true,"id":"1"}'
         async with Client("127.0.0.1", service.port) as client:
             assert await client.send("ping", {}) == "pong"
-        assert http_get(service.metrics_port, "/readyz") == (200, "ready\nnats: connected\n")
         metrics = (await asyncio.to_thread(http_get, service.metrics_port, "/metrics"))[1]
         for transport in ("tcp", "nats"):
             line = (
                 f'booking_rpc_requests_total{{kind="message",outcome="ok",pattern="ping",transport="{transport}"}} 1.0'
             )
             assert line in metrics
-        assert "booking_rpc_nats_connected 1.0" in metrics
+        assert "booking_rpc_nats_connected 1.0" in metrics and "booking_rpc_jetstream_connected 1.0" in metrics
         service.process.send_signal(signal.SIGTERM)
         assert service.process.wait(15) == 0
 
@@ -168,3 +175,9 @@ def test_config_shows_tracing() -> None:
     assert "# tracing: on, exporters otlp (http/protobuf for otlp)" in done.stdout
     assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318  # env" in done.stdout
     assert "s3cret" not in done.stdout
+
+
+def test_events_on_nats_without_a_nats_url_is_refused() -> None:
+    done = run_cli("config", env={"BOOKING_RPC_EVENTS_NATS": "true", "BOOKING_RPC_NATS_URL": ""})
+    assert done.returncode == 2
+    assert "BOOKING_RPC_EVENTS_NATS=true needs BOOKING_RPC_NATS_URL" in done.stderr

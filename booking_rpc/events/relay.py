@@ -13,6 +13,9 @@ The LISTEN connection heals itself: it is watched (its termination, and a `SELEC
 LISTEN_CHECK_INTERVAL for losses no socket reports, e.g. a partition) and opened again, with backoff, after
 any loss (database restart, failover, an idle-session kill). Meanwhile the relay is poll-only: a warning
 says so, `booking_rpc_outbox_relay_listening` is 0, and once LISTEN is back every loop is woken at once.
+
+With BOOKING_RPC_EVENTS_NATS, a JetStream stream is one more subscriber of every event type: its loop
+publishes instead of writing to a TCP peer (events/jetstream.py), and is otherwise the same.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from opentelemetry.trace import SpanKind
 
 from booking_rpc.client import Client, ClientError
 from booking_rpc.context import Context
-from booking_rpc.events.subscribers import Subscriber, load_dynamic, parse_subscribers
+from booking_rpc.events.jetstream import JetStreamSink
+from booking_rpc.events.subscribers import JETSTREAM, Subscriber, jetstream_subscriber, load_dynamic, parse_subscribers
 from booking_rpc.tracing import Tracing, stored_metadata
 
 log = structlog.get_logger(__name__)
@@ -59,8 +63,11 @@ class _SubscriberLoop:
     def __init__(self, relay: OutboxRelay, subscriber: Subscriber) -> None:
         self.relay = relay
         self.subscriber = subscriber
-        self.client = Client(
-            subscriber.host, subscriber.port, codec=subscriber.codec, reconnect=True, connect_timeout=2.0
+        self.jetstream = relay.jetstream if subscriber.codec == JETSTREAM else None
+        self.client = (
+            None
+            if self.jetstream is not None
+            else Client(subscriber.host, subscriber.port, codec=subscriber.codec, reconnect=True, connect_timeout=2.0)
         )
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -88,6 +95,8 @@ class _SubscriberLoop:
         """Send one batch; the number of events delivered (0 when nothing was due or the lock is taken)."""
         ctx = self.relay.ctx
         sub = self.subscriber
+        if self.jetstream is not None and not self.jetstream.ready:
+            return 0  # NATS down: claim nothing and spend no attempt; its reconnect wakes this loop
         async with ctx.transaction() as conn:
             if not await conn.fetchval(ctx.sql["outbox.try_subscriber_lock"], sub.name):
                 return 0
@@ -117,23 +126,14 @@ class _SubscriberLoop:
         """Send claimed rows and record the outcome in the batch's transaction; the number delivered."""
         ctx = self.relay.ctx
         sub = self.subscriber
-        delivered: list[Any] = []
-        failure: tuple[asyncpg.Record, str] | None = None
-        try:
-            # the whole batch in one write, then one wait for the peer to take it; each event carries
-            # the trace of the transaction that wrote it (NestJS: TcpContext.getMetadata())
-            events = [(row["event_type"], row["payload"], stored_metadata(row["trace_context"])) for row in rows]
-            await asyncio.wait_for(self.client.emit_many(events), DELIVERY_TIMEOUT)
-            delivered = [row["id"] for row in rows]
-        except (ClientError, OSError, TimeoutError) as exc:
-            failure = (rows[0], f"{type(exc).__name__}: {exc}")
+        sent, failures = await self.send(rows)
+        delivered = [row["id"] for row in sent]
         if delivered:
             await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered)
             names, patterns = self.relay.subscription_pairs()
             await conn.execute(ctx.sql["outbox.publish_delivered"], names, patterns, delivered)
             self.relay.stats.delivered[sub.name] += len(delivered)
-        if failure is not None:
-            row, error = failure
+        for row, error in failures:
             outcome = await conn.fetchrow(
                 ctx.sql["outbox.mark_failed"],
                 sub.name,
@@ -153,18 +153,43 @@ class _SubscriberLoop:
                 log.warning("delivery failed, will retry", subscriber=sub.name, attempts=attempts, error=error)
         return len(delivered)
 
+    async def send(self, rows: list[asyncpg.Record]) -> tuple[list[asyncpg.Record], list[tuple[asyncpg.Record, str]]]:
+        """Deliver a batch: (rows delivered, (row, error) of those that failed)."""
+        if self.jetstream is not None:
+            return await self.jetstream.publish(rows)
+        assert self.client is not None
+        try:
+            # the whole batch in one write, then one wait for the peer to take it; each event carries
+            # the trace of the transaction that wrote it (NestJS: TcpContext.getMetadata())
+            events = [(row["event_type"], row["payload"], stored_metadata(row["trace_context"])) for row in rows]
+            await asyncio.wait_for(self.client.emit_many(events), DELIVERY_TIMEOUT)
+        except (ClientError, OSError, TimeoutError) as exc:
+            return [], [(rows[0], f"{type(exc).__name__}: {exc}")]
+        return rows, []
+
     async def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        await self.client.close()
+        if self.client is not None:
+            await self.client.close()
 
 
 class OutboxRelay:
     def __init__(self, ctx: Context, static: list[Subscriber] | None = None) -> None:
         self.ctx = ctx
-        self.static = static if static is not None else parse_subscribers(ctx.settings.subscribers)
+        settings = ctx.settings
+        self.static = static if static is not None else parse_subscribers(settings.subscribers)
+        self.jetstream: JetStreamSink | None = None
+        if settings.events_nats:
+            self.jetstream = JetStreamSink(
+                settings.nats_servers(),
+                settings.nats_stream,
+                duplicate_window=settings.nats_duplicate_window,
+                on_ready=self._on_notify,
+            )
+            self.static = [*self.static, jetstream_subscriber(settings.nats_stream)]
         self.loops: dict[Subscriber, _SubscriberLoop] = {}
         self.stats = RelayStats()
         self._listener: asyncpg.Connection | None = None
@@ -282,6 +307,8 @@ class OutboxRelay:
             self._on_notify()  # what committed while we were not listening
 
     async def start(self) -> None:
+        if self.jetstream is not None:
+            self.jetstream.start()  # connects in the background: NATS down does not stop the relay
         await self.sync_loops()
         # LISTEN needs a connection of its own for as long as the relay runs.
         await self._listen()
@@ -299,6 +326,8 @@ class OutboxRelay:
         for loop in list(self.loops.values()):
             await loop.close()
         self.loops.clear()
+        if self.jetstream is not None:
+            await self.jetstream.close()
         if self._listener is not None:
             listener, self._listener = self._listener, None
             listener.remove_termination_listener(self._on_listener_terminated)

@@ -23,7 +23,7 @@ class Subscriber:
     host: str
     port: int
     patterns: tuple[str, ...]
-    codec: str = "json"
+    codec: str = "json"  # json | msgpack over TCP; JETSTREAM: the relay's JetStream sink, not a TCP peer
 
     def matches(self, event_type: str) -> bool:
         return any(event_type.startswith(p[:-1]) if p.endswith("*") else event_type == p for p in self.patterns)
@@ -35,6 +35,14 @@ class Subscriber:
             escaped = p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             out.append(escaped[:-1] + "%" if escaped.endswith("*") else escaped)
         return out
+
+
+JETSTREAM = "jetstream"
+
+
+def jetstream_subscriber(stream: str) -> Subscriber:
+    """The JetStream sink as the relay sees it: one more subscriber, of every event type."""
+    return Subscriber(f"jetstream:{stream}", "", 0, ("*",), JETSTREAM)
 
 
 def parse_subscribers(spec: str) -> list[Subscriber]:

@@ -48,11 +48,6 @@ RECONNECT_WAIT = 1.0  # seconds between reconnect attempts to the same server
 SUB_PENDING_MSGS = 65_536  # per subscription, before nats-py drops as a slow consumer
 
 
-def parse_servers(urls: str) -> list[str]:
-    """BOOKING_RPC_NATS_URL: one URL or several, comma-separated (a cluster's seed servers)."""
-    return [u.strip() for u in urls.split(",") if u.strip()]
-
-
 @dataclass(slots=True)
 class NatsStats:
     """Plain counters (read at scrape time) and the connection state."""

@@ -15,10 +15,10 @@ from booking_rpc.db.pool import Pool
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.events.relay import OutboxRelay, retry_dead
 from booking_rpc.events.subscribers import Subscriber, parse_subscribers
-from booking_rpc.models.events import ReservationCancelled
 from booking_rpc.router import Router
 from booking_rpc.server.server import Server
 from tests.fixtures.server import MakeServer
+from tests.helpers import cancelled, wait_for, write_events
 
 EVENT_TYPES = ["reservation.cancelled"]
 
@@ -39,33 +39,10 @@ class Recorder:
         return handler
 
 
-def cancelled(aggregate: uuid.UUID) -> ReservationCancelled:
-    return ReservationCancelled(
-        reservation_id=aggregate, user_id=uuid.uuid4(), slot_id=uuid.uuid4(), cancelled_at="2026-01-01T00:00:00Z"
-    )
-
-
 @pytest.fixture
 def relay_ctx(pool: Pool) -> Context:
     settings = Settings(outbox_backoff_base=0.01, outbox_backoff_max=0.05, outbox_max_attempts=3)
     return build_context(settings, pool)
-
-
-async def write_events(ctx: Context, aggregate: uuid.UUID, count: int) -> list[str]:
-    ids = []
-    for _ in range(count):
-        async with ctx.transaction() as conn:
-            ids.append(str(await enqueue(conn, ctx.sql, aggregate, cancelled(aggregate))))
-    return ids
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def test_parse_static_subscribers() -> None:
