@@ -127,6 +127,9 @@ class NatsTransport:
                         route.route, queue=self.queue, cb=self._callback(route), pending_msgs_limit=SUB_PENDING_MSGS
                     )
                 )
+            # nats-py writes flush()'s PING straight to the socket, ahead of the SUBs still in its pending
+            # buffer: the first flush lets the flusher write them, the second PONG proves the server has them.
+            await self.nc.flush()
             await self.nc.flush()
             self._subscribed.set()
             log.info("serving over NATS", servers=self.servers, queue=self.queue, subjects=len(self.subscriptions))

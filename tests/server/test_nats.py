@@ -107,6 +107,8 @@ async def raw_request(nc: NatsClient, subject: str, body: bytes, *, frames: int 
     sub = await nc.subscribe(inbox, max_msgs=frames)
     await nc.publish(subject, body, reply=inbox, headers=headers)
     replies = [await sub.next_msg(timeout=5) for _ in range(frames)]
+    for reply in replies:
+        assert reply.data, f"an empty reply on {subject}: {reply.headers}"
     return replies
 
 
@@ -208,7 +210,9 @@ async def test_in_flight_cap_refuses_with_overloaded(
     sub = await peer.subscribe(inbox)
     for i in range(3):
         await peer.publish("slow", request("slow", None, f"s{i}"), reply=inbox)
-    refused = orjson.loads((await sub.next_msg(timeout=5)).data)
+    first = await sub.next_msg(timeout=5)
+    assert first.data, (first.headers, first.subject)
+    refused = orjson.loads(first.data)
     assert refused["id"] == "s2" and refused["err"]["code"] == "OVERLOADED" and refused["err"]["statusCode"] == 503
     seen["release"].set()
     done = sorted([orjson.loads((await sub.next_msg(timeout=5)).data)["id"] for _ in range(2)])
