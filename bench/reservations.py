@@ -142,7 +142,10 @@ async def seed(dsn: str, sql: Queries) -> Dataset:
         clinic = uuid.uuid4()
         service_id, find_service = uuid.uuid4(), uuid.uuid4()
         for sid, name in ((service_id, "Bench create"), (find_service, "Bench find")):
-            await conn.fetchrow(sql["services.upsert"], sid, clinic, name, None, Decimal("100.00"), 30, False, True, [])
+            # no booking window (the defaults: no notice, no horizon, no cancel cut-off)
+            await conn.fetchrow(
+                sql["services.upsert"], sid, clinic, name, None, Decimal("100.00"), 30, False, True, [], 0, None, 0
+            )
         # reservation targets: 64 slots with room for every hold the bench makes
         start = dt.date.today() + dt.timedelta(days=30)
         await conn.execute(sql["slots.fill_series"], service_id, 4, 1, start, 1, CREATE_CAPACITY)

@@ -11,7 +11,8 @@ round; the figures are medians of the rounds. The two "off" processes measure th
 (an A/A pair: the same code twice); "on" is compared with the mean of them. CPU per request is the
 service process's whole CPU (every thread, so the exporter's thread too) over the requests it answered.
 
-Then what the outbox column default (migration 0035, which reads the session's booking.trace_context)
+Then, in this process, what one SDK span costs to start and end and to encode for OTLP; and what the
+outbox column default (migration 0035, which reads the session's booking.trace_context)
 costs PostgreSQL when tracing is off: inserts into two copies of the outbox, with and without the
 default, interleaved.
 
@@ -133,6 +134,37 @@ async def column_default_cost(dsn: str, rows: int, rounds: int) -> dict[str, Any
     }
 
 
+def sdk_costs(spans: int = 20_000) -> dict[str, float]:
+    """Where tracing's CPU goes, measured in this process: one SDK span started and ended (batch processor,
+    exporter that drops), and the OTLP protobuf encoding of one span (the exporter thread's work)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.trace import SpanKind
+
+    kept: list[ReadableSpan] = []
+
+    class Keep(SpanExporter):
+        def export(self, batch: Any) -> SpanExportResult:
+            kept.extend(batch)
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Keep(), max_queue_size=spans))
+    tracer = provider.get_tracer("bench")
+    attributes = {"rpc.system": "nestjs", "rpc.method": "booking.slots.find", "network.transport": "tcp"}
+    started = time.process_time()
+    for _ in range(spans):
+        tracer.start_span("booking.slots.find", kind=SpanKind.SERVER, attributes=attributes).end()
+    span_us = (time.process_time() - started) / spans * 1e6
+    provider.shutdown()
+    started = time.process_time()
+    for i in range(0, len(kept), 512):
+        encode_spans(kept[i : i + 512]).SerializeToString()
+    encode_us = (time.process_time() - started) / max(1, len(kept)) * 1e6
+    return {"span_us": span_us, "encode_us": encode_us}
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     levels = [int(x) for x in args.concurrency.split(",")]
     sql = Queries.load()
@@ -185,6 +217,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                             }
                         )
             report["exported"] = dict(seen)
+            report["sdk"] = sdk_costs()
             report["column_default"] = asyncio.run(column_default_cost(dsn, args.default_rows, 5))
         finally:
             asyncio.run(admin_exec(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

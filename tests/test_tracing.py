@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 import asyncpg
+import nats
+import orjson
 import pytest
 import structlog
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +21,7 @@ from booking_rpc.context import Context
 from booking_rpc.handlers.system import router as system_router
 from booking_rpc.jobs.runner import JobRunner
 from booking_rpc.router import Call, Router
+from booking_rpc.server.nats import NatsTransport
 from booking_rpc.tracing import TracingConfig, connection_class, instrument
 from tests.fixtures.tracing import DATA_FIELD, Traced, in_memory_tracing
 from tests.helpers import expire_now, make_service, make_slot, user_actor
@@ -294,3 +297,27 @@ async def test_a_job_run_is_a_trace_its_expired_holds_events_carry(traced: Trace
         format(job.context.trace_id, "032x"),
         format(job.context.span_id, "016x"),
     ]
+
+
+# --- NATS ---------------------------------------------------------------------------------------------------
+
+
+async def test_nats_headers_carry_the_trace(traced: Traced, nats_url: str) -> None:
+    transport = NatsTransport(traced.router, traced.ctx, servers=[nats_url], queue=f"tracing-{uuid.uuid4().hex}")
+    await transport.start()
+    peer = await nats.connect(nats_url)
+    try:
+        await transport.wait_ready()
+        inbox = peer.new_inbox()
+        replies = await peer.subscribe(inbox, max_msgs=1)
+        body = orjson.dumps({"pattern": "ping", "data": {}, "id": "r1"})
+        await peer.publish("ping", body, reply=inbox, headers={"Traceparent": TRACEPARENT})
+        reply = await replies.next_msg(timeout=5)
+    finally:
+        await peer.close()
+        await transport.shutdown(1.0)
+    assert orjson.loads(reply.data)["response"] == "pong"
+    span = traced.one("ping")
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+    assert span.parent is not None and format(span.parent.span_id, "016x") == PARENT_ID
+    assert span.attributes is not None and span.attributes["network.transport"] == "nats"
