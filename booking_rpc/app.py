@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +87,7 @@ def build_server(settings: Settings, ctx: Context, router: Router | None = None)
         port=settings.port,
         msgpack_port=settings.msgpack_port or None,
         ssl=tls,
+        reuse_port=settings.workers > 1,
         max_frame=settings.max_frame_bytes,
         incomplete_message_timeout=settings.incomplete_message_timeout,
         max_send_buffer=settings.max_send_buffer,
@@ -288,11 +289,21 @@ async def running_service(settings: Settings, migrate_first: bool, tracing: Trac
                     await component.stop()
 
 
-async def serve(settings: Settings, *, migrate_first: bool = True) -> None:
-    """Run until SIGTERM/SIGINT; the first signal drains, a second exits at once."""
+async def serve(
+    settings: Settings,
+    *,
+    migrate_first: bool = True,
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[App], None] | None = None,
+) -> None:
+    """Run until one of `signals` (or `stop` is set); the first signal drains, a second exits at once.
+
+    The supervisor's workers pass their own `stop` (set when the supervisor is gone) and `on_ready`.
+    """
     configure_logging(settings)
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
 
     def on_signal() -> None:
         if stop.is_set():
@@ -301,9 +312,11 @@ async def serve(settings: Settings, *, migrate_first: bool = True) -> None:
         log.info("shutting down: finishing in-flight requests", deadline_s=settings.shutdown_timeout)
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in signals:
         loop.add_signal_handler(sig, on_signal)
     async with running_app(settings, migrate_first=migrate_first) as app:
         log.info("booking-rpc ready", host=settings.host, port=app.server.port, msgpack_port=app.server.msgpack_port)
+        if on_ready is not None:
+            on_ready(app)
         await stop.wait()
     log.info("stopped")

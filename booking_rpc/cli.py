@@ -19,7 +19,7 @@ from booking_rpc.loop import run
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "msgpack_port", "database_url", "data_dir"):
+    for name in ("host", "port", "msgpack_port", "database_url", "data_dir", "workers"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -29,11 +29,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from booking_rpc.app import serve
     from booking_rpc.db.pool import DatabaseUnavailable
+    from booking_rpc.supervisor import SupervisorError, supervise
 
     settings = _settings(args)
+    migrate_first = settings.migrate_on_start and not args.no_migrate
     try:
-        run(serve(settings, migrate_first=settings.migrate_on_start and not args.no_migrate))
-    except DatabaseUnavailable as exc:
+        run((supervise if settings.workers > 1 else serve)(settings, migrate_first=migrate_first))
+    except (DatabaseUnavailable, SupervisorError) as exc:
         print(f"booking-rpc: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -195,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (env BOOKING_RPC_HOST)")
     serve.add_argument("--port", type=int, help="NestJS TCP port (env BOOKING_RPC_PORT)")
     serve.add_argument("--msgpack-port", dest="msgpack_port", type=int, help="msgpack listener port")
+    serve.add_argument("--workers", type=int, help="worker processes on the port (env BOOKING_RPC_WORKERS)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     db_flags(serve)
     serve.set_defaults(func=_cmd_serve)

@@ -50,6 +50,9 @@ class Settings(BaseModel):
     nats_max_in_flight: int = Field(
         1024, gt=0, description="NATS requests in flight in this process before new ones get OVERLOADED"
     )
+    workers: int = Field(
+        1, ge=1, le=256, description="Worker processes on one port (SO_REUSEPORT, Linux); 1 = this process serves"
+    )
 
     # --- database
     database_url: SecretStr | None = Field(None, description="PostgreSQL URL; unset = embedded PostgreSQL")

@@ -346,3 +346,22 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
         if loop.time() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+# --- subscribers ----------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A subscriber service: a router whose event handlers record what arrives, in order of arrival."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.router = Router()
+        for pattern in patterns:
+            self.router.event(pattern)(self._make(pattern))
+
+    def _make(self, pattern: str) -> Any:
+        async def handler(payload: dict[str, Any], ctx: Any) -> None:
+            self.events.append((pattern, payload))
+
+        return handler

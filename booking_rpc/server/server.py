@@ -33,6 +33,7 @@ class Server:
         port: int = 3000,
         msgpack_port: int | None = None,
         ssl: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
         limits: Limits | None = None,
         **limit_overrides: Any,
     ) -> None:
@@ -42,6 +43,8 @@ class Server:
         self.requested_port = port
         self.requested_msgpack_port = msgpack_port
         self.ssl = ssl
+        # several worker processes each listen on the same port; the kernel spreads connections (Linux)
+        self.reuse_port = reuse_port
         base = limits or Limits()
         self.limits = dataclasses.replace(base, **limit_overrides) if limit_overrides else base
         self.state = ServerState()
@@ -65,6 +68,7 @@ class Server:
                     port=bound_port,
                     ssl=self.ssl,
                     reuse_address=True,
+                    reuse_port=self.reuse_port or None,
                     backlog=1024,
                 )
             except OSError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import pytest
 
@@ -15,28 +14,12 @@ from booking_rpc.db.pool import Pool
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.events.relay import OutboxRelay, retry_dead
 from booking_rpc.events.subscribers import Subscriber, parse_subscribers
-from booking_rpc.router import Router
 from booking_rpc.server.server import Server
 from tests.fixtures.server import MakeServer
-from tests.helpers import cancelled, wait_for, write_events
+from tests.helpers import Recorder, cancelled, wait_for, write_events
 
 EVENT_TYPES = ["reservation.cancelled"]
-
-
-class Recorder:
-    """A subscriber service: a booking-rpc server whose event handlers record what arrives."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.router = Router()
-        for pattern in [*EVENT_TYPES, "booking.created", "booking.confirmed"]:
-            self.router.event(pattern)(self._make(pattern))
-
-    def _make(self, pattern: str) -> Any:
-        async def handler(payload: dict[str, Any], ctx: Any) -> None:
-            self.events.append((pattern, payload))
-
-        return handler
+RECORDED = [*EVENT_TYPES, "booking.created", "booking.confirmed"]
 
 
 @pytest.fixture
@@ -55,7 +38,7 @@ def test_parse_static_subscribers() -> None:
 
 
 async def test_delivers_in_order_and_marks_published(relay_ctx: Context, make_server: MakeServer) -> None:
-    recorder = Recorder()
+    recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
     a, b = uuid.uuid4(), uuid.uuid4()
     ids_a = await write_events(relay_ctx, a, 3)
@@ -74,7 +57,7 @@ async def test_delivers_in_order_and_marks_published(relay_ctx: Context, make_se
 
 
 async def test_rolled_back_transaction_emits_nothing(relay_ctx: Context, make_server: MakeServer) -> None:
-    recorder = Recorder()
+    recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
     with pytest.raises(RuntimeError):
         async with relay_ctx.transaction() as conn:
@@ -89,7 +72,7 @@ async def test_rolled_back_transaction_emits_nothing(relay_ctx: Context, make_se
 
 
 async def test_subscriber_down_gets_everything_when_back(relay_ctx: Context, make_server: MakeServer) -> None:
-    recorder = Recorder()
+    recorder = Recorder(RECORDED)
     probe = await make_server(recorder.router)
     port = probe.port
     await probe.shutdown(0.1)  # the port is free again: the subscriber is "down"
@@ -120,7 +103,7 @@ async def test_subscriber_down_gets_everything_when_back(relay_ctx: Context, mak
 
 
 async def test_dead_event_blocks_only_its_aggregate(relay_ctx: Context, make_server: MakeServer) -> None:
-    recorder = Recorder()
+    recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
     poisoned, healthy = uuid.uuid4(), uuid.uuid4()
     await write_events(relay_ctx, poisoned, 2)
@@ -148,7 +131,7 @@ async def test_dead_event_blocks_only_its_aggregate(relay_ctx: Context, make_ser
 
 
 async def test_two_relays_deliver_everything_once_each(relay_ctx: Context, make_server: MakeServer) -> None:
-    recorder = Recorder()
+    recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
     aggregates = [uuid.uuid4() for _ in range(10)]
     for a in aggregates:
@@ -172,7 +155,7 @@ async def test_two_relays_deliver_everything_once_each(relay_ctx: Context, make_
 
 
 async def test_notify_wakes_a_running_relay(relay_ctx: Context, make_server: MakeServer) -> None:
-    recorder = Recorder()
+    recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
     ctx = Context(
         pool=relay_ctx.pool,
@@ -190,7 +173,7 @@ async def test_notify_wakes_a_running_relay(relay_ctx: Context, make_server: Mak
 
 
 async def test_an_event_committed_late_is_still_delivered(relay_ctx: Context, make_server: MakeServer) -> None:
-    recorder = Recorder()
+    recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
     relay = OutboxRelay(relay_ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
     early, late = uuid.uuid4(), uuid.uuid4()
@@ -226,7 +209,7 @@ async def test_stop_closes_a_listener_it_cannot_unlisten_instead_of_pooling_it(r
 
 
 async def test_the_listen_connection_heals_after_it_is_killed(relay_ctx: Context, make_server: MakeServer) -> None:
-    recorder = Recorder()
+    recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
     ctx = Context(
         pool=relay_ctx.pool,
