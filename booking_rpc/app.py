@@ -27,6 +27,7 @@ from booking_rpc.db.embedded import EmbeddedPostgres, default_data_dir, start_em
 from booking_rpc.db.migrations import migrate_dsn, pending
 from booking_rpc.db.pool import CONNECTION_LOSS_TYPES, Pool, create_pool, database_unavailable, redact
 from booking_rpc.db.queries import Queries, default_sql_dir
+from booking_rpc.db.replica import ReadReplica
 from booking_rpc.deadline import deadline_middleware
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.handlers import build_router
@@ -137,20 +138,20 @@ async def open_database(settings: Settings) -> Database:
 async def database_context(
     settings: Settings, *, migrate_first: bool = True, tracing: Tracing | None = None
 ) -> AsyncIterator[Context]:
-    """settings → database → pool → migrations (unless told not to) → queries: a Context, closed after.
-    With `tracing`, the pool's connections trace their statements and the relay and jobs find it."""
+    """settings → database → pool → migrations (unless told not to) → queries (→ the read replica's pool and
+    monitor, when BOOKING_RPC_DATABASE_READ_URL is set): a Context, closed after. With `tracing`, the pool's connections trace their statements and the relay and jobs find it."""
     sql = Queries.load(sql_folder(settings) / "queries")
     database = await open_database(settings)
+    pool_options: dict[str, Any] = {
+        "max_lifetime": settings.db_conn_max_lifetime,
+        "connect_timeout": settings.db_connect_timeout,
+        "acquire_timeout": settings.db_acquire_timeout,
+        "command_timeout": settings.db_command_timeout or None,
+        "connection_class": connection_class(tracing, sql),
+    }
     try:
         pool = await create_pool(
-            database.dsn,
-            min_size=settings.db_pool_min_size,
-            max_size=settings.db_pool_max_size,
-            max_lifetime=settings.db_conn_max_lifetime,
-            connect_timeout=settings.db_connect_timeout,
-            acquire_timeout=settings.db_acquire_timeout,
-            command_timeout=settings.db_command_timeout or None,
-            connection_class=connection_class(tracing, sql),
+            database.dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size, **pool_options
         )
         try:
             if migrate_first:
@@ -161,7 +162,23 @@ async def database_context(
             ctx = build_context(settings, pool, sql)
             if tracing is not None:
                 ctx.extras["tracing"] = tracing
-            yield ctx
+            read_dsn = settings.read_dsn()
+            if read_dsn:
+                ctx.replica = ReadReplica(
+                    read_dsn,
+                    pool,
+                    sql,
+                    max_lag=settings.read_max_lag,
+                    check_interval=settings.read_check_interval,
+                    pool_size=settings.db_pool_max_size,
+                    pool_options=pool_options,
+                )
+                await ctx.replica.start()
+            try:
+                yield ctx
+            finally:
+                if ctx.replica is not None:
+                    await ctx.replica.stop()
         finally:
             await pool.close()
     finally:
@@ -220,6 +237,7 @@ def health_routes(app: App) -> dict[str, Any]:
         app.pool,
         app.nats,
         consumed=CONSUMED,
+        replica=app.ctx.replica,
     )
     registry = make_registry(collector)
 

@@ -118,7 +118,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for name, value in settings.model_dump().items():
         variable = Settings.env_name(name)
-        shown = "********" if name == "database_url" and value is not None else value
+        shown = "********" if name in ("database_url", "database_read_url") and value is not None else value
         if name == "nats_url":
             shown = ",".join(redact(url) for url in settings.nats_servers())
         source = "env" if os.environ.get(variable) else "default"

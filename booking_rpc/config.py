@@ -73,6 +73,13 @@ class Settings(BaseModel):
         60.0, ge=0, description="Longest one statement may run (s), background jobs included; 0 = no limit"
     )
     migrate_on_start: bool = Field(True, description="Apply pending migrations when serving starts")
+    database_read_url: SecretStr | None = Field(
+        None, description="PostgreSQL streaming replica for read-only patterns; unset = every read on the primary"
+    )
+    read_max_lag: float = Field(
+        5.0, gt=0, description="Seconds the replica may lag before reads fall back to the primary"
+    )
+    read_check_interval: float = Field(1.0, gt=0, description="Seconds between checks of the replica's lag")
 
     # --- booking rules
     hold_ttl_seconds: int = Field(600, gt=0, description="How long a reservation holds a unit of capacity")
@@ -151,3 +158,6 @@ class Settings(BaseModel):
 
     def database_dsn(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None
+
+    def read_dsn(self) -> str | None:
+        return self.database_read_url.get_secret_value() if self.database_read_url else None

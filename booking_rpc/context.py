@@ -12,6 +12,7 @@ import asyncpg
 from booking_rpc.config import Settings
 from booking_rpc.db.pool import Pool
 from booking_rpc.db.queries import Queries
+from booking_rpc.db.replica import ReadReplica
 
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 
@@ -23,6 +24,8 @@ class Context:
     settings: Settings
     # Process-wide singletons other layers hang here (metrics, relay wake-up); handlers don't need them.
     extras: dict[str, Any] = field(default_factory=dict)
+    # The streaming replica read-only patterns use (BOOKING_RPC_DATABASE_READ_URL); None = the primary.
+    replica: ReadReplica | None = None
 
     @asynccontextmanager
     async def transaction(self, *, isolation: Isolation = "read_committed") -> AsyncIterator[asyncpg.Connection]:
@@ -43,3 +46,11 @@ class Context:
     def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A pooled connection for reads and single statements (each its own transaction)."""
         return self.pool.acquire()
+
+    def read_connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A connection for a read-only pattern: the replica while it is up and within read_max_lag, else the
+        primary. Only for reads whose answer may be a little stale: never for a write, nor for a check that
+        decides capacity (the hold statement re-checks everything on the primary)."""
+        if self.replica is None:
+            return self.pool.acquire()
+        return self.replica.connection()

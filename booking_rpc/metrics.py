@@ -35,8 +35,10 @@ class ServiceCollector(Collector):
         nats: Any = None,
         *,
         consumed: Mapping[tuple[str, str], int] | None = None,
+        replica: Any = None,
     ):
         self.router = router
+        self.replica = replica
         self.nats = nats
         self.consumed: Mapping[tuple[str, str], int] = consumed if consumed is not None else {}
         self.server = server
@@ -220,6 +222,21 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily(
             f"{PREFIX}_db_pool_wait_seconds", "Time spent waiting for a connection", value=self.pool.wait_seconds
         )
+        if self.replica is not None:
+            r = self.replica
+            yield GaugeMetricFamily(
+                f"{PREFIX}_read_replica_usable", "1 while reads go to the replica (up, within read_max_lag)", r.usable
+            )
+            if r.lag is not None:
+                yield GaugeMetricFamily(
+                    f"{PREFIX}_read_replica_lag_seconds", "Replica lag at the last check (bound)", value=r.lag
+                )
+            reads = CounterMetricFamily(
+                f"{PREFIX}_read_connections", "Read-only pattern connections by where they ran", labels=["on"]
+            )
+            reads.add_metric(["replica"], r.reads)
+            reads.add_metric(["primary"], r.fallbacks)
+            yield reads
 
 
 def make_registry(collector: ServiceCollector) -> CollectorRegistry:

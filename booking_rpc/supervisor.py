@@ -50,9 +50,15 @@ WATCH_INTERVAL = 0.2
 READY_TIMEOUT = 120.0  # a worker opens its pool and starts its listeners within this
 SCRAPE_TIMEOUT = 2.0
 RESTART_BACKOFF_MAX = 30.0
-# Gauges every worker reads from the one database: the same figure N times, so the sum takes the largest.
+# Gauges of one shared thing (the outbox, the replica's lag), each worker's reading of it: the sum shows the
+# largest reading, not N times the figure.
 SHARED_GAUGES = frozenset(
-    {"booking_rpc_outbox_pending", "booking_rpc_outbox_oldest_age_seconds", "booking_rpc_outbox_dead"}
+    {
+        "booking_rpc_outbox_pending",
+        "booking_rpc_outbox_oldest_age_seconds",
+        "booking_rpc_outbox_dead",
+        "booking_rpc_read_replica_lag_seconds",
+    }
 )
 CUMULATIVE = frozenset({"counter", "histogram", "summary"})
 

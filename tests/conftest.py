@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.server",
     "tests.fixtures.app",
     "tests.fixtures.nats",
+    "tests.fixtures.replica",
     "tests.fixtures.tracing",
 ]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -302,6 +303,27 @@ def test_migrations_run_once_when_three_processes_start_together(empty_db_url: s
             await conn.close()
 
     assert asyncio.run(recorded()) == names
+
+
+async def test_every_worker_joins_the_nats_queue_group(
+    db_url: str, nats_url: str, supervised: list[Supervised]
+) -> None:
+    """The settings reach the workers unchanged: each subscribes in the queue group, NATS spreads requests."""
+    service = Supervised(
+        base_env(db_url, BOOKING_RPC_NATS_URL=nats_url, BOOKING_RPC_NATS_QUEUE=f"q-{uuid.uuid4().hex}"), workers=2
+    )
+    supervised.append(service)
+    nc = await nats.connect(nats_url)
+    try:
+        for i in range(40):
+            body = json.dumps({"pattern": "ping", "data": {}, "id": f"p{i}"}).encode()
+            reply = json.loads((await nc.request("ping", body, timeout=10)).data)
+            assert reply == {"response": "pong", "isDisposed": True, "id": f"p{i}"}
+    finally:
+        await nc.close()
+    nats_pings = ("booking_rpc_requests_total", (*PINGS[1][:3], ("transport", "nats")))
+    per_worker = [(await scrape(port)).get(nats_pings, 0.0) for port in service.worker_metrics_ports().values()]
+    assert sum(per_worker) == 40 and all(per_worker)  # one queue group over both workers
 
 
 def test_the_embedded_database_is_started_once_by_the_supervisor(tmp_path: Path) -> None:

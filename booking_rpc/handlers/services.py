@@ -55,7 +55,7 @@ async def find_services(payload: ServicesFindRequest, ctx: Context) -> ServicesP
             after_name, after_id = str(values[0]), uuid.UUID(str(values[1]))
         except ValueError as exc:
             raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
-    async with ctx.connection() as conn:
+    async with ctx.read_connection() as conn:
         rows = await conn.fetch(
             ctx.sql["services.find"],
             payload.clinic_id,

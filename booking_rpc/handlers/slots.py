@@ -70,7 +70,7 @@ async def find_slots(payload: SlotsFindRequest, ctx: Context) -> dict[str, Any]:
             )
         except ValueError as exc:
             raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
-    async with ctx.connection() as conn:
+    async with ctx.read_connection() as conn:
         row = await conn.fetchrow(
             ctx.sql["slots.find"],
             payload.service_id,
@@ -109,7 +109,7 @@ def _slot_availability(row: asyncpg.Record) -> SlotAvailability:
 
 @router.message("booking.availability.check")
 async def check_availability(payload: AvailabilityCheckRequest, ctx: Context) -> AvailabilityReply:
-    async with ctx.connection() as conn:
+    async with ctx.read_connection() as conn:
         if payload.slot_id is not None:
             row = await conn.fetchrow(ctx.sql["slots.diagnose"], payload.slot_id, None)
             if row is None or row["service_id"] != payload.service_id:

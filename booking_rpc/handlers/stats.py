@@ -15,6 +15,6 @@ router = Router()
 async def completion_rates(payload: CompletionRatesRequest, ctx: Context) -> CompletionRates:
     if not is_privileged(require_actor(payload.actor)):
         raise RpcError("FORBIDDEN", "Only admins and platform services read platform statistics")
-    async with ctx.connection() as conn:
+    async with ctx.read_connection() as conn:
         rows = await conn.fetch(ctx.sql["stats.completion_rates"], max(1, min(payload.months, 120)))
     return CompletionRates(items=[CompletionRate(**dict(r)) for r in rows])

@@ -23,7 +23,7 @@ router = Router()
 async def find_bookings(payload: BookingFindRequest, ctx: Context) -> BookingOut | BookingPage:
     actor = require_actor(payload.actor)
     if payload.id is not None or payload.reference_code is not None:
-        async with ctx.connection() as conn:
+        async with ctx.read_connection() as conn:
             if payload.id is not None:
                 row = await conn.fetchrow(ctx.sql["bookings.get"], payload.id)
                 details: dict[str, Any] = {"booking_id": str(payload.id)}
@@ -59,7 +59,7 @@ async def find_bookings(payload: BookingFindRequest, ctx: Context) -> BookingOut
             raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
     args = (user_id, clinic_id, statuses, payload.date_from, payload.date_to, payload.upcoming_only)
     statement = "bookings.find_by_slot_time" if by_slot else "bookings.find_by_created"
-    async with ctx.connection() as conn:
+    async with ctx.read_connection() as conn:
         rows = await conn.fetch(ctx.sql[statement], *args, cursor_at, cursor_id, payload.limit + 1)
         total = await conn.fetchval(ctx.sql["bookings.count"], *args) if payload.include_total else None
     items = [booking_out(r) for r in rows[: payload.limit]]
