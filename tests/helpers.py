@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import os
 import re
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -365,3 +369,29 @@ class Recorder:
             self.events.append((pattern, payload))
 
         return handler
+
+
+# --- service processes --------------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def spawn_service(db_url: str, *, log: bool = False, **env: str) -> subprocess.Popen[str]:
+    """`booking-rpc serve --no-migrate` on `db_url` (TCP port 0, no metrics), `env` on top; its JSON log on
+    stdout when `log` (read it, or it may fill the pipe), else discarded."""
+    environ = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "BOOKING_RPC_PORT": "0",
+        "BOOKING_RPC_METRICS_ENABLED": "false",
+        "BOOKING_RPC_LOG_FORMAT": "json",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "booking_rpc", "serve", "--no-migrate"],
+        cwd=REPO_ROOT,
+        env=environ,
+        stdout=subprocess.PIPE if log else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+        text=True,
+    )

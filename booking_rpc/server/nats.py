@@ -233,9 +233,14 @@ class NatsTransport:
             await self._publish(reply, error_reply(request_id, INTERNAL_ERROR.to_wire()))
 
     async def _stream(self, items: AsyncIterator[Any], request_id: Any, reply: str) -> None:
+        """Each item as NestJS's send() frames a synchronously completing Observable: the last item carries
+        `isDisposed` (NestJS buffers a tick's values and marks the last); an empty stream is `{isDisposed}`."""
+        held: list[Any] = []
         async for item in items:
-            await self._publish(reply, stream_item_reply(request_id, item))
-        await self._publish(reply, disposed_reply(request_id))
+            if held:
+                await self._publish(reply, stream_item_reply(request_id, held.pop()))
+            held.append(item)
+        await self._publish(reply, response_reply(request_id, held[0]) if held else disposed_reply(request_id))
 
     async def _consume(self, route: Route, route_stats: RouteStats, data: Any, call: Call | None) -> None:
         try:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,7 +25,7 @@ from booking_rpc.events.outbox import event_body as outbox_event_body
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.models.events import PUBLISHED_EVENTS
 from tests.fixtures.nats import NatsServer, StreamMessage, read_stream
-from tests.helpers import cancelled, fetch, wait_for, write_events
+from tests.helpers import cancelled, fetch, spawn_service, wait_for, write_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,25 +152,14 @@ async def test_nats_down_spends_no_attempt_and_everything_goes_once_it_is_up(
     assert_once_each_in_aggregate_order(await read_stream(server.url, "BOOKING_EVENTS"), await outbox_rows(pool))
 
 
-def start_service(db_url: str, nats_url: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "BOOKING_RPC_PORT": "0",
-        "BOOKING_RPC_METRICS_ENABLED": "false",
-        "BOOKING_RPC_LOG_FORMAT": "json",
-        "BOOKING_RPC_NATS_URL": nats_url,
-        "BOOKING_RPC_EVENTS_NATS": "true",
-        "BOOKING_RPC_OUTBOX_BATCH_SIZE": "40",
-        "BOOKING_RPC_OUTBOX_BACKOFF_BASE": "0.05",
-        "BOOKING_RPC_OUTBOX_BACKOFF_MAX": "0.5",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "booking_rpc", "serve", "--no-migrate"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def start_service(db_url: str, nats_url: str) -> subprocess.Popen[str]:
+    return spawn_service(
+        db_url,
+        BOOKING_RPC_NATS_URL=nats_url,
+        BOOKING_RPC_EVENTS_NATS="true",
+        BOOKING_RPC_OUTBOX_BATCH_SIZE="40",
+        BOOKING_RPC_OUTBOX_BACKOFF_BASE="0.05",
+        BOOKING_RPC_OUTBOX_BACKOFF_MAX="0.5",
     )
 
 

@@ -1,5 +1,6 @@
-// Drives a server with the genuine NestJS 12 ClientProxy (Transport.TCP).
+// Drives a server with the genuine NestJS 12 ClientProxy (Transport.TCP, or Transport.NATS with --nats URL).
 //   node nest_client.mjs --port P [--host H] [--msgpack] < scenario.json
+//   node nest_client.mjs --nats nats://127.0.0.1:4222 < scenario.json   (ClientNats; same ops and output)
 //     scenario: [{"op": "send"|"send_all"|"emit", "pattern": ..., "data": ..., "count"?: N, "timeout_ms"?: T,
 //                 "metadata"?: {...}}]  (metadata: set on the op's packets by the client's onDispatchHook)
 //     prints one JSON line per op: {"ok": value} | {"error": err as the client received it}
@@ -22,7 +23,10 @@ if (process.argv.includes('--msgpack')) {
   const { encode, decode } = await import('@msgpack/msgpack');
   options.socketClass = createMsgpackSocket({ TcpSocket, encode, decode });
 }
-const client = ClientProxyFactory.create({ transport: Transport.TCP, options });
+const natsUrl = arg('nats', '');
+const client = natsUrl
+  ? ClientProxyFactory.create({ transport: Transport.NATS, options: { servers: [natsUrl] } })
+  : ClientProxyFactory.create({ transport: Transport.TCP, options });
 // NestJS 12.0.4+: what instrumentation does to carry a trace (a traceparent) beside the payload
 let currentMetadata;
 client.setOnDispatchHook((packet) => {

@@ -1,6 +1,7 @@
 // A genuine NestJS 12 TCP microservice: the peer booking-rpc must be indistinguishable from, the
 // subscriber the outbox relay delivers to, and the baseline of the transport bench.
 //   node nest_server.mjs --port 0 [--events booking.created,booking.confirmed] [--msgpack]
+//   node nest_server.mjs --nats nats://127.0.0.1:4222 [--queue nest] [--events ...]   (ServerNats, queue group)
 // Prints {"port": N} once listening, then one JSON line {"pattern", "data", "metadata"?} per event received
 // (metadata: what TcpContext.getMetadata() gives, when the packet carried any).
 import 'reflect-metadata';
@@ -34,6 +35,12 @@ decorateMethod(AppController, 'echo', MessagePattern('echo'));
 decorateMethod(AppController, 'sum', MessagePattern('sum'));
 decorateMethod(AppController, 'fail', MessagePattern('fail'));
 decorateMethod(AppController, 'stream', MessagePattern('stream'));
+AppController.prototype.ping = function () { return 'pong'; };
+AppController.prototype.nothing = function () { return undefined; };
+AppController.prototype.sumObject = function (data) { return this.sum(data); };
+decorateMethod(AppController, 'ping', MessagePattern('ping'));
+decorateMethod(AppController, 'nothing', MessagePattern('nothing'));
+decorateMethod(AppController, 'sumObject', MessagePattern({ cmd: 'sum', role: 'math' }));
 events.forEach((pattern, i) => {
   const name = `event${i}`;
   AppController.prototype[name] = function (data, context) {
@@ -57,14 +64,25 @@ if (useMsgpack) {
   const { encode, decode } = await import('@msgpack/msgpack');
   options.socketClass = createMsgpackSocket({ TcpSocket, encode, decode });
 }
-const app = await NestFactory.createMicroservice(Mod, { transport: Transport.TCP, options, logger: false });
+const natsUrl = arg('nats', '');
+const app = natsUrl
+  ? await NestFactory.createMicroservice(Mod, {
+      transport: Transport.NATS,
+      options: { servers: [natsUrl], queue: arg('queue', 'nest'), gracefulShutdown: true, gracePeriod: 100 },
+      logger: false,
+    })
+  : await NestFactory.createMicroservice(Mod, { transport: Transport.TCP, options, logger: false });
 await app.listen();
 let bound = port;
 try {
   const server = app.unwrap();
   if (server && typeof server.address === 'function') bound = server.address().port;
 } catch { /* older versions: the port given is the port used */ }
-process.stdout.write(JSON.stringify({ port: bound }) + '\n');
+if (natsUrl) {
+  // ServerNats subscribes without waiting for the server to register it: a flush round trip does
+  await app.unwrap().flush();
+}
+process.stdout.write(JSON.stringify({ port: natsUrl ? 0 : bound }) + '\n');
 const stop = async () => { await app.close(); process.exit(0); };
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

@@ -152,13 +152,14 @@ async def test_errors_have_the_one_shape(make_transport: Any, peer: NatsClient) 
 
 async def test_streamed_items_then_completion(make_transport: Any, peer: NatsClient) -> None:
     await make_transport()
-    replies = await raw_request(peer, "count", request("count", 3), frames=4)
+    replies = await raw_request(peer, "count", request("count", 3), frames=3)
     assert [r.data for r in replies] == [
         b'{"response":0,"id":"r1"}',
         b'{"response":1,"id":"r1"}',
-        b'{"response":2,"id":"r1"}',
-        b'{"isDisposed":true,"id":"r1"}',
+        b'{"response":2,"isDisposed":true,"id":"r1"}',
     ]
+    [empty] = await raw_request(peer, "count", request("count", 0, "r2"))
+    assert empty.data == b'{"isDisposed":true,"id":"r2"}'
 
 
 async def test_events_and_external_bodies_reach_the_event_handler(
