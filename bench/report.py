@@ -197,4 +197,18 @@ def summary_table(results: dict[str, Any]) -> str:
     tracing = tracing_target_lines(results.get("tracing") or {})
     if tracing:
         lines += ["", "tracing (service CPU per request, off vs on):", *tracing]
+    flows = results.get("flows") or {}
+    if "ratio" in flows:
+        lines += ["", f"targets, hold+confirm at concurrency {flows['concurrency']} (bench.flows):"]
+        lines += flows_target_lines(flows)
     return "\n".join(lines)
+
+
+def flows_target_lines(flows: dict[str, Any]) -> list[str]:
+    """bench.flows' two targets: with a subscriber >= 0.9x the throughput without; lag p99 <= 100 ms."""
+    ratio, lag = flows["ratio"], flows["lag_p99_ms"]
+    return [
+        f"  subscriber attached >= 0.9x bookings/s: {ratio}x (rounds {flows['ratio_rounds']}) "
+        + ("met" if ratio >= 0.9 else "not met"),
+        f"  commit-to-subscriber p99 <= 100 ms: {lag} ms " + ("met" if lag <= 100 else "not met"),
+    ]

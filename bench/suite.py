@@ -1,4 +1,4 @@
-"""`python -m bench`: the transport, reservations, events and tracing benches in one run, a JSON file and a chart.
+"""`python -m bench`: the transport, reservations, events, tracing and flows benches in one run, a JSON file and a chart.
 
 The reservations bench runs twice: all on shared cores, then with PostgreSQL on cores of its own
 (`--split-cores`). Writes bench/results/latest.json and bench/results/latest.html (inline SVG) and prints a
@@ -47,6 +47,8 @@ def steps(full: bool) -> list[tuple[str, list[str]]]:
         ),
         ("events", ["-m", "bench.events", "--rate", "6000", "--duration", d]),
         ("tracing", ["-m", "bench.tracing", "--concurrency", "1,8", "--duration", d]),
+        # hold+confirm with and without a NestJS subscriber: what events cost the writes
+        ("flows", ["-m", "bench.flows", "--concurrency", "24", "--duration", d, "--rounds", "2"]),
     ]
 
 

@@ -29,7 +29,7 @@ from booking_rpc.db.pool import CONNECTION_LOSS_TYPES, Pool, create_pool, databa
 from booking_rpc.db.queries import Queries, default_sql_dir
 from booking_rpc.db.replica import ReadReplica
 from booking_rpc.deadline import deadline_middleware
-from booking_rpc.events.relay import OutboxRelay
+from booking_rpc.events.relay import OutboxRelay, OutboxSignal
 from booking_rpc.handlers import build_router
 from booking_rpc.handlers.caches import CONSUMED
 from booking_rpc.health import HealthServer
@@ -281,7 +281,11 @@ async def running_service(settings: Settings, migrate_first: bool, tracing: Trac
         nats_transport = build_nats_transport(settings, ctx, server.router)
         app = App(settings, ctx.pool, ctx, server, nats_transport)
         ctx.extras["app"] = app
-        if settings.jobs_enabled:
+        if not settings.jobs_enabled:
+            # no relay here: the replicas that run one hear of this process's commits by NOTIFY
+            ctx.after_commit = notify_only = OutboxSignal(ctx)
+            app.background.append(notify_only)
+        else:
             relay = OutboxRelay(ctx)
             jobs = JobRunner(ctx)
             ctx.extras["relay"], ctx.extras["jobs"] = relay, jobs

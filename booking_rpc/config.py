@@ -106,7 +106,9 @@ class Settings(BaseModel):
     # --- events and jobs
     subscribers: str = Field("", description="Static subscribers: name=host:port:pattern,pattern;...")
     outbox_batch_size: int = Field(500, gt=0, description="Outbox rows claimed per relay batch")
-    outbox_poll_interval: float = Field(2.0, gt=0, description="Relay poll fallback when no NOTIFY arrives (s)")
+    outbox_poll_interval: float = Field(
+        2.0, gt=0, description="Relay poll fallback when no commit or NOTIFY wakes it (s)"
+    )
     outbox_max_attempts: int = Field(10, gt=0, description="Delivery attempts before an event is parked as dead")
     outbox_backoff_base: float = Field(0.5, gt=0, description="First retry delay (s), doubled per attempt")
     outbox_backoff_max: float = Field(300.0, gt=0, description="Longest retry delay (s)")

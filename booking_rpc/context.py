@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,6 +26,13 @@ class Context:
     extras: dict[str, Any] = field(default_factory=dict)
     # The streaming replica read-only patterns use (BOOKING_RPC_DATABASE_READ_URL); None = the primary.
     replica: ReadReplica | None = None
+    # Called after every commit of `transaction()` (the outbox relay's wake-up: the transaction may have
+    # written events); a job that writes events in a single statement calls `committed()` itself.
+    after_commit: Callable[[], None] | None = None
+
+    def committed(self) -> None:
+        if self.after_commit is not None:
+            self.after_commit()
 
     @asynccontextmanager
     async def transaction(self, *, isolation: Isolation = "read_committed") -> AsyncIterator[asyncpg.Connection]:
@@ -42,6 +49,8 @@ class Context:
                 await tx.rollback()
                 raise
             await tx.commit()
+        if self.after_commit is not None:
+            self.after_commit()
 
     def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A pooled connection for reads and single statements (each its own transaction)."""

@@ -7,7 +7,12 @@ received, sends them as NestJS events `{pattern: event_type, data: payload}` ove
 and records the deliveries before it commits. A crash mid-batch rolls the records back: those events are
 sent again (consumers drop duplicates by `event_id`). A failed delivery backs off exponentially with
 jitter and, after `outbox_max_attempts`, is parked as dead: it holds back its own aggregate only, and
-`booking-rpc outbox retry` re-drives it. LISTEN/NOTIFY wakes the loops at once; a slow poll is the fallback.
+`booking-rpc outbox retry` re-drives it.
+
+Wake-ups: writers do not NOTIFY (every committing transaction that has NOTIFYed queues on one
+database-wide lock; bench/flows.py measured it). After a commit, `Context.transaction` calls the
+`OutboxSignal`, which wakes this process's loops at once and sends other processes (replicas) one coalesced
+NOTIFY of its own, at most every NOTIFY_COALESCE seconds; a slow poll is the fallback for anything else.
 
 The LISTEN connection heals itself: it is watched (its termination, and a `SELECT 1` every
 LISTEN_CHECK_INTERVAL for losses no socket reports, e.g. a partition) and opened again, with backoff, after
@@ -22,8 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
+import secrets
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +54,55 @@ SUBSCRIPTIONS_REFRESH = 5.0
 LISTEN_CHECK_INTERVAL = 5.0  # seconds between liveness checks of the LISTEN connection
 LISTEN_CHECK_TIMEOUT = 2.0
 LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.1, 5.0  # backoff while LISTEN cannot be re-established
+NOTIFY_COALESCE = 0.05  # other replicas hear of this process's commits at most this late (plus their batch)
+BUSY_RETRY = 0.05  # another replica holds a subscriber's lock: look again this soon, not at the next poll
+BATCH_GATHER = 0.01  # woken by a commit, wait this long so one batch (one commit) carries the commits near it
+NOTIFY_TIMEOUT = 2.0
+
+
+class OutboxSignal:
+    """What runs after each commit that may have written events (`Context.after_commit`).
+
+    Wakes this process's relay loops at once (`local`), and NOTIFYs other processes, coalesced to one
+    statement per NOTIFY_COALESCE seconds and outside every writer's transaction, so no commit waits on
+    PostgreSQL's notification lock. The payload is this process's token: its own relay ignores it.
+    """
+
+    def __init__(self, ctx: Context, local: Callable[[], None] | None = None) -> None:
+        self.ctx = ctx
+        self.local = local
+        self.token = secrets.token_hex(8)
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Task[None] | None = None
+        self.notifies = 0
+
+    def __call__(self) -> None:
+        if self.local is not None:
+            self.local()
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(NOTIFY_COALESCE, self._send)
+
+    def _send(self) -> None:
+        self._timer = None
+        if self._sending is not None and not self._sending.done():
+            self._timer = asyncio.get_running_loop().call_later(NOTIFY_COALESCE, self._send)
+            return
+        self._sending = asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        try:
+            async with asyncio.timeout(NOTIFY_TIMEOUT), self.ctx.connection() as conn:
+                await conn.fetchval(self.ctx.sql["outbox.notify"], self.token)
+            self.notifies += 1
+        except Exception as exc:  # the other replicas' poll will find the events
+            log.debug("outbox NOTIFY for other replicas failed", error=repr(exc))
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sending is not None:
+            self._sending.cancel()
 
 
 @dataclass(slots=True)
@@ -70,11 +127,15 @@ class _SubscriberLoop:
             else Client(subscriber.host, subscriber.port, codec=subscriber.codec, reconnect=True, connect_timeout=2.0)
         )
         self.wake = asyncio.Event()
+        self.busy = False  # the last batch found another replica serving this subscriber
         self.task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         settings = self.relay.ctx.settings
         while True:
+            # cleared before the batch: a commit while it runs wakes the next one, instead of being missed
+            self.wake.clear()
+            self.busy = False
             try:
                 while await self.deliver_batch() > 0:
                     pass
@@ -82,9 +143,11 @@ class _SubscriberLoop:
                 raise
             except Exception:
                 log.exception("outbox relay batch failed", subscriber=self.subscriber.name)
-            self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), settings.outbox_poll_interval)
+            try:
+                await asyncio.wait_for(self.wake.wait(), BUSY_RETRY if self.busy else settings.outbox_poll_interval)
+            except TimeoutError:
+                continue
+            await asyncio.sleep(BATCH_GATHER)
 
     def backoff(self, attempts: int) -> float:
         settings = self.relay.ctx.settings
@@ -99,8 +162,9 @@ class _SubscriberLoop:
             return 0  # NATS down: claim nothing and spend no attempt; its reconnect wakes this loop
         async with ctx.transaction() as conn:
             if not await conn.fetchval(ctx.sql["outbox.try_subscriber_lock"], sub.name):
+                self.busy = True
                 return 0
-            await conn.execute(ctx.sql["outbox.custom_plans"])
+            await conn.execute(ctx.sql["outbox.batch_settings"])
             batch = ctx.settings.outbox_batch_size
             rows = await conn.fetch(
                 ctx.sql["outbox.claim_for_subscriber"], sub.name, sub.like_patterns(), batch, batch * SCAN_WINDOW
@@ -178,7 +242,10 @@ class _SubscriberLoop:
 
 class OutboxRelay:
     def __init__(self, ctx: Context, static: list[Subscriber] | None = None) -> None:
-        self.ctx = ctx
+        # the relay's own commits (delivery bookkeeping) wake nobody: a Context without the hook
+        self.ctx = dataclasses.replace(ctx, after_commit=None)
+        self._service_ctx = ctx
+        self.signal = OutboxSignal(self.ctx, self.wake_all)
         settings = ctx.settings
         self.static = static if static is not None else parse_subscribers(settings.subscribers)
         self.jetstream: JetStreamSink | None = None
@@ -187,7 +254,7 @@ class OutboxRelay:
                 settings.nats_servers(),
                 settings.nats_stream,
                 duplicate_window=settings.nats_duplicate_window,
-                on_ready=self._on_notify,
+                on_ready=self.wake_all,
             )
             self.static = [*self.static, jetstream_subscriber(settings.nats_stream)]
         self.loops: dict[Subscriber, _SubscriberLoop] = {}
@@ -235,10 +302,14 @@ class OutboxRelay:
                 loop.task = asyncio.create_task(loop.run(), name=f"outbox-relay:{sub.name}")
             self.loops[sub] = loop
 
-    def _on_notify(self, *_: Any) -> None:
+    def wake_all(self) -> None:
         self.stats.wakeups += 1
         for loop in self.loops.values():
             loop.wake.set()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        if payload != self.signal.token:  # this process's own commits woke it already
+            self.wake_all()
 
     async def _manage(self) -> None:
         while True:
@@ -294,7 +365,7 @@ class OutboxRelay:
             self._drop_listener()
             self.stats.listen_losses += 1
             log.warning("outbox relay lost its LISTEN connection: poll-only until it is back")
-            self._on_notify()  # a last sweep: what committed just before the loss
+            self.wake_all()  # a last sweep: what committed just before the loss
             delay = LISTEN_RETRY_MIN
             while self._listener is None:
                 await asyncio.sleep(delay)
@@ -304,7 +375,7 @@ class OutboxRelay:
                     delay = min(LISTEN_RETRY_MAX, delay * 2)
                     log.debug("outbox relay cannot LISTEN yet", error=repr(exc), retry_in_s=delay)
             log.info("outbox relay listening again", losses=self.stats.listen_losses)
-            self._on_notify()  # what committed while we were not listening
+            self.wake_all()  # what committed while we were not listening
 
     async def start(self) -> None:
         if self.jetstream is not None:
@@ -313,10 +384,14 @@ class OutboxRelay:
         # LISTEN needs a connection of its own for as long as the relay runs.
         await self._listen()
         self._keeper = asyncio.create_task(self._keep_listening(), name="outbox-relay-listener")
+        self._service_ctx.after_commit = self.signal
         self._manager = asyncio.create_task(self._manage(), name="outbox-relay-manager")
         log.info("outbox relay started", subscribers=[s.name for s in self.loops])
 
     async def stop(self) -> None:
+        if self._service_ctx.after_commit is self.signal:
+            self._service_ctx.after_commit = None
+        await self.signal.stop()
         for task in (self._manager, self._keeper):
             if task is not None:
                 task.cancel()

@@ -20,6 +20,8 @@ async def _expire_once(ctx: Context, batch_size: int) -> int:
     # one statement: the holds, their slots' units and their reservation.expired outbox rows together
     async with ctx.connection() as conn:
         rows = await conn.fetch(ctx.sql["reservations.expire_batch"], batch_size)
+    if rows:
+        ctx.committed()
     return len(rows)
 
 

@@ -1,5 +1,5 @@
 -- name: outbox.enqueue
--- One event row, written in the caller's transaction (the statement trigger NOTIFYs the relay).
+-- One event row, written in the caller's transaction (Context.transaction wakes the relay after commit).
 INSERT INTO booking_events_outbox (id, aggregate_type, aggregate_id, event_type, payload)
 VALUES ($1, $2, $3, $4, $5);
 
@@ -133,11 +133,19 @@ SELECT name, host, port, patterns, codec FROM event_subscriptions ORDER BY name;
 -- One relay at a time serves a subscriber (replicas take the others): held until the batch commits.
 SELECT pg_try_advisory_xact_lock(hashtext('booking_outbox:' || $1));
 
--- name: outbox.custom_plans
+-- name: outbox.batch_settings
 -- The claim's best plan depends on its parameters (window size, patterns): a cached generic plan sorted the
 -- whole backlog and made every batch slower as the backlog grew. Plan per execution, for this transaction.
-SET LOCAL plan_cache_mode = force_custom_plan;
+-- And the batch's commit does not wait for its WAL flush: a crash can lose only the record of deliveries
+-- just made, and those events are sent again (delivery is at least once), while every batch's fsync would
+-- compete with the writers' commits for the WAL.
+SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL synchronous_commit = off;
 
 -- name: outbox.listener_alive
 -- A round trip on the relay's LISTEN connection: it answers while the connection lives.
 SELECT 1
+
+-- name: outbox.notify
+-- Wake the relays of other processes (replicas): sent on its own, never inside a writer's transaction.
+-- $1 the sender's token, so a relay can tell its own process's notifications from others'.
+SELECT pg_notify('booking_outbox', $1);

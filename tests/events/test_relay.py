@@ -12,7 +12,7 @@ from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.events.outbox import enqueue
-from booking_rpc.events.relay import OutboxRelay, retry_dead
+from booking_rpc.events.relay import OutboxRelay, OutboxSignal, retry_dead
 from booking_rpc.events.subscribers import Subscriber, parse_subscribers
 from booking_rpc.server.server import Server
 from tests.fixtures.server import MakeServer
@@ -154,7 +154,7 @@ async def test_two_relays_deliver_everything_once_each(relay_ctx: Context, make_
         assert seen == sorted(seen)
 
 
-async def test_notify_wakes_a_running_relay(relay_ctx: Context, make_server: MakeServer) -> None:
+async def test_a_commit_wakes_the_relay_of_its_own_process(relay_ctx: Context, make_server: MakeServer) -> None:
     recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
     ctx = Context(
@@ -168,8 +168,10 @@ async def test_notify_wakes_a_running_relay(relay_ctx: Context, make_server: Mak
         await asyncio.sleep(0.1)
         await write_events(ctx, uuid.uuid4(), 1)
         await wait_for(lambda: len(recorder.events) == 1, timeout=3.0)  # far sooner than the 30 s poll
+        assert relay.signal.notifies <= 1  # and other processes were told once
     finally:
         await relay.stop()
+    assert ctx.after_commit is None
 
 
 async def test_an_event_committed_late_is_still_delivered(relay_ctx: Context, make_server: MakeServer) -> None:
@@ -231,8 +233,42 @@ async def test_the_listen_connection_heals_after_it_is_killed(relay_ctx: Context
                 "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", relay._listener.get_server_pid()
             )
         assert alive == 1
-        await write_events(ctx, uuid.uuid4(), 1)
-        await wait_for(lambda: len(recorder.events) == 1, timeout=3.0)  # woken by NOTIFY, not the 30 s poll
+        # another process commits: its NOTIFY reaches the new LISTEN connection
+        await write_events(other_process(ctx), uuid.uuid4(), 1)
+        await wait_for(lambda: len(recorder.events) == 1, timeout=3.0)  # not the 30 s poll
     finally:
         await relay.stop()
     assert not relay.stats.listening
+
+
+def other_process(ctx: Context) -> Context:
+    """A Context as another replica's would be: its commits signal only by NOTIFY."""
+    writer = Context(pool=ctx.pool, sql=ctx.sql, settings=ctx.settings)
+    writer.after_commit = OutboxSignal(writer)
+    return writer
+
+
+async def test_other_processes_hear_of_commits_by_one_coalesced_notify(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    recorder = Recorder()
+    server = await make_server(recorder.router)
+    ctx = Context(
+        pool=relay_ctx.pool,
+        sql=relay_ctx.sql,
+        settings=relay_ctx.settings.model_copy(update={"outbox_poll_interval": 30.0}),
+    )
+    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    await relay.start()
+    writer = other_process(ctx)
+    try:
+        await asyncio.gather(*(write_events(writer, uuid.uuid4(), 5) for _ in range(4)))
+        await wait_for(lambda: len(recorder.events) == 20, timeout=3.0)
+        signal = writer.after_commit
+        assert isinstance(signal, OutboxSignal)
+        assert 1 <= signal.notifies <= 5  # 20 commits, a NOTIFY per 50 ms at most
+        assert relay.signal.notifies == 0  # the relay's own deliveries signal nobody
+    finally:
+        await relay.stop()
+        assert isinstance(writer.after_commit, OutboxSignal)
+        await writer.after_commit.stop()

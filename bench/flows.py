@@ -1,0 +1,409 @@
+"""Hold+confirm flows with and without an event subscriber: what attaching one costs the writes.
+
+`--concurrency` flows (booking.reservation.create, then booking.reservation.confirm; a fresh user each
+time) over real sockets against `booking-rpc serve` (a subprocess with its relay and jobs on), each run on
+a fresh database cloned from a migrated template. Variants, interleaved round by round (the machine is
+shared: compare within one run, not across runs):
+
+- `none`: no subscriber;
+- `nest`: a genuine NestJS 12 microservice (tests/interop/nest_server.mjs) subscribed to booking.confirmed;
+- `none-nonotify`, `nest-nonotify`: the same with the outbox trigger's NOTIFY disabled (the relay polls).
+
+Prints bookings/s, flow p50/p99, the subscriber's lag (confirm reply → the NestJS handler, both on
+CLOCK_MONOTONIC) p50/p99, and PostgreSQL's wait events sampled during the run (`pg_stat_activity`,
+every 20 ms). Targets: `nest` ≥ 0.9× `none` bookings/s; lag p99 ≤ 100 ms.
+
+    python -m bench.flows --concurrency 24 --duration 10 --rounds 2 [--json out.json]   (DATABASE_URL or embedded)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from bench.common import INTEROP, ROOT, ensure_node_modules, percentile
+from bench.report import flows_target_lines
+from booking_rpc.client import Client, RemoteError
+from booking_rpc.config import Settings
+from booking_rpc.context import Context
+from booking_rpc.db.migrations import migrate_dsn
+from booking_rpc.db.pool import create_pool, with_database
+from booking_rpc.db.queries import Queries
+from booking_rpc.handlers import build_router
+from booking_rpc.loop import new_event_loop
+
+VARIANTS = ("none", "nest", "none-nonotify", "nest-nonotify")
+SLOTS, CAPACITY = 64, 100_000
+CONNECTIONS = 4
+
+
+@contextlib.contextmanager
+def server_dsn(url: str | None) -> Iterator[str]:
+    """The admin DSN of $DATABASE_URL's server, or of an embedded server started for the bench."""
+    if url:
+        yield url
+        return
+    from booking_rpc.db.embedded import start_embedded
+
+    with tempfile.TemporaryDirectory(prefix="bench-flows-pg-") as tmp:
+        server = start_embedded(Path(tmp))
+        try:
+            yield server.admin_dsn
+        finally:
+            server.stop()
+
+
+async def admin(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    clinic_id: uuid.UUID
+    service_id: uuid.UUID
+    slots: list[uuid.UUID]
+
+
+async def make_template(base: str, name: str) -> Dataset:
+    """A migrated database with one service and SLOTS slots of room for every flow (cloned per run)."""
+    await admin(base, f'CREATE DATABASE "{name}"')
+    dsn = with_database(base, name)
+    await migrate_dsn(dsn)
+    sql = Queries.load()
+    clinic = uuid.uuid4()
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        # through the handler, as the gateway would create it
+        ctx = Context(pool=pool, sql=sql, settings=Settings())
+        route = build_router().lookup("booking.services.upsert")
+        assert route is not None
+        body = {"actor": {"id": str(uuid.uuid4()), "role": "admin"}, "clinic_id": str(clinic), "name": "Bench flows"}
+        service = (await route.invoke({**body, "price": "100.00"}, ctx)).id
+        async with pool.acquire() as conn:
+            start = dt.date.today() + dt.timedelta(days=30)
+            await conn.execute(sql["slots.fill_series"], service, 4, 1, start, 1, CAPACITY)
+            rows = await conn.fetch("SELECT id FROM slots WHERE service_id = $1 ORDER BY id LIMIT $2", service, SLOTS)
+            await conn.execute("ANALYZE services, slots")
+    finally:
+        await pool.close()
+    return Dataset(clinic, service, [r["id"] for r in rows])
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen[str]
+    port: int
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_service(dsn: str, subscribers: str, pool_size: int) -> Service:
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "BOOKING_RPC_PORT": "0",
+        "BOOKING_RPC_METRICS_ENABLED": "false",
+        "BOOKING_RPC_LOG_FORMAT": "json",
+        "BOOKING_RPC_SUBSCRIBERS": subscribers,
+        "BOOKING_RPC_DB_POOL_MAX_SIZE": str(pool_size),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "booking_rpc", "serve", "--no-migrate"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        with contextlib.suppress(ValueError):
+            entry = orjson.loads(line)
+            if entry.get("event") == "booking-rpc ready":
+                port = int(entry["port"])
+                break
+    else:
+        raise RuntimeError("booking-rpc serve did not start")
+    # keep reading its log so a full pipe never blocks it
+    threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
+    return Service(process, port)
+
+
+@dataclass
+class Subscriber:
+    process: asyncio.subprocess.Process
+    port: int
+    received: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def nest_subscriber() -> AsyncIterator[Subscriber]:
+    ensure_node_modules()
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(INTEROP / "nest_server.mjs"),
+        "--port",
+        "0",
+        "--events",
+        "booking.confirmed",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    sub = Subscriber(proc, int(orjson.loads(await proc.stdout.readline())["port"]))
+
+    async def read() -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                sub.received[orjson.loads(line)["data"]["booking_id"]] = time.perf_counter()
+
+    reader = asyncio.create_task(read())
+    try:
+        yield sub
+    finally:
+        reader.cancel()
+        proc.terminate()
+        await proc.wait()
+
+
+async def sample_waits(dsn: str, stop: asyncio.Event, database: str) -> Counter[str]:
+    """PostgreSQL wait events of the run's active backends, sampled every 20 ms."""
+    waits: Counter[str] = Counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        while not stop.is_set():
+            rows = await conn.fetch(
+                "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS w, count(*) AS n "
+                "FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND pid <> pg_backend_pid() "
+                "GROUP BY 1",
+                database,
+            )
+            waits.update({r["w"]: r["n"] for r in rows})
+            waits["samples"] += 1
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    return waits
+
+
+async def flows(port: int, ds: Dataset, concurrency: int, warmup: float, duration: float) -> dict[str, Any]:
+    clients = [await Client.connect("127.0.0.1", port) for _ in range(CONNECTIONS)]
+    confirmed_at: dict[str, float] = {}
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    loop = asyncio.get_running_loop()
+    measure_from = loop.time() + warmup
+    end = measure_from + duration
+    counted = 0
+
+    async def flow(i: int) -> None:
+        nonlocal counted
+        client = clients[i % CONNECTIONS]
+        n = i
+        while loop.time() < end:
+            user = str(uuid.uuid4())
+            actor = {"id": user, "role": "user"}
+            started = loop.time()
+            try:
+                res = await client.send(
+                    "booking.reservation.create",
+                    {
+                        "actor": actor,
+                        "user_id": user,
+                        "pet_id": str(uuid.uuid4()),
+                        "service_id": str(ds.service_id),
+                        "slot_id": str(ds.slots[n % len(ds.slots)]),
+                    },
+                )
+                booking = await client.send(
+                    "booking.reservation.confirm",
+                    {
+                        "actor": actor,
+                        "reservation_id": res["id"],
+                        "lock_id": res["lock_id"],
+                        "user_id": user,
+                        "payment": {"method": "card", "external_reference": f"ext-{uuid.uuid4()}", "status": "success"},
+                    },
+                )
+            except RemoteError as err:
+                errors[err.code or "?"] += 1
+                continue
+            done = loop.time()
+            n += concurrency
+            if started >= measure_from and done <= end:
+                counted += 1
+                latencies.append(done - started)
+                confirmed_at[booking["id"]] = time.perf_counter()
+
+    await asyncio.gather(*(flow(i) for i in range(concurrency)))
+    for client in clients:
+        await client.close()
+    latencies.sort()
+    return {
+        "bookings": counted,
+        "bookings_per_s": round(counted / duration, 1),
+        "flow_p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "flow_p99_ms": round(percentile(latencies, 99) * 1000, 2),
+        "errors": dict(errors),
+        "confirmed_at": confirmed_at,
+    }
+
+
+async def one_run(base: str, template: str, ds: Dataset, variant: str, opts: argparse.Namespace) -> dict[str, Any]:
+    name = f"bench_flows_{uuid.uuid4().hex[:8]}"
+    await admin(base, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    dsn = with_database(base, name)
+    try:
+        if variant.endswith("-nonotify"):
+            await admin(dsn, "ALTER TABLE booking_events_outbox DISABLE TRIGGER booking_outbox_notify")
+        async with contextlib.AsyncExitStack() as stack:
+            sub = await stack.enter_async_context(nest_subscriber()) if variant.startswith("nest") else None
+            subscribers = f"nest=127.0.0.1:{sub.port}:booking.confirmed" if sub else ""
+            service = await asyncio.to_thread(start_service, dsn, subscribers, opts.pool)
+            stack.callback(service.stop)
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample_waits(base, stop, name))
+            result = await flows(service.port, ds, opts.concurrency, opts.warmup, opts.duration)
+            stop.set()
+            waits = await sampler
+            confirmed_at = result.pop("confirmed_at")
+            if sub is not None:
+                end = time.perf_counter() + 10
+                while time.perf_counter() < end and any(b not in sub.received for b in confirmed_at):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                lags = sorted(sub.received[b] - t for b, t in confirmed_at.items() if b in sub.received)
+                result["delivered"] = f"{len(lags)}/{len(confirmed_at)}"
+                result["lag_p50_ms"] = round(percentile(lags, 50) * 1000, 2)
+                result["lag_p99_ms"] = round(percentile(lags, 99) * 1000, 2)
+            samples = max(1, waits.pop("samples", 1))
+            result["waits_per_sample"] = {w: round(n / samples, 2) for w, n in waits.most_common(6)}
+    finally:
+        await admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    result["variant"] = variant
+    return result
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+async def run(opts: argparse.Namespace) -> dict[str, Any]:
+    variants = [v for v in opts.variants.split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants: {sorted(unknown)} (known: {', '.join(VARIANTS)})")
+    with server_dsn(os.environ.get("DATABASE_URL")) as base:
+        template = f"bench_flows_tpl_{uuid.uuid4().hex[:8]}"
+        ds = await make_template(base, template)
+        runs: list[dict[str, Any]] = []
+        try:
+            for round_no in range(opts.rounds):
+                order = variants if round_no % 2 == 0 else list(reversed(variants))
+                for variant in order:
+                    r = await one_run(base, template, ds, variant, opts)
+                    r["round"] = round_no + 1
+                    runs.append(r)
+                    print(line(r), flush=True)
+        finally:
+            await admin(base, f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+    summary: dict[str, Any] = {}
+    for variant in variants:
+        mine = [r for r in runs if r["variant"] == variant]
+        summary[variant] = {
+            "bookings_per_s": median([r["bookings_per_s"] for r in mine]),
+            "flow_p50_ms": median([r["flow_p50_ms"] for r in mine]),
+            "flow_p99_ms": median([r["flow_p99_ms"] for r in mine]),
+        }
+        if variant.startswith("nest"):
+            summary[variant]["lag_p50_ms"] = median([r["lag_p50_ms"] for r in mine])
+            summary[variant]["lag_p99_ms"] = median([r["lag_p99_ms"] for r in mine])
+    result: dict[str, Any] = {
+        "bench": "flows",
+        "concurrency": opts.concurrency,
+        "duration": opts.duration,
+        "runs": runs,
+        "summary": summary,
+    }
+    if "none" in summary and "nest" in summary and summary["none"]["bookings_per_s"]:
+        # the ratio per round (subscriber run / the no-subscriber run of the same round), then the median
+        ratios = []
+        for round_no in range(1, opts.rounds + 1):
+            pair = {r["variant"]: r for r in runs if r["round"] == round_no}
+            if pair["none"]["bookings_per_s"]:
+                ratios.append(pair["nest"]["bookings_per_s"] / pair["none"]["bookings_per_s"])
+        result["ratio_rounds"] = [round(x, 2) for x in ratios]
+        result["ratio"] = round(median(ratios), 2)
+        result["lag_p99_ms"] = summary["nest"]["lag_p99_ms"]
+    return result
+
+
+def line(r: dict[str, Any]) -> str:
+    text = (
+        f"round {r.get('round', '?')} {r['variant']:>14}: {r['bookings_per_s']:7.1f} bookings/s "
+        f"(flow p50 {r['flow_p50_ms']} ms, p99 {r['flow_p99_ms']} ms)"
+    )
+    if "lag_p50_ms" in r:
+        text += f"; lag p50 {r['lag_p50_ms']} ms, p99 {r['lag_p99_ms']} ms, delivered {r['delivered']}"
+    if r["errors"]:
+        text += f"; errors {r['errors']}"
+    return text + f"\n      waits/sample {r['waits_per_sample']}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=24)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--pool", type=int, default=10, help="the service's pool size")
+    parser.add_argument("--variants", default="none,nest", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--json", type=Path)
+    opts = parser.parse_args(argv)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        result = runner.run(run(opts))
+    for variant, s in result["summary"].items():
+        print(f"median {variant:>14}: {s}")
+    if "ratio" in result:
+        print("\n".join(["targets:", *flows_target_lines(result)]))
+    if opts.json:
+        opts.json.parent.mkdir(parents=True, exist_ok=True)
+        opts.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
