@@ -123,3 +123,11 @@ def spawn_printing_port(cmd: list[str], *, cwd: Path | None = None, timeout: flo
 def ensure_node_modules() -> None:
     if not (INTEROP / "node_modules" / "@nestjs" / "microservices").exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=INTEROP, check=True)
+
+
+def write_json(path: Path | None, result: object) -> None:
+    """A bench's `--json` output (nothing when no path was given)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

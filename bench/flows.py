@@ -38,7 +38,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.common import INTEROP, ROOT, ensure_node_modules, percentile
+from bench.common import INTEROP, ROOT, ensure_node_modules, percentile, write_json
 from bench.report import flows_target_lines
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.config import Settings
@@ -399,9 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"median {variant:>14}: {s}")
     if "ratio" in result:
         print("\n".join(["targets:", *flows_target_lines(result)]))
-    if opts.json:
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    write_json(opts.json, result)
     return 0
 
 

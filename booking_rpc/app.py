@@ -93,6 +93,7 @@ def build_server(settings: Settings, ctx: Context, router: Router | None = None)
         incomplete_message_timeout=settings.incomplete_message_timeout,
         max_send_buffer=settings.max_send_buffer,
         max_in_flight=settings.max_in_flight,
+        max_requests_in_flight=settings.max_requests_in_flight,
         idle_timeout=settings.idle_timeout,
         max_connections=settings.max_connections,
     )

@@ -34,6 +34,9 @@ class Settings(BaseModel):
     incomplete_message_timeout: float = Field(30.0, ge=0, description="Seconds a peer may stall mid-frame; 0 = off")
     max_send_buffer: int = Field(128 * 1024 * 1024, gt=0, description="Unread reply bytes before a peer is dropped")
     max_in_flight: int = Field(256, gt=0, description="Requests in flight per connection before reading pauses")
+    max_requests_in_flight: int = Field(
+        1024, gt=0, description="Requests in flight in the process (all TCP connections) before new ones get OVERLOADED"
+    )
     idle_timeout: float = Field(0.0, ge=0, description="Close connections idle this long (seconds); 0 = never")
     max_connections: int = Field(0, ge=0, description="Open connections accepted at once; 0 = unlimited")
     tls_cert: Path | None = Field(None, description="PEM certificate: serve TLS from the first byte")

@@ -73,3 +73,4 @@ def not_found(what: str, details: Any = None) -> RpcError:
 
 
 INTERNAL_ERROR = RpcError("INTERNAL", "Internal server error")
+OVERLOADED_ERROR = RpcError("OVERLOADED", "Too many requests in flight, try again later")

@@ -98,6 +98,11 @@ class ServiceCollector(Collector):
         if self.nats is not None:
             in_flight.add_metric(["nats"], self.nats.stats.in_flight)
         yield in_flight
+        yield CounterMetricFamily(
+            f"{PREFIX}_tcp_requests_overloaded",
+            "TCP requests refused with OVERLOADED (max_requests_in_flight)",
+            value=s.overloaded,
+        )
         yield CounterMetricFamily(f"{PREFIX}_socket_writes", "Socket writes of replies", value=s.writes)
         frames = CounterMetricFamily(f"{PREFIX}_frame_errors", "Malformed frames (connection closed)", labels=["kind"])
         for kind, count in sorted(s.frame_errors.items()):

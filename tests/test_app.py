@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,70 +15,27 @@ import nats
 import pytest
 
 from booking_rpc.client import Client
+from tests.fixtures.service import ServiceProcess, http_get, start_service
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-
-
-class Service:
-    def __init__(self, process: subprocess.Popen[str], port: int, metrics_port: int) -> None:
-        self.process, self.port, self.metrics_port = process, port, metrics_port
-
-
 @contextlib.contextmanager
-def running_service(db_url: str, **extra_env: str) -> Iterator[Service]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "BOOKING_RPC_PORT": "0",
-        "BOOKING_RPC_METRICS_PORT": "0",
-        "BOOKING_RPC_LOG_FORMAT": "json",
-        "BOOKING_RPC_SHUTDOWN_TIMEOUT": "5",
-        **extra_env,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "booking_rpc", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    port = metrics_port = 0
-    assert process.stdout is not None
-    for line in process.stdout:  # JSON log lines: the service says which ports it bound
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("event") == "metrics and health endpoints listening":
-            metrics_port = int(entry["port"])
-        if entry.get("event") == "booking-rpc ready":
-            port = int(entry["port"])
-            break
-    assert port and metrics_port, "the service did not report its ports"
+def running_service(db_url: str, **extra_env: str) -> Iterator[ServiceProcess]:
+    service = start_service({"DATABASE_URL": db_url, "BOOKING_RPC_SHUTDOWN_TIMEOUT": "5", **extra_env})
     try:
-        yield Service(process, port, metrics_port)
+        yield service
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
+        service.stop()
 
 
 @pytest.fixture
-def service(db_url: str) -> Iterator[Service]:
+def service(db_url: str) -> Iterator[ServiceProcess]:
     with running_service(db_url) as running:
         yield running
 
 
-async def test_serves_pings_counts_them_and_stops_cleanly(service: Service) -> None:
+async def test_serves_pings_counts_them_and_stops_cleanly(service: ServiceProcess) -> None:
     async with Client("127.0.0.1", service.port) as client:
         assert await client.send("ping", {}) == "pong"
     assert http_get(service.metrics_port, "/healthz")[0] == 200

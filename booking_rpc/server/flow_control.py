@@ -18,8 +18,9 @@ class FlowControl:
         self._reading_paused = False
         self._writing_paused = False
         self._in_flight_paused = False
-        self._writable = asyncio.Event()
-        self._writable.set()
+        # made only when someone waits for a paused writer: an Event (with its deque) per idle connection
+        # would be most of what the connection costs
+        self._writable: asyncio.Event | None = None
 
     @property
     def writing_paused(self) -> bool:
@@ -37,20 +38,28 @@ class FlowControl:
 
     def pause_writing(self) -> None:
         self._writing_paused = True
-        self._writable.clear()
+        if self._writable is not None:
+            self._writable.clear()
         self._update()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        self._writable.set()
+        if self._writable is not None:
+            self._writable.set()
         self._update()
 
     async def wait_writable(self) -> None:
+        if not self._writing_paused:
+            return
+        if self._writable is None:
+            self._writable = asyncio.Event()
         await self._writable.wait()
 
     def connection_lost(self) -> None:
         # Release anyone waiting to write: the connection is gone, they will see it closed.
-        self._writable.set()
+        self._writing_paused = False
+        if self._writable is not None:
+            self._writable.set()
 
     def set_in_flight_paused(self, paused: bool) -> None:
         if paused != self._in_flight_paused:

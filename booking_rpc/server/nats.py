@@ -28,7 +28,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from booking_rpc.errors import INTERNAL_ERROR, RpcError
+from booking_rpc.errors import INTERNAL_ERROR, OVERLOADED_ERROR, RpcError
 from booking_rpc.router import NO_RESPONSE, Call, Route, Router, RouteStats
 from booking_rpc.wire.errors import FrameError
 from booking_rpc.wire.json_codec import encode_json, parse_json
@@ -191,8 +191,7 @@ class NatsTransport:
             self.stats.requests_total += 1
             if self.stats.in_flight >= self.max_in_flight:
                 self.stats.overloaded += 1
-                err = RpcError("OVERLOADED", "Too many requests in flight, try again later")
-                await self._publish(reply, error_reply(incoming.id, err.to_wire()))
+                await self._publish(reply, error_reply(incoming.id, OVERLOADED_ERROR.to_wire()))
                 return
             self._start(self._answer(route, route_stats, incoming.data, incoming.id, reply, call))
         else:

@@ -9,8 +9,6 @@ as NestJS does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from typing import Any, cast
 
 import structlog
 
-from booking_rpc.errors import INTERNAL_ERROR, RpcError
+from booking_rpc.errors import INTERNAL_ERROR, OVERLOADED_ERROR, RpcError
 from booking_rpc.router import NO_RESPONSE, Call, Route, Router
 from booking_rpc.server.flow_control import FlowControl
 from booking_rpc.server.state import ServerState
@@ -44,6 +42,8 @@ class Limits:
     incomplete_message_timeout: float = 30.0
     max_send_buffer: int = 128 * 1024 * 1024
     max_in_flight: int = 256
+    # requests in flight in the whole server (every connection) before a new one is refused with OVERLOADED
+    max_requests_in_flight: int = 1024
     idle_timeout: float = 0.0
     max_connections: int = 0
 
@@ -76,7 +76,34 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
             return
 
 
+_UNKNOWN: Any = object()
+
+
 class RpcProtocol(asyncio.Protocol):
+    # One per open connection, and most connections sit idle: slots instead of a __dict__, and the backlog
+    # deque (and FlowControl's Event) exist only once needed (bench/connections.py measures KB/connection).
+    __slots__ = (
+        "_closed",
+        "_dispatching",
+        "_flush_scheduled",
+        "_idle_timer",
+        "_incomplete_timer",
+        "_loop",
+        "_outgoing",
+        "_peer",
+        "backlog",
+        "codec",
+        "ctx",
+        "decoder",
+        "flow",
+        "limits",
+        "router",
+        "state",
+        "stats",
+        "tasks",
+        "transport",
+    )
+
     def __init__(self, state: ServerState, router: Router, ctx: Any, codec: Codec, limits: Limits) -> None:
         self.state = state
         self.router = router
@@ -92,19 +119,25 @@ class RpcProtocol(asyncio.Protocol):
         self._flush_scheduled = False
         self._dispatching = False
         # Messages decoded beyond the in-flight cap wait here (reading is paused meanwhile).
-        self.backlog: deque[Any] = deque()
-        self.peer: Any = None
+        self.backlog: deque[Any] | None = None
+        self._peer: Any = _UNKNOWN
         self._incomplete_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._loop = asyncio.get_running_loop()
+
+    @property
+    def peer(self) -> Any:
+        """The peer's address, read once it is first needed (an idle connection never needs it)."""
+        if self._peer is _UNKNOWN:
+            self._peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return self._peer
 
     # --- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but they have its interface
         self.transport = transport = cast(asyncio.Transport, transport)
-        self.peer = transport.get_extra_info("peername")
         self.stats.connections_total += 1
         limit = self.limits.max_connections
         if limit and len(self.state.connections) >= limit:
@@ -112,10 +145,7 @@ class RpcProtocol(asyncio.Protocol):
             self._closed = True
             transport.abort()
             return
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):  # not every transport lets us (e.g. some TLS wrappers)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # TCP_NODELAY: asyncio and uvloop both set it on every accepted TCP socket already
         self.flow = FlowControl(transport)
         self.state.connections.add(self)
         self.stats.connections_open += 1
@@ -156,11 +186,17 @@ class RpcProtocol(asyncio.Protocol):
         try:
             for message in messages:
                 if self.backlog or len(self.tasks) >= limit:
+                    if self.backlog is None:
+                        self.backlog = deque()
                     self.backlog.append(message)
                 else:
                     self._dispatch(message)
         finally:
             self._dispatching = False
+        if self._outgoing:
+            # what this batch answered at once (eager replies, OVERLOADED refusals) leaves now, in one write,
+            # not after the first steps of every task the batch started
+            self._flush()
         if self.backlog and self.flow is not None:
             self.flow.set_in_flight_paused(True)
         self._arm_incomplete_timer()
@@ -178,6 +214,12 @@ class RpcProtocol(asyncio.Protocol):
             if route is None:
                 self.stats.unroutable_requests += 1
                 self.write(no_handler_reply(incoming.id))
+                return
+            if not route.eager and self.stats.in_flight >= self.limits.max_requests_in_flight:
+                # beside the per-connection cap, which only pauses reading, a process-wide one: the excess of
+                # a flood over many connections is answered at once, instead of queueing without bound
+                self.stats.overloaded += 1
+                self.write(error_reply(incoming.id, OVERLOADED_ERROR.to_wire()))
                 return
             self._start(self._answer(route, incoming.data, incoming.id, self._call(incoming.metadata)), route.eager)
         else:
@@ -217,8 +259,9 @@ class RpcProtocol(asyncio.Protocol):
         self.tasks.discard(task)
         self.stats.in_flight -= 1
         limit = self.limits.max_in_flight
-        while self.backlog and len(self.tasks) < limit and not self._closed:
-            self._dispatch(self.backlog.popleft())
+        backlog = self.backlog
+        while backlog and len(self.tasks) < limit and not self._closed:
+            self._dispatch(backlog.popleft())
         if self.flow is not None and not self.backlog and len(self.tasks) <= limit // 2:
             self.flow.set_in_flight_paused(False)
         if not self.tasks:

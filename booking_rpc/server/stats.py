@@ -17,6 +17,7 @@ class ServerStats:
     events_total: int = 0
     events_failed: int = 0
     in_flight: int = 0
+    overloaded: int = 0  # requests refused with OVERLOADED (max_requests_in_flight)
     unroutable_requests: int = 0
     unroutable_events: int = 0
     reply_encode_errors: int = 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from booking_rpc.client import Client, ConnectionClosed, RequestTimeout
+from booking_rpc.client import Client, ConnectionClosed, RemoteError, RequestTimeout
 from booking_rpc.router import Router
 from booking_rpc.server.tls import client_context, server_context
 from tests.fixtures.server import MakeServer
@@ -53,22 +53,55 @@ async def test_max_connections_refuses_the_extra_one(make_server: MakeServer) ->
         assert server.stats.connections_refused == 1
 
 
-async def test_in_flight_cap_pauses_reading_and_loses_nothing(make_server: MakeServer) -> None:
+def gated_router(gate: asyncio.Event) -> Router:
+    """`wait` answers its payload once the gate opens; `ping` (eager) at once."""
     router = Router()
-    gate = asyncio.Event()
 
     @router.message("wait")
     async def wait(payload: Any, ctx: Any) -> Any:
         await gate.wait()
         return payload
 
-    server = await make_server(router, max_in_flight=8)
+    @router.message("ping", eager=True)
+    async def ping(payload: Any, ctx: Any) -> str:
+        return "pong"
+
+    return router
+
+
+async def test_in_flight_cap_pauses_reading_and_loses_nothing(make_server: MakeServer) -> None:
+    gate = asyncio.Event()
+    server = await make_server(gated_router(gate), max_in_flight=8)
     async with Client("127.0.0.1", server.port) as client:
         calls = [asyncio.create_task(client.send("wait", i)) for i in range(100)]
         await asyncio.sleep(0.2)
         assert server.stats.in_flight <= 8  # reading paused at the cap: the rest wait in the socket
         gate.set()
         assert await asyncio.gather(*calls) == list(range(100))
+
+
+async def test_a_flood_over_many_connections_is_refused_at_once_not_queued(make_server: MakeServer) -> None:
+    gate = asyncio.Event()
+    server = await make_server(gated_router(gate), max_in_flight=256, max_requests_in_flight=40)
+    clients = [await Client.connect("127.0.0.1", server.port) for _ in range(10)]
+    try:
+        calls = [asyncio.create_task(clients[i % 10].send("wait", i, timeout=5)) for i in range(200)]
+        async with asyncio.timeout(2):
+            while server.stats.overloaded < 160:
+                await asyncio.sleep(0.01)
+        assert server.stats.in_flight == 40  # the rest were answered, not queued
+        assert await clients[0].send("ping", None, timeout=1) == "pong"  # eager routes are not held back
+        gate.set()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        for client in clients:
+            await client.close()
+    refused = [r for r in results if isinstance(r, RemoteError)]
+    assert len(refused) == 160 and len(results) - len(refused) == 40
+    assert {(r.code, r.status_code) for r in refused} == {("OVERLOADED", 503)}
+    assert sorted(r for r in results if not isinstance(r, RemoteError)) == sorted(
+        i for i, r in enumerate(results) if not isinstance(r, RemoteError)
+    )
 
 
 async def test_peer_that_never_reads_is_dropped_past_the_send_buffer(make_server: MakeServer) -> None:
