@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import asyncpg
+from asyncpg.transaction import Transaction
 
 from booking_rpc.config import Settings
 from booking_rpc.db.pool import Pool
@@ -15,6 +16,30 @@ from booking_rpc.db.queries import Queries
 from booking_rpc.db.replica import ReadReplica
 
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
+
+
+@asynccontextmanager
+async def _rolled_back_unless_cancelled(tx: Transaction) -> AsyncIterator[None]:
+    """Start `tx`; commit it on success, roll it back on an exception.
+
+    Cancelled (a deadline, shutdown), maybe mid-query, it sends nothing: asyncpg's own context manager would
+    send ROLLBACK, which on a connection with a cancelled query first waits for the server to confirm the
+    cancel, and on a database that does not answer (frozen, partitioned) that wait has no deadline left to
+    end it. The pool terminates such a connection instead, and PostgreSQL rolls the transaction back.
+    """
+    await tx.start()
+    try:
+        yield
+    except Exception:
+        await tx.rollback()
+        raise
+    await tx.commit()
+
+
+def savepoint(conn: asyncpg.Connection) -> AbstractAsyncContextManager[None]:
+    """A savepoint inside a `Context.transaction()` (use it, not `conn.transaction()`): rolled back to on an
+    exception, and, like the transaction, left alone when the request is cancelled."""
+    return _rolled_back_unless_cancelled(conn.transaction())
 
 
 @dataclass(slots=True)
@@ -37,18 +62,8 @@ class Context:
     @asynccontextmanager
     async def transaction(self, *, isolation: Isolation = "read_committed") -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside one explicit transaction, committed on success."""
-        async with self.pool.acquire() as conn:
-            tx = conn.transaction(isolation=isolation)
-            await tx.start()
-            # Cancelled (a deadline, shutdown), maybe mid-query, it sends no ROLLBACK: that would wait on a
-            # database that may not answer, with no deadline left to stop it. The pool terminates such a
-            # connection, and PostgreSQL rolls the transaction back.
-            try:
-                yield conn
-            except Exception:
-                await tx.rollback()
-                raise
-            await tx.commit()
+        async with self.pool.acquire() as conn, _rolled_back_unless_cancelled(conn.transaction(isolation=isolation)):
+            yield conn
         if self.after_commit is not None:
             self.after_commit()
 

@@ -21,7 +21,7 @@ from uuid import UUID
 import asyncpg
 
 from booking_rpc.auth import require_self
-from booking_rpc.context import Context
+from booking_rpc.context import Context, savepoint
 from booking_rpc.domain.reference_codes import MAX_ATTEMPTS, new_reference_code
 from booking_rpc.errors import RpcError, not_found
 from booking_rpc.events.outbox import enqueue
@@ -63,7 +63,7 @@ async def _insert_booking(
     for attempt in range(MAX_ATTEMPTS):
         code = new_reference_code()
         try:
-            async with conn.transaction():  # a savepoint: a collision leaves the outer transaction usable
+            async with savepoint(conn):  # a collision leaves the outer transaction usable
                 row = await conn.fetchrow(
                     ctx.sql["bookings.insert"],
                     r["id"],
