@@ -54,6 +54,8 @@ class Context:
     # Called after every commit of `transaction()` (the outbox relay's wake-up: the transaction may have
     # written events); a job that writes events in a single statement calls `committed()` itself.
     after_commit: Callable[[], None] | None = None
+    # Wait for a pool connection at the head of the queue (the outbox relay's Context).
+    pool_first: bool = False
 
     def committed(self) -> None:
         if self.after_commit is not None:
@@ -62,14 +64,17 @@ class Context:
     @asynccontextmanager
     async def transaction(self, *, isolation: Isolation = "read_committed") -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside one explicit transaction, committed on success."""
-        async with self.pool.acquire() as conn, _rolled_back_unless_cancelled(conn.transaction(isolation=isolation)):
+        async with (
+            self.pool.acquire(first=self.pool_first) as conn,
+            _rolled_back_unless_cancelled(conn.transaction(isolation=isolation)),
+        ):
             yield conn
         if self.after_commit is not None:
             self.after_commit()
 
     def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A pooled connection for reads and single statements (each its own transaction)."""
-        return self.pool.acquire()
+        return self.pool.acquire(first=self.pool_first)
 
     def read_connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A connection for a read-only pattern: the replica while it is up and within read_max_lag, else the

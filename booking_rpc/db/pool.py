@@ -177,11 +177,15 @@ class Pool:
                 raise
             self._idle.append((conn, time.monotonic()))
 
-    def acquire(self) -> _Acquire:
-        """`async with pool.acquire() as conn:` (or `conn = await pool.acquire()` ... `await pool.release(conn)`)."""
-        return _Acquire(self)
+    def acquire(self, *, first: bool = False) -> _Acquire:
+        """`async with pool.acquire() as conn:` (or `conn = await pool.acquire()` ... `await pool.release(conn)`).
 
-    async def _acquire(self) -> asyncpg.Connection:
+        `first`: when every connection is busy, wait at the head of the queue, not its tail (the outbox relay:
+        one batch for many requests' events, whose delivery lag must not grow with the request queue).
+        """
+        return _Acquire(self, first)
+
+    async def _acquire(self, first: bool = False) -> asyncpg.Connection:
         while True:
             if self._closing:
                 raise asyncpg.InterfaceError("pool is closing")
@@ -204,7 +208,10 @@ class Pool:
                     raise
             limit = self._limit(self._acquire_timeout)
             waiter: asyncio.Future[asyncpg.Connection | None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            if first:
+                self._waiters.appendleft(waiter)
+            else:
+                self._waiters.append(waiter)
             self.waits += 1
             try:
                 async with asyncio.timeout_at(limit) as scope:
@@ -303,17 +310,18 @@ class Pool:
 
 
 class _Acquire:
-    __slots__ = ("_conn", "_pool")
+    __slots__ = ("_conn", "_first", "_pool")
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, first: bool = False) -> None:
         self._pool = pool
+        self._first = first
         self._conn: asyncpg.Connection | None = None
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
-        return self._pool._acquire().__await__()
+        return self._pool._acquire(self._first).__await__()
 
     async def __aenter__(self) -> asyncpg.Connection:
-        self._conn = await self._pool._acquire()
+        self._conn = await self._pool._acquire(self._first)
         return self._conn
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:

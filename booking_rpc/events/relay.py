@@ -242,8 +242,9 @@ class _SubscriberLoop:
 
 class OutboxRelay:
     def __init__(self, ctx: Context, static: list[Subscriber] | None = None) -> None:
-        # the relay's own commits (delivery bookkeeping) wake nobody: a Context without the hook
-        self.ctx = dataclasses.replace(ctx, after_commit=None)
+        # the relay's own commits (delivery bookkeeping) wake nobody: a Context without the hook; and its
+        # batches wait for a pool connection ahead of requests, or under load the lag follows the queue
+        self.ctx = dataclasses.replace(ctx, after_commit=None, pool_first=True)
         self._service_ctx = ctx
         self.signal = OutboxSignal(self.ctx, self.wake_all)
         settings = ctx.settings

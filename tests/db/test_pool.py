@@ -147,27 +147,30 @@ def test_redact(dsn: str, expected: str) -> None:
 # --- the pool itself -------------------------------------------------------------------------------------
 
 
-async def test_at_most_max_size_and_waiters_served_in_order(db_url: str) -> None:
+async def test_at_most_max_size_and_waiters_served_in_order_the_relay_first(db_url: str) -> None:
     pool = await create_pool(db_url, min_size=1, max_size=2)
     try:
         first, second = await pool.acquire(), await pool.acquire()
         assert (pool.get_size(), pool.get_idle_size()) == (2, 0)
         order: list[int] = []
 
-        async def wait(n: int) -> None:
-            async with pool.acquire() as conn:
+        async def wait(n: int, *, first: bool = False) -> None:
+            async with pool.acquire(first=first) as conn:
                 order.append(n)
                 assert await conn.fetchval("SELECT 1") == 1
 
         waiters = [asyncio.create_task(wait(n)) for n in range(3)]
         await asyncio.sleep(0.05)
+        # the relay's batches wait at the head of the queue, not behind every request
+        waiters.append(asyncio.create_task(wait(9, first=True)))
+        await asyncio.sleep(0.05)
         assert order == [] and pool.get_size() == 2  # nobody opened a third connection
         await pool.release(first)
         await pool.release(second)
         await asyncio.gather(*waiters)
-        assert order == [0, 1, 2]
+        assert order == [9, 0, 1, 2]
         assert (pool.get_size(), pool.get_idle_size()) == (2, 2)
-        assert pool.waits == 3 and pool.wait_seconds >= 3 * 0.05
+        assert pool.waits == 4 and pool.wait_seconds >= 3 * 0.05
     finally:
         await pool.close()
 

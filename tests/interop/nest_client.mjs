@@ -4,7 +4,8 @@
 //     scenario: [{"op": "send"|"send_all"|"emit", "pattern": ..., "data": ..., "count"?: N, "timeout_ms"?: T,
 //                 "metadata"?: {...}}]  (metadata: set on the op's packets by the client's onDispatchHook)
 //     prints one JSON line per op: {"ok": value} | {"error": err as the client received it}
-//     ("count" > 1 sends that many concurrently and prints {"ok": [values...]})
+//     ("count" > 1 sends that many concurrently and prints {"ok": [values...]}; with "settle": true it prints
+//      {"settled": [{"ok": value} | {"error": err}, ...]}, one per request)
 //   node nest_client.mjs --port P --load --concurrency N --duration S [--warmup W] [--pattern echo]
 //     closed-loop load; prints {"requests", "rps", "p50_ms", "p95_ms", "p99_ms"}
 import 'reflect-metadata';
@@ -48,6 +49,11 @@ async function runOp(op) {
     const obs = client.send(op.pattern, op.data).pipe(timeout(ms));
     return op.op === 'send_all' ? lastValueFrom(obs.pipe(toArray())) : lastValueFrom(obs);
   };
+  if (op.settle) {
+    // every request's own outcome (Promise.all would stop at the first error)
+    const settled = await Promise.allSettled(Array.from({ length: op.count ?? 1 }, one));
+    return { settled: settled.map((r) => (r.status === 'fulfilled' ? { ok: r.value } : { error: errorOf(r.reason) })) };
+  }
   try {
     if ((op.count ?? 1) > 1) {
       return { ok: await Promise.all(Array.from({ length: op.count }, one)) };
