@@ -251,7 +251,7 @@ def other_process(ctx: Context) -> Context:
 async def test_other_processes_hear_of_commits_by_one_coalesced_notify(
     relay_ctx: Context, make_server: MakeServer
 ) -> None:
-    recorder = Recorder()
+    recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
     ctx = Context(
         pool=relay_ctx.pool,
