@@ -164,6 +164,11 @@ def tracing_target_lines(report: dict[str, Any]) -> list[str]:
             f"{head} tracing on  {r['on_cpu_us']:.1f} µs CPU per request, {r['on_extra']:+.1%} over off "
             f"(target <= +{TRACING_CPU_TARGET:.0%}): {verdict}"
         )
+        if "sampled_cpu_us" in r:  # no target: what sampling buys
+            lines.append(
+                f"{head} tracing on, {r['sampled']:.0%} sampled: {r['sampled_cpu_us']:.1f} µs CPU per request, "
+                f"{r['sampled_extra']:+.1%} over off (no target)"
+            )
     default = report.get("column_default")
     if default:
         lines.append(

@@ -2,13 +2,14 @@
 
     python -m bench.tracing --concurrency 1 --duration 5 --rounds 3 [--json out.json]
 
-Three booking-rpc processes on one database, served by the same code: two with tracing off (no OTEL_*
-variables: no middleware, plain asyncpg connections; the request path is the one from before tracing
-existed) and one with tracing on (OTEL_TRACES_EXPORTER=otlp over http/protobuf, the SDK's
-BatchSpanProcessor, to an OTLP sink in this process that answers 200). Each round runs
-`booking.reservation.create` and `booking.slots.find` against all three, in an order that rotates per
-round; the figures are medians of the rounds. The two "off" processes measure the noise on this machine
-(an A/A pair: the same code twice); "on" is compared with the mean of them. CPU per request is the
+Four booking-rpc processes on one database, served by the same code: two with tracing off (no OTEL_*
+variables: no tracing middleware, plain asyncpg connections; the request path is the one from before tracing
+existed), one with tracing on (OTEL_TRACES_EXPORTER=otlp over http/protobuf, the SDK's
+BatchSpanProcessor, to an OTLP sink in this process that answers 200) and one the same but sampling
+`--sampled` of the traces (parentbased_traceidratio). Each round runs `booking.reservation.create` and
+`booking.slots.find` against all four, in an order that rotates per round; the figures are medians of
+the rounds. The two "off" processes measure the noise on this machine (an A/A pair: the same code
+twice); "on" is compared with the mean of them. CPU per request is the
 service process's whole CPU (every thread, so the exporter's thread too) over the requests it answered.
 
 Then, in this process, what one SDK span costs to start and end and to encode for OTLP; and what the
@@ -85,8 +86,9 @@ def otlp_sink() -> Iterator[tuple[int, dict[str, int]]]:
         server.server_close()
 
 
-def environment(sink_port: int | None) -> dict[str, str]:
-    """Ours without any OTEL_* variable; with the sink's port, tracing on and exporting there."""
+def environment(sink_port: int | None, ratio: float | None = None) -> dict[str, str]:
+    """Ours without any OTEL_* variable; with the sink's port, tracing on and exporting there (with `ratio`,
+    sampling that share of the traces)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     if sink_port is not None:
         env |= {
@@ -95,6 +97,8 @@ def environment(sink_port: int | None) -> dict[str, str]:
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
             "OTEL_SERVICE_NAME": "booking-rpc-bench",
         }
+        if ratio is not None:
+            env |= {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(ratio)}
     return env
 
 
@@ -183,6 +187,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     "off": stack.enter_context(server_process(dsn, args.pool, environment(None))),
                     "on": stack.enter_context(server_process(dsn, args.pool, environment(sink_port))),
                     "off (again)": stack.enter_context(server_process(dsn, args.pool, environment(None))),
+                    "on, sampled": stack.enter_context(
+                        server_process(dsn, args.pool, environment(sink_port, args.sampled))
+                    ),
                 }
                 for service in services.values():  # connections, plans, a table with rows
                     run_load("warm-up", service, 4, 1.0, create_request(ds))
@@ -196,7 +203,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         runs: dict[str, list[Result]] = {k: [] for k in services}
                         keys = list(services)
                         for r in range(args.rounds):
-                            for key in keys[r % 3 :] + keys[: r % 3]:  # rotate who goes first
+                            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:  # rotate who goes first
                                 runs[key].append(run_load(f"{key} {label}", services[key], c, args.duration, request))
                         medians = {k: median_of(v) for k, v in runs.items()}
                         for result in medians.values():
@@ -213,6 +220,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 "on_cpu_us": medians["on"].service_cpu_ms * 1000,
                                 "noise": noise,
                                 "on_extra": extra,
+                                "sampled": args.sampled,
+                                "sampled_cpu_us": medians["on, sampled"].service_cpu_ms * 1000,
+                                "sampled_extra": medians["on, sampled"].service_cpu_ms / off - 1,
                                 "runs": {k: [asdict(x) for x in v] for k, v in runs.items()},
                             }
                         )
@@ -230,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tracing", description=__doc__.split("\n")[0])
     p.add_argument("--concurrency", default="1", help="comma-separated concurrency levels")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per run")
-    p.add_argument("--rounds", type=int, default=3, help="rounds over the three services (medians)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over the four services (medians)")
+    p.add_argument("--sampled", type=float, default=0.1, help="share of traces the fourth service samples")
     p.add_argument("--default-rows", type=int, default=200_000, help="rows per insert in the column-default check")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--database-url", help="PostgreSQL server (default $DATABASE_URL, else embedded)")

@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
+from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.handlers.system import router as system_router
 from booking_rpc.jobs.runner import JobRunner
 from booking_rpc.router import Call, Router
@@ -321,3 +322,34 @@ async def test_nats_headers_carry_the_trace(traced: Traced, nats_url: str) -> No
     assert format(span.context.trace_id, "032x") == TRACE_ID
     assert span.parent is not None and format(span.parent.span_id, "016x") == PARENT_ID
     assert span.attributes is not None and span.attributes["network.transport"] == "nats"
+
+
+async def test_jetstream_events_carry_the_writers_trace_in_headers(
+    traced: Traced, nats_url: str, jetstream_stream: str
+) -> None:
+    cat = await make_service(traced.ctx)
+    slot = await make_slot(traced.pool, cat.service_id)
+    client = await traced_client(traced, {"traceparent": TRACEPARENT})
+    try:
+        await client.send("booking.reservation.create", hold_body(cat.service_id, slot))
+    finally:
+        await client.close()
+    server = traced.one("booking.reservation.create")
+    settings = Settings(nats_url=nats_url, events_nats=True, nats_stream=jetstream_stream)
+    ctx = Context(traced.pool, traced.ctx.sql, settings, extras={"tracing": traced.tracing})
+    relay = OutboxRelay(ctx, [])
+    await relay.start()
+    try:
+        async with asyncio.timeout(15):
+            while await traced.pool.fetchval("SELECT count(*) FROM booking_events_outbox WHERE NOT published"):
+                await asyncio.sleep(0.05)
+    finally:
+        await relay.stop()
+    peer = await nats.connect(nats_url)
+    try:
+        message = await peer.jetstream().get_msg(jetstream_stream, 1)
+    finally:
+        await peer.close()
+    assert message.subject == "reservation.created"
+    assert message.headers is not None
+    assert message.headers["traceparent"] == f"00-{TRACE_ID}-{format(server.context.span_id, '016x')}-01"
