@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from booking_rpc.models.common import ActorRequest, Model, Money
 
@@ -78,14 +78,42 @@ class BookingOut(BaseModel):
 BookingSort = Literal["slot_time", "created_at"]
 
 
-class BookingFindRequest(ActorRequest):
-    """One booking by `id` or `reference_code` (reply: the booking), or a page by criteria (reply: a page).
+def _id_alias_in_schema(schema: dict[str, Any]) -> None:
+    """Publish `id`, the alias of `booking_id`, so a client validating against the schema may send either."""
+    props = schema["properties"]
+    props["id"] = {**props["booking_id"], "title": "Id", "description": "Alias of `booking_id` (give one of them)."}
+
+
+class BookingGetRequest(ActorRequest):
+    """One booking by `booking_id` (alias `id`) or by `reference_code` (any case); reply: the booking.
 
     Users see only their own bookings, clinic staff only their clinic's; another's is NOT_FOUND.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_id_alias_in_schema)
+
+    booking_id: UUID | None = Field(None, validation_alias=AliasChoices("booking_id", "id"))
+    reference_code: str | None = Field(None, min_length=1, max_length=20)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> BookingGetRequest:
+        if (self.booking_id is None) == (self.reference_code is None):
+            raise ValueError("give exactly one of booking_id (or id) and reference_code")
+        return self
+
+
+class BookingFindRequest(ActorRequest):
+    """A page of bookings by criteria (reply: always a page; one booking by key is `booking.booking.get`).
+
+    `booking_id` (alias `id`) or `reference_code` narrows the page to that booking (one item, or none when it
+    does not exist or is not yours) and is not combined with the other criteria.
+    Users see only their own bookings, clinic staff only their clinic's.
     `sort`: `slot_time` (earliest first) or `created_at` (newest first); keyset `cursor`; `limit` ≤ 100.
     """
 
-    id: UUID | None = None
+    model_config = ConfigDict(json_schema_extra=_id_alias_in_schema)
+
+    booking_id: UUID | None = Field(None, validation_alias=AliasChoices("booking_id", "id"))
     reference_code: str | None = Field(None, min_length=1, max_length=20)
     user_id: UUID | None = None
     clinic_id: UUID | None = None
@@ -100,10 +128,17 @@ class BookingFindRequest(ActorRequest):
 
     @model_validator(mode="after")
     def _one_lookup(self) -> BookingFindRequest:
-        if self.id is not None and self.reference_code is not None:
-            raise ValueError("give either id or reference_code, not both")
+        if self.booking_id is not None and self.reference_code is not None:
+            raise ValueError("give either booking_id (or id) or reference_code, not both")
         if self.date_from and self.date_to and self.date_from > self.date_to:
             raise ValueError("date_from is after date_to")
+        if self.booking_id is not None or self.reference_code is not None:
+            criteria = ("user_id", "clinic_id", "status", "date_from", "date_to", "cursor")
+            given = [name for name in criteria if getattr(self, name) is not None] + (
+                ["upcoming_only"] if self.upcoming_only else []
+            )
+            if given:
+                raise ValueError(f"booking_id / reference_code is not combined with {', '.join(given)}")
         return self
 
 
@@ -114,6 +149,16 @@ class BookingPage(BaseModel):
 
 
 # --- update / cancel / approve / reject
+
+
+def _not_blank(reason: str) -> str:
+    if not reason.strip():
+        raise ValueError("reason must not be blank")
+    return reason
+
+
+# Why a booking is cancelled or rejected: the same rule for both (required, not blank).
+Reason = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_not_blank)]
 
 
 class BookingUpdateRequest(ActorRequest):
@@ -128,13 +173,7 @@ class BookingCancelRequest(ActorRequest):
     """Cancel a booking: its owner, staff of its clinic, or an admin/service. `reason` is required."""
 
     booking_id: UUID
-    reason: str = Field(min_length=1, max_length=2000)
-
-    @model_validator(mode="after")
-    def _reason_not_blank(self) -> BookingCancelRequest:
-        if not self.reason.strip():
-            raise ValueError("reason must not be blank")
-        return self
+    reason: Reason
 
 
 class BookingApproveRequest(ActorRequest):
@@ -143,8 +182,10 @@ class BookingApproveRequest(ActorRequest):
 
 
 class BookingRejectRequest(ActorRequest):
+    """Decline a booking awaiting approval (staff of its clinic, or an admin/service). `reason` is required."""
+
     booking_id: UUID
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Reason
 
 
 # --- payments (consumed event)

@@ -1,4 +1,5 @@
-"""booking.booking.find: by id, by reference code, by criteria with keyset pages; who sees what."""
+"""booking.booking.get (one booking by id or reference code) and booking.booking.find (always a page: by key or
+by criteria with keyset pages); who sees what."""
 
 from __future__ import annotations
 
@@ -21,22 +22,55 @@ from tests.helpers import (
 )
 
 
-async def test_by_id_and_reference(app_ctx: Context, pool: Pool) -> None:
+async def test_get_by_id_alias_and_reference(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
-    by_id = await call(app_ctx, "booking.booking.find", {"actor": user_actor(b.user), "id": str(b.booking.id)})
+    me = user_actor(b.user)
+    by_id = await call(app_ctx, "booking.booking.get", {"actor": me, "booking_id": str(b.booking.id)})
     assert by_id.id == b.booking.id and by_id.payment is not None
+    by_alias = await call(app_ctx, "booking.booking.get", {"actor": me, "id": str(b.booking.id)})
+    assert by_alias == by_id
     by_ref = await call(
         app_ctx,
-        "booking.booking.find",
+        "booking.booking.get",
         {"actor": staff(b.cat.clinic_id), "reference_code": b.booking.reference_code.lower()},
     )
-    assert by_ref.id == b.booking.id
+    assert by_ref == by_id
     for actor in (user_actor(uuid.uuid4()), staff(uuid.uuid4())):
-        err = await call_err(app_ctx, "booking.booking.find", {"actor": actor, "id": str(b.booking.id)})
-        assert (err.code, err.status_code) == ("NOT_FOUND", 404)
-    err = await call_err(app_ctx, "booking.booking.find", {"actor": admin(), "id": str(uuid.uuid4())})
-    assert err.code == "NOT_FOUND"
-    assert (await call_err(app_ctx, "booking.booking.find", {"id": str(b.booking.id)})).code == "UNAUTHENTICATED"
+        err = await call_err(app_ctx, "booking.booking.get", {"actor": actor, "booking_id": str(b.booking.id)})
+        assert (err.code, err.status_code, err.details) == ("NOT_FOUND", 404, {"booking_id": str(b.booking.id)})
+    err = await call_err(app_ctx, "booking.booking.get", {"actor": admin(), "reference_code": "NOPE"})
+    assert (err.code, err.details) == ("NOT_FOUND", {"reference_code": "NOPE"})
+    assert (await call_err(app_ctx, "booking.booking.get", {"id": str(b.booking.id)})).code == "UNAUTHENTICATED"
+    for bad in (
+        {},
+        {"booking_id": str(b.booking.id), "id": str(b.booking.id)},
+        {"booking_id": str(b.booking.id), "reference_code": b.booking.reference_code},
+    ):
+        err = await call_err(app_ctx, "booking.booking.get", {"actor": me, **bad})
+        assert (err.code, err.status_code) == ("VALIDATION_FAILED", 400), bad
+
+
+async def test_find_by_key_is_a_page_of_at_most_one(app_ctx: Context, pool: Pool) -> None:
+    b = await book(app_ctx, pool)
+    me = user_actor(b.user)
+    for key in (
+        {"booking_id": str(b.booking.id)},
+        {"id": str(b.booking.id)},
+        {"reference_code": b.booking.reference_code},
+    ):
+        page = await call(app_ctx, "booking.booking.find", {"actor": me, "include_total": True, **key})
+        assert ([i.id for i in page.items], page.next_cursor, page.total) == ([b.booking.id], None, 1), key
+    for actor, key in (
+        (user_actor(uuid.uuid4()), {"booking_id": str(b.booking.id)}),
+        (admin(), {"booking_id": str(uuid.uuid4())}),
+        (staff(uuid.uuid4()), {"reference_code": b.booking.reference_code}),
+    ):
+        page = await call(app_ctx, "booking.booking.find", {"actor": actor, **key})
+        assert (page.items, page.next_cursor, page.total) == ([], None, None)
+    err = await call_err(
+        app_ctx, "booking.booking.find", {"actor": me, "booking_id": str(b.booking.id), "status": ["confirmed"]}
+    )
+    assert err.code == "VALIDATION_FAILED"
 
 
 async def test_criteria_pages_sorts_and_scopes(app_ctx: Context, pool: Pool) -> None:

@@ -130,3 +130,19 @@ async def test_cannot_cancel_finished(app_ctx: Context, pool: Pool) -> None:
     err = await call_err(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user)))
     assert (err.code, err.status_code) == ("ILLEGAL_TRANSITION", 409)
     assert "completed" in err.message and "cancelled" in err.message
+
+
+@pytest.mark.parametrize("pattern", ["booking.booking.cancel", "booking.booking.reject"])
+async def test_cancel_and_reject_refuse_the_same_reasons(app_ctx: Context, pool: Pool, pattern: str) -> None:
+    """One rule for why a booking ends: required, 1-2000 characters, not blank; a refusal changes nothing."""
+    b = await book(app_ctx, pool, requires_approval=True)
+    target = {"actor": admin(), "booking_id": str(b.booking.id)}
+    for reason in ("", "   ", "\n\t", "x" * 2001):
+        err = await call_err(app_ctx, pattern, {**target, "reason": reason})
+        assert (err.code, err.status_code) == ("VALIDATION_FAILED", 400), reason
+    assert (await call_err(app_ctx, pattern, target)).code == "VALIDATION_FAILED"
+    row = await fetchrow(pool, "SELECT status FROM bookings WHERE id = $1", b.booking.id)
+    assert row["status"] == "pending_approval"
+    out = await call(app_ctx, pattern, {**target, "reason": "  no vet today "})
+    assert (out.status, out.cancellation_reason) == ("cancelled", "no vet today")
+    await assert_invariant(pool)

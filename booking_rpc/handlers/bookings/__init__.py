@@ -1,7 +1,7 @@
 """The booking lifecycle, one module per use case (`booking.reservation.confirm`, which creates a booking, is
 in handlers/reservations_confirm.py):
 
-- find.py: `booking.booking.find`
+- find.py: `booking.booking.get` (one booking) and `booking.booking.find` (always a page)
 - update.py: `booking.booking.update` (staff move a booking along: in-progress, completed, no-show)
 - cancel.py: `booking.booking.cancel` (owner or staff, refund policy) and `booking.booking.reject` (staff, full
   refund of a booking awaiting approval)
