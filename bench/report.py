@@ -6,12 +6,17 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
+from bench.nats import Round
+from bench.nats import target_lines as nats_target_lines
+
 COLORS = {"booking-rpc": "#2b6cb0", "baseline": "#a0aec0"}
 # issue 4: booking-rpc's throughput over pgbench's on the same SQL, and slots.find's latency growth 10k -> 1M
 RATIO_TARGETS = {"reservation.create": 0.8, "slots.find": 0.85}
 FIND_GROWTH_TARGET = 1.5
 # issue 19: tracing on (batch exporter) costs at most this much more service CPU per request than off
 TRACING_CPU_TARGET = 0.20
+# issue 16: JetStream delivery
+EVENTS_RATE_TARGET, EVENTS_LAG_TARGET_MS = 5000, 1000
 RESERVATION_RUNS = (("reservations", "all on shared cores"), ("reservations_split", "PostgreSQL on its own cores"))
 
 
@@ -58,20 +63,51 @@ def rows_from_results(results: dict[str, Any]) -> list[Row]:
                     r["p99_ms"],
                 )
             )
-    ev = results.get("events")
-    if ev:
+    for key, what in (("events", "events to NestJS"), ("events_jetstream", "events to JetStream + NestJS")):
+        ev = results.get(key)
+        if ev:
+            rows.append(
+                Row(
+                    f"{what} (offered {ev['offered_rate']:.0f}/s)",
+                    "booking-rpc relay",
+                    False,
+                    ev["events_per_s"],
+                    ev["lag_p50_ms"],
+                    ev["lag_p95_ms"],
+                    ev["lag_p99_ms"],
+                )
+            )
+    for r in (results.get("nats") or {}).get("results", []):
         rows.append(
             Row(
-                f"events to NestJS (offered {ev['offered_rate']:.0f}/s)",
-                "booking-rpc relay",
-                False,
-                ev["events_per_s"],
-                ev["lag_p50_ms"],
-                ev["lag_p95_ms"],
-                ev["lag_p99_ms"],
+                f"echo over NATS x{r['processes']} (ClientNats)",
+                r["target"],
+                r["target"].startswith("nestjs"),
+                r["rps"],
+                r["p50_ms"],
+                float("nan"),
+                r["p99_ms"],
             )
         )
     return rows
+
+
+def events_target_lines(ev: dict[str, Any]) -> list[str]:
+    """Issue 16's JetStream delivery targets for one events run."""
+    if not ev:
+        return []
+    rate, p99 = ev["events_per_s"], ev["lag_p99_ms"]
+    lines = [
+        f"- {rate:,.0f} events/s (target >= {EVENTS_RATE_TARGET:,}): {'met' if rate >= EVENTS_RATE_TARGET else 'not met'}",
+        f"- commit-to-NestJS lag p99 {p99:,.0f} ms (target < {EVENTS_LAG_TARGET_MS:,} ms): "
+        f"{'met' if p99 < EVENTS_LAG_TARGET_MS else 'not met'}",
+    ]
+    if "stream_messages" in ev:
+        once = ev["stream_messages"] == ev["events"]
+        lines.append(
+            f"- stream holds {ev['stream_messages']} messages for {ev['events']} events: {'once each' if once else 'NOT once each'}"
+        )
+    return lines
 
 
 def bar_chart(title: str, rows: list[Row], value: str, unit: str) -> str:
@@ -199,6 +235,13 @@ def summary_table(results: dict[str, Any]) -> str:
         measured = target_lines(results.get(key) or {})
         if measured:
             lines += ["", f"targets, {where}:", *measured]
+    nats = results.get("nats") or {}
+    if nats.get("results"):
+        measured = nats_target_lines([Round(**r) for r in nats["results"]])
+        lines += ["", "NATS (medians over the rounds):", *(f"- {line}" for line in measured)]
+    jetstream = events_target_lines(results.get("events_jetstream") or {})
+    if jetstream:
+        lines += ["", "JetStream delivery:", *jetstream]
     tracing = tracing_target_lines(results.get("tracing") or {})
     if tracing:
         lines += ["", "tracing (service CPU per request, off vs on):", *tracing]
