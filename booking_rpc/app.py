@@ -1,4 +1,4 @@
-"""The composition root: settings → database → pool → migrations → queries → router → server →
+"""The composition root: settings → database → pool → migrations → queries → router → listeners →
 relay/jobs, and shutdown. Everything that runs the service (serve, the CLI's database commands, the
 benches, the test fixtures) builds it with these functions, so each part is built one way.
 
@@ -38,11 +38,30 @@ from booking_rpc.logging import configure_logging
 from booking_rpc.metrics import ServiceCollector, make_registry, render
 from booking_rpc.router import Router
 from booking_rpc.server.nats import NatsTransport
-from booking_rpc.server.server import Server
+from booking_rpc.server.server import CannotListen, Server
 from booking_rpc.server.tls import server_context
 from booking_rpc.tracing import Tracing, connection_class, instrument
 
 log = structlog.get_logger(__name__)
+
+
+class StartupError(Exception):
+    """The service cannot start for a reason its operator fixes; the message says how (shown without traceback)."""
+
+
+# where each listener's port is set, for the message when it cannot bind
+PORT_SETTINGS = {
+    "json": "--port or BOOKING_RPC_PORT",
+    "msgpack": "--msgpack-port or BOOKING_RPC_MSGPACK_PORT",
+    "http": "BOOKING_RPC_METRICS_PORT (or turn metrics off: BOOKING_RPC_METRICS_ENABLED=false)",
+}
+
+
+def cannot_listen_message(exc: CannotListen) -> str:
+    setting = PORT_SETTINGS[exc.listener]
+    if exc.in_use:
+        return f"port {exc.port} on {exc.host} is in use; choose another with {setting}"
+    return f"cannot listen on {exc.host} port {exc.port} ({exc.strerror}); check the host, or the port ({setting})"
 
 
 def sql_folder(settings: Settings) -> Path:
@@ -282,21 +301,29 @@ async def running_service(settings: Settings, migrate_first: bool, tracing: Trac
         nats_transport = build_nats_transport(settings, ctx, server.router)
         app = App(settings, ctx.pool, ctx, server, nats_transport)
         ctx.extras["app"] = app
+        components: list[OutboxRelay | JobRunner] = []
         if not settings.jobs_enabled:
             # no relay here: the replicas that run one hear of this process's commits by NOTIFY
             ctx.after_commit = notify_only = OutboxSignal(ctx)
             app.background.append(notify_only)
         else:
-            relay = OutboxRelay(ctx)
-            jobs = JobRunner(ctx)
+            relay, jobs = OutboxRelay(ctx), JobRunner(ctx)
             ctx.extras["relay"], ctx.extras["jobs"] = relay, jobs
-            for component in (relay, jobs):
-                await component.start()
-                app.background.append(component)
-        await server.start()
+            components += (relay, jobs)
+        health = None
+        try:
+            # every listener bound before any background work starts: a taken port stops the start
+            # with nothing to unwind but the listeners
+            await server.start()
+            health = await start_health(app) if settings.metrics_enabled else None
+        except CannotListen as exc:
+            await server.shutdown(0)
+            raise StartupError(cannot_listen_message(exc)) from exc
         if nats_transport is not None:
             await nats_transport.start()  # connects in the background: NATS down does not stop TCP
-        health = await start_health(app) if settings.metrics_enabled else None
+        for component in components:
+            await component.start()
+            app.background.append(component)
         try:
             yield app
         finally:

@@ -27,7 +27,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from booking_rpc.app import serve
+    from booking_rpc.app import StartupError, serve
     from booking_rpc.db.pool import DatabaseUnavailable
     from booking_rpc.supervisor import SupervisorError, supervise
 
@@ -35,7 +35,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     migrate_first = settings.migrate_on_start and not args.no_migrate
     try:
         run((supervise if settings.workers > 1 else serve)(settings, migrate_first=migrate_first))
-    except (DatabaseUnavailable, SupervisorError) as exc:
+    except (DatabaseUnavailable, StartupError, SupervisorError) as exc:
         print(f"booking-rpc: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from booking_rpc.server.server import CannotListen
+
 log = structlog.get_logger(__name__)
 
 Probe = Callable[[], Awaitable[tuple[int, bytes, str]]]
@@ -31,7 +33,10 @@ class HealthServer:
         return port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.requested_port)
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.requested_port)
+        except OSError as exc:
+            raise CannotListen("http", self.host, self.requested_port, exc) from exc
         log.info("metrics and health endpoints listening", host=self.host, port=self.port)
 
     async def stop(self) -> None:

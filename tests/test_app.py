@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,10 +106,56 @@ def test_a_pool_that_keeps_no_connection_is_refused() -> None:
     assert "BOOKING_RPC_DB_POOL_MIN_SIZE" in done.stderr
 
 
+def failed_start(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line a start that cannot go on prints, after checking that nothing was logged as an error."""
+    assert done.returncode == 2, done.stderr
+    plain, logged = [], []
+    for line in done.stderr.splitlines():
+        try:
+            logged.append(json.loads(line))
+        except ValueError:
+            plain.append(line)
+    assert [e for e in logged if e.get("level") not in ("debug", "info")] == []
+    assert len(plain) == 1, done.stderr  # no traceback, no second message
+    assert done.stdout == ""
+    return plain[0]
+
+
 def test_unreachable_database_exits_with_a_clear_message() -> None:
-    done = run_cli("serve", "--port", "0", env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nothing"})
-    assert done.returncode == 2
-    assert "cannot reach PostgreSQL at host=127.0.0.1 port=1" in done.stderr
+    done = run_cli(
+        "serve",
+        "--port",
+        "0",
+        env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nothing", "BOOKING_RPC_LOG_FORMAT": "json"},
+    )
+    assert failed_start(done).startswith("booking-rpc: cannot reach PostgreSQL at host=127.0.0.1 port=1 ")
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another process listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("variable", "setting"),
+    [
+        ("BOOKING_RPC_PORT", "--port or BOOKING_RPC_PORT"),
+        ("BOOKING_RPC_MSGPACK_PORT", "--msgpack-port or BOOKING_RPC_MSGPACK_PORT"),
+        ("BOOKING_RPC_METRICS_PORT", "BOOKING_RPC_METRICS_PORT (or turn metrics off"),
+    ],
+)
+def test_a_port_in_use_stops_the_start_with_one_line(db_url: str, taken_port: int, variable: str, setting: str) -> None:
+    ports = {"BOOKING_RPC_PORT": "0", "BOOKING_RPC_MSGPACK_PORT": "0", "BOOKING_RPC_METRICS_PORT": "0"}
+    env = {**ports, variable: str(taken_port), "DATABASE_URL": db_url, "BOOKING_RPC_LOG_FORMAT": "json"}
+    done = run_cli("serve", env=env)
+    message = f"booking-rpc: port {taken_port} on 127.0.0.1 is in use; choose another with {setting}"
+    assert failed_start(done).startswith(message)
+    # nothing was started that had to be stopped: no relay, no job ran
+    assert "outbox relay started" not in done.stderr and "job" not in done.stderr
 
 
 def test_config_masks_the_database_password() -> None:

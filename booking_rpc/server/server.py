@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import ssl
 from typing import Any
 
@@ -21,6 +22,18 @@ from booking_rpc.server.stats import ServerStats
 from booking_rpc.wire.codec import JSON_CODEC, MSGPACK_CODEC, Codec
 
 log = structlog.get_logger(__name__)
+
+
+class CannotListen(OSError):
+    """A listener could not bind its address: the port is taken, the host is not this machine's, …"""
+
+    def __init__(self, listener: str, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.listener, self.host, self.port = listener, host, port
+
+    @property
+    def in_use(self) -> bool:
+        return self.errno == errno.EADDRINUSE
 
 
 class Server:
@@ -71,10 +84,10 @@ class Server:
                     reuse_port=self.reuse_port or None,
                     backlog=1024,
                 )
-            except OSError:
+            except OSError as exc:
                 if i > 0:  # no IPv6 on this machine: IPv4 alone will do
                     continue
-                raise
+                raise CannotListen(codec.name, host, port, exc) from exc
             self._servers.append((codec, srv))
             bound_port = srv.sockets[0].getsockname()[1]
         log.info("listening", host=self.host, port=bound_port, codec=codec.name, tls=self.ssl is not None)
