@@ -14,6 +14,7 @@ import orjson
 
 from booking_rpc.config import Settings, SettingsError
 from booking_rpc.context import Context
+from booking_rpc.logging import configure_logging
 from booking_rpc.loop import run
 
 
@@ -23,7 +24,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return Settings.from_env(**overrides)
+    settings = Settings.from_env(**overrides)
+    configure_logging(settings)  # every command logs to stderr: stdout carries only its output
+    return settings
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

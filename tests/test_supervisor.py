@@ -341,7 +341,7 @@ def test_the_embedded_database_is_started_once_by_the_supervisor(tmp_path: Path)
         assert service.process.wait(30) == 0
     finally:
         service.stop()
-    assert len(service.events("database.embedded")) == 1
+    assert len(service.events("database.embedded.ready")) == 1
     using = service.events("using PostgreSQL from DATABASE_URL")
     assert sorted(e["worker"] for e in using) == [0, 1]  # the workers got the supervisor's server
     assert len(service.events("database.embedded.stopped")) == 1

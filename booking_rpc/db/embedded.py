@@ -89,6 +89,9 @@ def start_embedded(data_dir: Path, database: str = DATABASE) -> EmbeddedPostgres
     # parents for traversal (o+rx), which is why the data lives in a folder of its own.
     pgdata.mkdir(parents=True, exist_ok=True)
     owned = not _already_running(pgdata)
+    first_start = not (pgdata / "PG_VERSION").exists()
+    if first_start:  # initdb takes seconds: say what the wait is for, and where the data goes
+        log.info("database.embedded.creating", data_dir=str(pgdata))
     server = PostgresServer(pgdata, cleanup_mode="stop")
     server.start()
     # CREATE DATABASE has no IF NOT EXISTS; \gexec runs it only when the SELECT returns a row.
@@ -104,9 +107,10 @@ def start_embedded(data_dir: Path, database: str = DATABASE) -> EmbeddedPostgres
         _owned=owned,
     )
     log.info(
-        "database.embedded",
+        "database.embedded.ready",
         data_dir=str(pgdata),
         dsn=redact(embedded.dsn),
+        created=first_start,
         reused_running_server=not owned,
     )
     return embedded

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,3 +60,31 @@ def test_default_data_dir_is_per_user() -> None:
     path = default_data_dir()
     assert path.is_absolute()
     assert path.name == "booking-rpc"
+
+
+def test_first_start_says_it_is_creating_the_database_and_when_it_is_ready(data_dir: Path) -> None:
+    def migrate() -> tuple[str, list[dict[str, object]]]:
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"BOOKING_RPC_LOG_FORMAT": "json"}
+        done = subprocess.run(
+            [sys.executable, "-m", "booking_rpc", "migrate", "--data-dir", str(data_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout, [json.loads(line) for line in done.stderr.splitlines()]  # stderr: log lines only
+
+    pgdata = str((data_dir / "postgres").resolve())
+    stdout, logged = migrate()
+    events = [entry["event"] for entry in logged]
+    assert events.index("database.embedded.creating") < events.index("database.embedded.ready")
+    assert logged[events.index("database.embedded.creating")]["data_dir"] == pgdata
+    assert logged[events.index("database.embedded.ready")]["created"] is True
+    assert stdout.splitlines()[0].startswith("0001_")  # stdout: the applied migrations, no log line
+
+    stdout, logged = migrate()  # a restart creates nothing
+    events = [entry["event"] for entry in logged]
+    assert "database.embedded.creating" not in events
+    assert logged[events.index("database.embedded.ready")]["created"] is False
+    assert stdout == "nothing to apply\n"
