@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -74,6 +75,19 @@ def _parse_json(text: str) -> Any:
         raise SystemExit(f"booking-rpc: the payload is not JSON: {exc}") from exc
 
 
+def _payload(argument: str) -> Any:
+    """The payload argument: JSON text, `@file` (a file holding it) or `-` (stdin): a shell argument cannot
+    hold a large payload."""
+    if argument == "-":
+        return _parse_json(sys.stdin.read())
+    if argument.startswith("@"):
+        try:
+            return _parse_json(Path(argument[1:]).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SystemExit(f"booking-rpc: cannot read the payload file {argument[1:]}: {exc.strerror}") from exc
+    return _parse_json(argument)
+
+
 def _pattern(text: str) -> Any:
     # An object pattern may be given as JSON ('{"cmd":"x"}'); anything else is a plain string.
     if text.startswith("{"):
@@ -87,7 +101,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
     async def go() -> int:
         try:
             async with Client(args.host, args.port, codec=args.codec) as client:
-                reply = await client.send(_pattern(args.pattern), _parse_json(args.data), timeout=args.timeout)
+                reply = await client.send(_pattern(args.pattern), _payload(args.data), timeout=args.timeout)
         except RemoteError as exc:
             sys.stdout.write(orjson.dumps(exc.err, option=orjson.OPT_INDENT_2).decode() + "\n")
             return 1
@@ -106,7 +120,7 @@ def _cmd_emit(args: argparse.Namespace) -> int:
     async def go() -> int:
         try:
             async with Client(args.host, args.port, codec=args.codec) as client:
-                await client.emit(_pattern(args.pattern), _parse_json(args.data))
+                await client.emit(_pattern(args.pattern), _payload(args.data))
         except ClientError as exc:
             print(f"booking-rpc: {exc}", file=sys.stderr)
             return 2
@@ -215,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("pattern")
-        p.add_argument("data", nargs="?", default="{}")
+        p.add_argument("data", nargs="?", default="{}", help="JSON payload, @file holding it, or - for stdin")
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=3000)
         p.add_argument("--codec", choices=["json", "msgpack"], default="json")
@@ -247,7 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # here, so a closed pipe is caught below rather than at interpreter exit
     except SettingsError as exc:
         print(f"booking-rpc: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader left (`booking-rpc config | head`): quietly, with the exit status of a SIGPIPE death;
+        # stdout goes to devnull so the interpreter's last flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return code
