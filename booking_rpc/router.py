@@ -77,11 +77,21 @@ class _NoResponse:
 NO_RESPONSE: Any = _NoResponse()
 
 
+PAYLOAD_FIELD = "(payload)"  # the `field` of an error about the payload as a whole
+# pydantic's messages for these name our model classes ("… or instance of SlotsFindRequest"): the caller sent JSON
+NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dataclass_type"})
+
+
 def validation_error(exc: ValidationError) -> RpcError:
-    details = [
-        {"field": ".".join(str(part) for part in err["loc"]), "message": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False, include_context=False, include_input=False)
-    ]
+    """VALIDATION_FAILED with one detail per problem, in the caller's terms: JSON field paths and types."""
+    details = []
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        field = ".".join(str(part) for part in err["loc"])
+        if err["type"] in NOT_AN_OBJECT:
+            message = "Input should be a JSON object" if field else "The payload must be a JSON object"
+        else:
+            message = err["msg"].removeprefix("Value error, ")  # a validator's own message, as written
+        details.append({"field": field or PAYLOAD_FIELD, "message": message, "type": err["type"]})
     return RpcError("VALIDATION_FAILED", "The payload is invalid", details)
 
 

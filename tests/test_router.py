@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from booking_rpc.app import build_context, service_router
 from booking_rpc.config import Settings
@@ -160,6 +160,42 @@ async def test_validation_failures_are_mapped_without_registration() -> None:
     err = await invoke_error(strict_router(), "greet", {"name": 1})
     assert err.code == "VALIDATION_FAILED"
     assert err.details == [{"field": "name", "message": "Input should be a valid string", "type": "string_type"}]
+
+
+@pytest.mark.parametrize("payload", [[], "x", 5, True])
+async def test_a_payload_that_is_no_object_is_named_as_the_payload(payload: Any) -> None:
+    err = await invoke_error(service_router(), "booking.slots.find", payload)
+    assert err.details == [{"field": "(payload)", "message": "The payload must be a JSON object", "type": "model_type"}]
+
+
+class Window(BaseModel):
+    start: int
+    end: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.start > self.end:
+            raise ValueError("start is after end")
+        return self
+
+
+async def test_a_check_across_fields_says_its_own_message_about_the_payload() -> None:
+    router = Router()
+
+    @router.message("window")
+    async def window(payload: Window, ctx: Any) -> None:
+        return None
+
+    err = await invoke_error(router, "window", {"start": 2, "end": 1})
+    assert err.details == [{"field": "(payload)", "message": "start is after end", "type": "value_error"}]
+
+
+async def test_validation_messages_name_no_internal_class() -> None:
+    err = await invoke_error(service_router(), "booking.services.upsert", {"actor": "admin"})
+    assert err.details is not None
+    assert {"field": "actor", "message": "Input should be a JSON object", "type": "model_type"} in err.details
+    for detail in err.details:
+        assert "instance of" not in detail["message"] and "Request" not in detail["message"], detail
 
 
 async def test_the_service_router_answers_a_lost_database_with_service_unavailable(db_url: str) -> None:
