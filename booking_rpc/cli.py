@@ -88,6 +88,13 @@ def _payload(argument: str) -> Any:
     return _parse_json(argument)
 
 
+def _service_port(args: argparse.Namespace) -> int:
+    """--port, else the port `serve` listens on (BOOKING_RPC_PORT, default 3000)."""
+    if args.port is not None:
+        return int(args.port)
+    return Settings.from_env().port
+
+
 def _pattern(text: str) -> Any:
     # An object pattern may be given as JSON ('{"cmd":"x"}'); anything else is a plain string.
     if text.startswith("{"):
@@ -100,7 +107,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         try:
-            async with Client(args.host, args.port, codec=args.codec) as client:
+            async with Client(args.host, _service_port(args), codec=args.codec) as client:
                 reply = await client.send(_pattern(args.pattern), _payload(args.data), timeout=args.timeout)
         except RemoteError as exc:
             sys.stdout.write(orjson.dumps(exc.err, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -119,7 +126,7 @@ def _cmd_emit(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         try:
-            async with Client(args.host, args.port, codec=args.codec) as client:
+            async with Client(args.host, _service_port(args), codec=args.codec) as client:
                 await client.emit(_pattern(args.pattern), _payload(args.data))
         except ClientError as exc:
             print(f"booking-rpc: {exc}", file=sys.stderr)
@@ -231,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("pattern")
         p.add_argument("data", nargs="?", default="{}", help="JSON payload, @file holding it, or - for stdin")
         p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--port", type=int, default=3000)
+        p.add_argument(
+            "--port",
+            type=int,
+            help="default: env BOOKING_RPC_PORT, else 3000",
+        )
         p.add_argument("--codec", choices=["json", "msgpack"], default="json")
         p.add_argument("--timeout", type=float, default=30.0)
         p.set_defaults(func=func)
