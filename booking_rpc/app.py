@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from booking_rpc import authentication
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.embedded import EmbeddedPostgres, default_data_dir, start_embedded
@@ -83,6 +84,7 @@ def service_router(settings: Settings | None = None, tracing: Tracing | None = N
     router = map_database_errors(build_router())
     if settings is not None:
         instrument(router, settings, tracing)
+        authentication.install(router, settings)
         router.use(deadline_middleware(settings.request_timeout))
     return router
 
@@ -366,6 +368,12 @@ async def serve(
         loop.add_signal_handler(sig, on_signal)
     async with running_app(settings, migrate_first=migrate_first) as app:
         log.info("booking-rpc ready", host=settings.host, port=app.server.port, msgpack_port=app.server.msgpack_port)
+        if settings.auth == "none" and not authentication.loopback_only(settings.host):
+            log.warning(
+                "listening beyond loopback with BOOKING_RPC_AUTH=none: any process that reaches this port may "
+                "act as any user; set BOOKING_RPC_AUTH=jwt in production",
+                host=settings.host,
+            )
         if on_ready is not None:
             on_ready(app)
         await stop.wait()

@@ -303,11 +303,12 @@ class Client:
         finally:
             self._pending.pop(request_id, None)
 
-    async def emit(self, pattern: Any, data: Any) -> None:
-        """An event: written (and drained past the high-water mark), no reply expected."""
+    async def emit(self, pattern: Any, data: Any, *, metadata: dict[str, str] | None = None) -> None:
+        """An event: written (and drained past the high-water mark), no reply expected. `metadata` as for
+        `send`."""
         protocol = await self._ensure_connected()
         assert protocol.transport is not None
-        protocol.transport.write(self.codec.encode(event_message(pattern, data, self._metadata())))
+        protocol.transport.write(self.codec.encode(event_message(pattern, data, self._metadata(metadata))))
         await protocol.drain()
 
     async def emit_many(self, events: list[tuple[Any, Any, dict[str, str] | None]]) -> None:

@@ -57,6 +57,30 @@ class Settings(BaseModel):
         1, ge=1, le=256, description="Worker processes on one port (SO_REUSEPORT, Linux); 1 = this process serves"
     )
 
+    # --- callers (authentication)
+    auth: Literal["none", "jwt"] = Field(
+        "none", description="none = trust the payload's actor (local development); jwt = verify the caller's token"
+    )
+    jwt_secret: SecretStr | None = Field(None, description="HS256 shared secret of caller tokens (auth=jwt)")
+    jwt_public_key: Path | None = Field(None, description="PEM public key of caller tokens: RS256, ES256 or EdDSA")
+    jwt_jwks_file: Path | None = Field(
+        None, description="JWKS file of caller token keys (chosen by kid, re-read on change)"
+    )
+    jwt_issuer: str = Field("", description="Required `iss` of caller tokens; empty = not checked")
+    jwt_audience: str = Field("", description="Required `aud` of caller tokens; empty = not checked")
+    jwt_leeway: float = Field(30.0, ge=0, description="Seconds of clock skew allowed on exp/nbf/iat")
+    jwt_id_claim: str = Field("sub", min_length=1, description="Claim holding the caller's user id (a UUID)")
+    jwt_role_claim: str = Field("role", min_length=1, description="Claim holding the caller's role")
+    jwt_clinic_claim: str = Field("clinic_id", min_length=1, description="Claim holding a staff member's clinic id")
+    auth_data_field: str = Field(
+        "",
+        description="Key in data where gateways without packet metadata put the token; removed before "
+        "validation; empty = off",
+    )
+    auth_service_subjects: str = Field(
+        "", description="mTLS client certificate subjects (CN), comma-separated, accepted as role service"
+    )
+
     # --- database
     database_url: SecretStr | None = Field(None, description="PostgreSQL URL; unset = embedded PostgreSQL")
     data_dir: Path | None = Field(None, description="Embedded PostgreSQL data folder (default: per-user data dir)")
@@ -159,6 +183,17 @@ class Settings(BaseModel):
     def _events_nats_needs_a_server(self) -> Settings:
         if self.events_nats and not self.nats_servers():
             raise ValueError("BOOKING_RPC_EVENTS_NATS=true needs BOOKING_RPC_NATS_URL")
+        return self
+
+    @model_validator(mode="after")
+    def _jwt_needs_a_key(self) -> Settings:
+        if self.auth == "jwt" and not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_file):
+            raise ValueError(
+                "auth=jwt needs a key: BOOKING_RPC_JWT_SECRET, BOOKING_RPC_JWT_PUBLIC_KEY or BOOKING_RPC_JWT_JWKS_FILE"
+            )
+        if self.auth == "jwt" and self.jwt_secret and (self.jwt_public_key or self.jwt_jwks_file):
+            # one key family: a public key next to a secret is how algorithm confusion starts
+            raise ValueError("auth=jwt takes a shared secret or public keys, not both")
         return self
 
     def database_dsn(self) -> str | None:

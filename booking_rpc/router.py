@@ -57,6 +57,9 @@ class Call:
         return None
 
 
+# The `Call.attrs` key under which a TLS transport leaves the verified client certificate's subject (CN).
+CLIENT_SUBJECT = "tls_client_subject"
+
 # What a middleware calls to go on: the next middleware, or validation and the handler, with `data`
 # (a middleware may hand on other data, e.g. without a field it consumed).
 Next = Callable[[Any], Awaitable[Any]]

@@ -17,10 +17,11 @@ from typing import Any, cast
 import structlog
 
 from booking_rpc.errors import INTERNAL_ERROR, OVERLOADED_ERROR, RpcError
-from booking_rpc.router import NO_RESPONSE, Call, Route, Router
+from booking_rpc.router import CLIENT_SUBJECT, NO_RESPONSE, Call, Route, Router
 from booking_rpc.server.flow_control import FlowControl
 from booking_rpc.server.state import ServerState
 from booking_rpc.server.stats import ServerStats
+from booking_rpc.server.tls import client_subject
 from booking_rpc.wire.codec import Codec, FrameDecoder
 from booking_rpc.wire.errors import FrameError
 from booking_rpc.wire.messages import (
@@ -234,7 +235,11 @@ class RpcProtocol(asyncio.Protocol):
         # Only middleware reads a Call: without any, none is built (the hot path stays as it was).
         if not self.router.middleware:
             return None
-        return Call("tcp", metadata, self.peer)
+        call = Call("tcp", metadata, self.peer)
+        subject = client_subject(self.transport.get_extra_info("peercert")) if self.transport is not None else None
+        if subject is not None:
+            call.attrs[CLIENT_SUBJECT] = subject
+        return call
 
     def _start(self, coro: Coroutine[Any, Any, None], eager: bool) -> None:
         task: asyncio.Task[None]

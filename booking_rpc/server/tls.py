@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 
 def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
@@ -24,3 +25,14 @@ def client_context(
     if cert is not None:
         ctx.load_cert_chain(certfile=str(cert), keyfile=str(key) if key else None)
     return ctx
+
+
+def client_subject(peercert: Any) -> str | None:
+    """The commonName of a verified client certificate (`ssl.SSLSocket.getpeercert()` form), or None."""
+    if not isinstance(peercert, dict):
+        return None
+    for rdn in peercert.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return str(value)
+    return None
