@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from booking_rpc.app import build_context, build_server, service_router
+from booking_rpc.app import build_context, service_router
 from booking_rpc.authentication import loopback_only
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.config import Settings, SettingsError
@@ -24,6 +24,7 @@ from booking_rpc.db.pool import Pool
 from booking_rpc.errors import RpcError
 from booking_rpc.router import Call, Router
 from booking_rpc.server.server import Server
+from tests.fixtures.app import serving
 from tests.fixtures.tokens import (
     SECRET,
     KeyPair,
@@ -219,12 +220,8 @@ async def payment_status(pool: Pool, ref: str) -> str:
 
 @pytest.fixture
 async def jwt_server(jwt_ctx: Context) -> AsyncIterator[Server]:
-    server = build_server(jwt_ctx.settings, jwt_ctx)
-    await server.start()
-    try:
+    async with serving(jwt_ctx) as server:
         yield server
-    finally:
-        await server.shutdown(2.0)
 
 
 async def test_a_forged_payment_event_never_marks_a_payment_paid(
@@ -400,9 +397,7 @@ async def test_an_allowlisted_client_certificate_acts_as_a_service(tmp_path: Pat
     )
     ctx = build_context(settings, pool)
     plain_ctx = build_context(Settings(port=0, metrics_enabled=False, jobs_enabled=False), pool)
-    server = build_server(settings, ctx)
-    await server.start()
-    try:
+    async with serving(ctx) as server:
         refs = {}
         for cn in ("someone-else", "payments-service"):
             refs[cn] = f"ext-{uuid.uuid4()}"
@@ -418,5 +413,3 @@ async def test_an_allowlisted_client_certificate_acts_as_a_service(tmp_path: Pat
                     await asyncio.sleep(0.02)
         assert await payment_status(pool, refs["payments-service"]) == "success"
         assert await payment_status(pool, refs["someone-else"]) == "pending"
-    finally:
-        await server.shutdown(2.0)

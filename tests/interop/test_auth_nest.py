@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from booking_rpc.app import build_context, build_server
+from booking_rpc.app import build_context
 from booking_rpc.db.pool import Pool
 from booking_rpc.server.server import Server
+from tests.fixtures.app import serving
 from tests.fixtures.interop import nest_client
 from tests.fixtures.tokens import bearer, claims, hs256, jwt_settings
 from tests.helpers import hold_body, make_service, make_slot
@@ -21,12 +22,8 @@ pytestmark = pytest.mark.interop
 @pytest.fixture
 async def jwt_server(pool: Pool) -> AsyncIterator[Server]:
     settings = jwt_settings()
-    server = build_server(settings, build_context(settings, pool))
-    await server.start()
-    try:
+    async with serving(build_context(settings, pool)) as server:
         yield server
-    finally:
-        await server.shutdown(2.0)
 
 
 async def test_nest_gateway_token_in_metadata_is_served_and_none_is_refused(
