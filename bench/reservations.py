@@ -406,6 +406,8 @@ def create_scripts(sql: Queries, ds: Dataset, ttl: int, folder: Path) -> list[Pa
                 6: str(ttl),
                 7: "NULL",
                 8: lit("0" * 64, "text"),
+                9: str(Settings.model_fields["max_active_holds_per_user"].default),
+                10: str(Settings.model_fields["max_active_holds_per_pet"].default),
             },
         )
         path = folder / f"create_{i}.sql"

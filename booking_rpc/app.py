@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from booking_rpc import authentication
+from booking_rpc import authentication, rate_limits
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.embedded import EmbeddedPostgres, default_data_dir, start_embedded
@@ -85,6 +85,7 @@ def service_router(settings: Settings | None = None, tracing: Tracing | None = N
     if settings is not None:
         instrument(router, settings, tracing)
         authentication.install(router, settings)
+        rate_limits.install(router, settings)
         router.use(deadline_middleware(settings.request_timeout))
     return router
 

@@ -38,7 +38,7 @@ from jwt.types import Options
 from booking_rpc.config import Settings
 from booking_rpc.errors import RpcError
 from booking_rpc.models.common import Actor, Role
-from booking_rpc.router import CLIENT_SUBJECT, Call, Middleware, Next, Route, Router
+from booking_rpc.router import CALLER, CLIENT_SUBJECT, Call, Middleware, Next, Route, Router
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,6 @@ HMAC_ALGORITHMS = ("HS256",)
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 # How often (s) the JWKS file's modification time is looked at.
 JWKS_RECHECK_SECONDS = 1.0
-ACTOR_ATTR = "actor"
 
 
 def unauthenticated(reason: str, message: str) -> RpcError:
@@ -229,7 +228,7 @@ def authentication_middleware(settings: Settings, verifier: TokenVerifier | None
             raise unauthenticated("missing", "This service needs the caller's token (authorization: Bearer …)")
         if route.kind == "event" and actor.role != Role.SERVICE:
             raise RpcError("FORBIDDEN", "Only platform services may emit this event", {"pattern": route.route})
-        call.attrs[ACTOR_ATTR] = actor
+        call.attrs[CALLER] = actor
         return await call_next(_with_actor(route, data, actor))
 
     return authenticate

@@ -110,6 +110,18 @@ class Settings(BaseModel):
 
     # --- booking rules
     hold_ttl_seconds: int = Field(600, gt=0, description="How long a reservation holds a unit of capacity")
+    max_active_holds_per_user: int = Field(
+        3, gt=0, description="Pending holds one user may have at once (TOO_MANY_HOLDS)"
+    )
+    max_active_holds_per_pet: int = Field(
+        3, gt=0, description="Pending holds one pet may have at once (TOO_MANY_HOLDS)"
+    )
+    hold_rate_per_minute: float = Field(
+        60.0, ge=0, description="reservation.create calls per user per minute, per process (RATE_LIMITED); 0 = off"
+    )
+    hold_rate_burst: int = Field(
+        20, gt=0, description="reservation.create calls a user may make at once before the rate applies"
+    )
     currency: str = Field("IDR", min_length=3, max_length=3, description="Currency of prices and payments")
     platform_fee_percent: Decimal = Field(Decimal("10"), ge=0, le=100, description="Platform fee, % of the price")
     tax_percent: Decimal = Field(Decimal("11"), ge=0, le=100, description="Tax, % of the price (inclusive)")

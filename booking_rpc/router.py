@@ -59,6 +59,8 @@ class Call:
 
 # The `Call.attrs` key under which a TLS transport leaves the verified client certificate's subject (CN).
 CLIENT_SUBJECT = "tls_client_subject"
+# The `Call.attrs` key under which authentication leaves the verified caller (a models.common.Actor).
+CALLER = "caller"
 
 # What a middleware calls to go on: the next middleware, or validation and the handler, with `data`
 # (a middleware may hand on other data, e.g. without a field it consumed).

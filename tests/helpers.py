@@ -317,10 +317,33 @@ async def capacity_violations(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows if r["booked_count"] != r["holders"] or not 0 <= r["booked_count"] <= r["capacity"]]
 
 
+HOLD_QUOTA_SQL = """
+SELECT kind, owner_id, counted, actual FROM (
+    SELECT q.owner_kind AS kind, q.owner_id, q.pending AS counted,
+           (SELECT count(*) FROM reservations r
+            WHERE r.status = 'pending'
+              AND CASE q.owner_kind WHEN 'user' THEN r.user_id ELSE r.pet_id END = q.owner_id) AS actual
+    FROM hold_quotas q
+    UNION ALL
+    SELECT 'user', r.user_id, 0, count(*) FROM reservations r
+    WHERE r.status = 'pending'
+      AND NOT EXISTS (SELECT 1 FROM hold_quotas q WHERE q.owner_kind = 'user' AND q.owner_id = r.user_id)
+    GROUP BY r.user_id
+) counts
+WHERE counted <> actual
+"""
+
+
+async def hold_quota_drift(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Users and pets whose pending-hold counter (hold_quotas) is not the number of their pending holds."""
+    return [dict(r) for r in await conn.fetch(HOLD_QUOTA_SQL)]
+
+
 async def assert_invariant(pool: Pool) -> None:
-    """The capacity invariant holds for every slot."""
+    """The capacity invariant holds for every slot, and every pending-hold counter equals its holds."""
     async with pool.acquire() as conn:
         assert await capacity_violations(conn) == []
+        assert await hold_quota_drift(conn) == []
 
 
 # --- events -------------------------------------------------------------------------------------------

@@ -74,6 +74,15 @@ def _replay(row: asyncpg.Record, fp: str) -> ReservationOut:
 
 async def _refuse(conn: asyncpg.Connection, ctx: Context, payload: ReservationCreateRequest) -> NoReturn:
     """The hold took nothing: say precisely why (read right after it)."""
+    limits = ctx.settings.max_active_holds_per_user, ctx.settings.max_active_holds_per_pet
+    quota = await conn.fetchrow(ctx.sql["reservations.hold_quota"], payload.user_id, payload.pet_id, *limits)
+    if quota is not None and (quota["user_at_limit"] or quota["pet_at_limit"]):
+        who = "You have" if quota["user_at_limit"] else "This pet has"
+        raise RpcError(
+            "TOO_MANY_HOLDS",
+            f"{who} as many pending holds as allowed: confirm or cancel one first",
+            {"max_per_user": limits[0], "max_per_pet": limits[1], "limit": "user" if quota["user_at_limit"] else "pet"},
+        )
     row = await conn.fetchrow(ctx.sql["slots.diagnose"], payload.slot_id, payload.user_id)
     details = {"slot_id": str(payload.slot_id)}
     if row is None or row["service_id"] != payload.service_id:
@@ -109,6 +118,8 @@ async def create_reservation(payload: ReservationCreateRequest, ctx: Context) ->
                 ctx.settings.hold_ttl_seconds,
                 key,
                 fp,
+                ctx.settings.max_active_holds_per_user,
+                ctx.settings.max_active_holds_per_pet,
             )
             if row is not None:
                 return reservation_out(row)

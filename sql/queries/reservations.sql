@@ -2,10 +2,14 @@
 
 -- name: reservations.hold
 -- A hold, as one statement (so one transaction and one round trip): $1 user, $2 pet, $3 service, $4 slot,
--- $5 lock_id, $6 TTL seconds, $7 idempotency key, $8 request fingerprint.
+-- $5 lock_id, $6 TTL seconds, $7 idempotency key, $8 request fingerprint, $9 / $10 the most pending holds a
+-- user / a pet may have (migration 0018's hold_quotas, kept by trigger).
 --   1. The slot's pending holds past their TTL are locked and counted (holds first, then the slot: the
 --      order the expiry job and cancel use); their units count as free, so a late expiry job never turns a
 --      customer away.
+--   1b. The user's and then the pet's hold_quotas row is upserted only while its count is under the limit:
+--      a concurrent hold of the same user waits on that row and re-checks the committed count, so no
+--      number of concurrent requests gets past the limit. Nothing is taken when either refuses.
 --   2. One conditional UPDATE takes a unit: it waits only on this slot's row and can never push
 --      booked_count past capacity.
 --   3. Only when it took one: those holds become 'expired', the reservation row is inserted, and one outbox
@@ -24,6 +28,14 @@ WITH stale AS (
     FOR UPDATE
 ), freed AS (
     SELECT count(*)::int AS n FROM stale
+), user_quota AS (
+    INSERT INTO hold_quotas AS q (owner_kind, owner_id, pending) VALUES ('user', $1, 0)
+    ON CONFLICT (owner_kind, owner_id) DO UPDATE SET pending = q.pending WHERE q.pending < $9::int
+    RETURNING q.owner_id
+), pet_quota AS (
+    INSERT INTO hold_quotas AS q (owner_kind, owner_id, pending) SELECT 'pet', $2, 0 FROM user_quota
+    ON CONFLICT (owner_kind, owner_id) DO UPDATE SET pending = q.pending WHERE q.pending < $10::int
+    RETURNING q.owner_id
 ), taken AS (
     UPDATE slots s
     SET booked_count = s.booked_count - f.n + 1,
@@ -33,6 +45,7 @@ WITH stale AS (
     WHERE s.id = $4
       AND s.service_id = $3
       AND sv.id = s.service_id
+      AND EXISTS (SELECT 1 FROM pet_quota)
       AND s.booked_count - f.n < s.capacity
       AND (s.status = 'available' OR (s.status = 'booked' AND f.n > 0))
       AND s.starts_at > now()
@@ -141,3 +154,10 @@ WITH due AS (
     ORDER BY expires_at, id
 )
 SELECT id, user_id, pet_id, service_id, slot_id, expires_at FROM events ORDER BY expires_at, id;
+
+-- name: reservations.hold_quota
+-- Whether user $1 (at most $3 pending holds) or pet $2 (at most $4) is at the limit: why a hold took nothing.
+SELECT COALESCE(max(pending) FILTER (WHERE owner_kind = 'user' AND owner_id = $1), 0) >= $3::int AS user_at_limit,
+       COALESCE(max(pending) FILTER (WHERE owner_kind = 'pet' AND owner_id = $2), 0) >= $4::int AS pet_at_limit
+FROM hold_quotas
+WHERE (owner_kind = 'user' AND owner_id = $1) OR (owner_kind = 'pet' AND owner_id = $2);
