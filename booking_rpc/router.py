@@ -169,6 +169,9 @@ class Route:
     streaming: bool
     # Started without a Task (see server.protocol): only for handlers that need no Task context.
     eager: bool = False
+    # The reply's published type when the handler returns a pre-rendered form of it (schemas/ reads this
+    # instead of the return annotation); None: the return annotation is the reply's type.
+    reply: Any = None
     # Counted for TCP and in-process calls; other transports count apart (stats_for), for the metrics'
     # `transport` label.
     stats: RouteStats = field(default_factory=RouteStats)
@@ -268,7 +271,9 @@ class Router:
         self.middleware: list[Middleware] = []
         self.error_mappers: dict[type[BaseException], ErrorMapper] = {ValidationError: _validation_failed}
 
-    def _register(self, pattern: Any, kind: Kind, eager: bool = False) -> Callable[[Handler], Handler]:
+    def _register(
+        self, pattern: Any, kind: Kind, eager: bool = False, reply: Any = None
+    ) -> Callable[[Handler], Handler]:
         route = route_for_registration(pattern)
 
         def decorate(handler: Handler) -> Handler:
@@ -289,6 +294,7 @@ class Router:
                 model=model,
                 streaming=inspect.isasyncgenfunction(handler),
                 eager=eager,
+                reply=reply,
                 middleware=self.middleware,
                 error_mappers=self.error_mappers,
             )
@@ -296,13 +302,15 @@ class Router:
 
         return decorate
 
-    def message(self, pattern: Any, *, eager: bool = False) -> Callable[[Handler], Handler]:
+    def message(self, pattern: Any, *, eager: bool = False, reply: Any = None) -> Callable[[Handler], Handler]:
         """A request/response pattern (`ClientProxy.send`).
 
         `eager=True` runs the handler straight from the socket callback until it first waits, saving a
         Task per request; only for handlers that use nothing needing a Task (no asyncio.timeout, no DB).
+        `reply=Model` publishes the reply as `Model` when the handler returns a pre-rendered form of it
+        (e.g. JSON PostgreSQL wrote) rather than the model itself.
         """
-        return self._register(pattern, "message", eager)
+        return self._register(pattern, "message", eager, reply)
 
     def event(self, pattern: Any) -> Callable[[Handler], Handler]:
         """An event pattern (`ClientProxy.emit`): the result is dropped."""

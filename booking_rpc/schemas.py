@@ -82,13 +82,15 @@ def build() -> dict[str, dict[str, Any]]:
             if request is not None:
                 consumed_routes[route] = request
             continue
-        reply_type = hints.get("return")
+        reply_type = entry.reply if entry.reply is not None else hints.get("return")
         if entry.streaming:
             args = typing.get_args(reply_type)
             reply_type = args[0] if args else Any
         reply = _schema_of(reply_type, "serialization")
         files[f"patterns/{route}.request.json"] = _with_draft(request or {}, f"{route} request")
-        files[f"patterns/{route}.reply.json"] = _with_draft(reply or {"type": "null"}, f"{route} reply")
+        files[f"patterns/{route}.reply.json"] = _with_draft(
+            reply if reply is not None else {"type": "null"}, f"{route} reply"
+        )
         channels[route] = {
             "address": route,
             "messages": {

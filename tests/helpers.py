@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import json
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import jsonschema
 import pytest
 
 from booking_rpc import jsonutil
@@ -31,7 +33,8 @@ from booking_rpc.events.outbox import enqueue
 from booking_rpc.models.bookings import BookingOut
 from booking_rpc.models.catalog import SlotsPage
 from booking_rpc.models.events import PUBLISHED_EVENTS, ReservationCancelled
-from booking_rpc.router import Router
+from booking_rpc.router import NO_RESPONSE, Router
+from booking_rpc.schemas import DEFAULT_DIR as SCHEMAS_DIR
 
 # --- calling patterns ---------------------------------------------------------------------------------
 
@@ -42,12 +45,47 @@ def app_router() -> Router:
     return service_router()
 
 
+def _closed(schema: Any) -> Any:
+    """`schema` with every object that lists its properties refusing others: a reply must be the
+    published shape exactly, not merely contain it."""
+    if isinstance(schema, dict):
+        out = {k: _closed(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_closed(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def reply_validator(pattern: str) -> jsonschema.Draft202012Validator:
+    """The published reply schema of `pattern` (schemas/patterns/<pattern>.reply.json), closed."""
+    schema = json.loads((SCHEMAS_DIR / "patterns" / f"{pattern}.reply.json").read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(
+        _closed(schema), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def assert_reply_published(pattern: str, reply: Any) -> None:
+    """The reply, as JSON carries it, validates against the pattern's published reply schema."""
+    wire = None if reply is NO_RESPONSE else jsonutil.loads(jsonutil.dumps(reply))
+    errors = sorted(reply_validator(pattern).iter_errors(wire), key=lambda e: list(e.absolute_path))
+    assert not errors, f"{pattern} reply is not its published shape: " + "; ".join(
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]
+    )
+
+
 async def call(ctx: Context, pattern: str, data: Any) -> Any:
     """Invoke a pattern in-process (no socket; validation and error mapping included), raising RpcError
-    like the wire would carry it."""
+    like the wire would carry it. A request's reply is checked against its published schema (schemas/),
+    so every handler test also checks the contract."""
     route = app_router().lookup(pattern)
     assert route is not None, f"no handler for {pattern}"
-    return await route.invoke(data, ctx)
+    reply = await route.invoke(data, ctx)
+    if route.kind == "message" and not route.streaming:
+        assert_reply_published(route.route, reply)
+    return reply
 
 
 async def call_err(ctx: Context, pattern: str, data: Any) -> RpcError:

@@ -8,12 +8,16 @@ import uuid
 from typing import Any
 
 import jsonschema
+import pytest
 
+from booking_rpc import jsonutil
 from booking_rpc.context import Context
+from booking_rpc.db.pool import Pool
 from booking_rpc.handlers import build_router
+from booking_rpc.models.catalog import SlotOut
 from booking_rpc.models.events import PUBLISHED_EVENTS
 from booking_rpc.schemas import DEFAULT_DIR, check_schemas
-from tests.helpers import call
+from tests.helpers import assert_reply_published, call, make_service, make_slot
 
 
 def load(rel: str) -> dict[str, Any]:
@@ -79,3 +83,28 @@ async def test_outbox_payloads_validate_against_their_schemas(app_ctx: Context) 
     assert [r["event_type"] for r in rows] == ["reservation.created", "reservation.cancelled"]
     for row in rows:
         jsonschema.validate(row["payload"], load(f"events/published/{row['event_type']}.json"))
+
+
+async def test_replies_are_checked_against_their_published_shape(app_ctx: Context, pool: Pool) -> None:
+    # `call` checks every reply it returns; here the check itself is shown to refuse what is not the shape
+    assert await call(app_ctx, "ping", None) == "pong"
+    assert await call(app_ctx, "echo", {"any": ["thing"]}) == {"any": ["thing"]}
+    cat = await make_service(app_ctx)
+    await make_slot(pool, cat.service_id)
+    today = dt.date.today()
+    window = {"date_from": today.isoformat(), "date_to": (today + dt.timedelta(days=4)).isoformat()}
+    page = await call(app_ctx, "booking.slots.find", {"service_id": str(cat.service_id), **window})
+    reply = jsonutil.loads(jsonutil.dumps(page))
+    [item] = reply["items"]
+    assert set(item) == set(SlotOut.model_fields)  # the SQL-built rows are SlotOut, field for field
+    assert_reply_published("booking.slots.find", reply)
+    for broken in (
+        {**reply, "items": [{**item, "extra": 1}]},  # a property the contract does not name
+        {**reply, "items": [{k: v for k, v in item.items() if k != "remaining"}]},  # one it requires
+        {**reply, "items": [{**item, "id": "not-a-uuid"}]},
+        {"items": reply["items"]},
+    ):
+        with pytest.raises(AssertionError, match=r"booking\.slots\.find reply is not its published shape"):
+            assert_reply_published("booking.slots.find", broken)
+    with pytest.raises(AssertionError, match="ping reply"):
+        assert_reply_published("ping", 1)

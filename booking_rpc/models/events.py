@@ -203,4 +203,5 @@ PUBLISHED_EVENTS: list[type[EventPayload]] = [
     ReviewSubmitted,
     PaymentRefundRequested,
     PaymentRefundProcessed,
+    ReminderDue,
 ]

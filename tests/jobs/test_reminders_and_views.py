@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import asyncpg
+import jsonschema
 
 from booking_rpc.context import Context
 from booking_rpc.jobs.reminders import send_due_reminders
 from booking_rpc.jobs.runner import JobRunner
 from booking_rpc.jobs.views import refresh_views
+from booking_rpc.schemas import DEFAULT_DIR
+from tests.helpers import validate_outbox
 
 
 async def make_booking(conn: asyncpg.Connection) -> uuid.UUID:
@@ -65,7 +69,13 @@ async def test_two_workers_never_send_a_reminder_twice(app_ctx: Context) -> None
             == 10
         )
         assert await conn.fetchval("SELECT count(*) FROM booking_reminders WHERE status = 'pending'") == 1
+        due = await conn.fetch("SELECT payload FROM booking_events_outbox WHERE event_type = 'booking.reminder.due'")
     assert await send_due_reminders(app_ctx) == 0
+    # a published event: its model's own JSON, and valid against the schema other teams read
+    await validate_outbox(app_ctx.pool)
+    schema = json.loads((DEFAULT_DIR / "events" / "published" / "booking.reminder.due.json").read_text())
+    for row in due:
+        jsonschema.validate(row["payload"], schema)
 
 
 async def test_views_refresh_and_show_new_bookings(app_ctx: Context) -> None:
