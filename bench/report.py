@@ -51,7 +51,7 @@ def rows_from_results(results: dict[str, Any]) -> list[Row]:
         for r in (results.get(key) or {}).get("results", []):
             name = str(r["name"])
             who, _, pattern = name.partition(" ")
-            target = {"pgbench": "pgbench", "floor": "floor relay (python)"}.get(who, "booking-rpc")
+            target = "pgbench" if who == "pgbench" else "booking-rpc"
             rows.append(
                 Row(
                     f"{pattern or name} c={r['concurrency']}{where}",
@@ -169,12 +169,6 @@ def target_lines(reservations: dict[str, Any]) -> list[str]:
         verdict = "ok" if r["ratio"] >= target else "BELOW TARGET"
         lines.append(
             f"{r['pattern']:<20} c={r['concurrency']:<3} {r['ratio']:.3f}x pgbench (target {target}x) {verdict}"
-        )
-    floor = reservations.get("floor")
-    if floor:  # no target: the reach of any Python hop on the machine measured (bench/floor.py)
-        lines.append(
-            f"{floor['pattern']:<20} c={floor['concurrency']:<3} {floor['ratio']:.3f}x pgbench for the floor relay, "
-            "the cheapest Python hop (no target)"
         )
     scaling = reservations.get("find_scaling")
     if scaling:

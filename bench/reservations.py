@@ -51,7 +51,6 @@ from typing import Any
 import asyncpg
 
 from bench.common import cpu_seconds, database_on_own_cores, parent_of, tree_cpu_seconds
-from bench.floor import floor_process
 from bench.lanes import Request, closed_loop, open_lanes
 from bench.report import target_lines
 from booking_rpc import jsonutil
@@ -66,6 +65,10 @@ FIND_DAYS = 500  # x 20 slots a day = 10k slots per staff member
 CREATE_SLOTS = 64
 CREATE_CAPACITY = 10_000_000
 FIND_LIMIT = 100
+
+
+# Statements only the benches run (bench/sql/), apart from the service's.
+BENCH_SQL = Queries.load(Path(__file__).with_name("sql"))
 
 
 @dataclass
@@ -148,11 +151,11 @@ async def seed(dsn: str, sql: Queries) -> Dataset:
             )
         # reservation targets: 64 slots with room for every hold the bench makes
         start = dt.date.today() + dt.timedelta(days=30)
-        await conn.execute(sql["slots.fill_series"], service_id, 4, 1, start, 1, CREATE_CAPACITY)
+        await conn.execute(BENCH_SQL["bench.fill_series"], service_id, 4, 1, start, 1, CREATE_CAPACITY)
         rows = await conn.fetch("SELECT id FROM slots WHERE service_id = $1 ORDER BY id", service_id)
         create_slots = [r["id"] for r in rows][:CREATE_SLOTS]
         # slots.find target: 10k slots of one service (one staff member x 500 days x 20 a day)
-        await conn.execute(sql["slots.fill_series"], find_service, 1, 3, FIND_BASE_DATE, FIND_DAYS, 1)
+        await conn.execute(BENCH_SQL["bench.fill_series"], find_service, 1, 3, FIND_BASE_DATE, FIND_DAYS, 1)
         # Only what was filled: ANALYZE of the still-empty reservations/outbox would pin every cached generic
         # plan of the service's long-lived connections to seq scans of them while they grow (a state
         # autovacuum never creates, as it does not analyze empty tables; pgbench, reconnecting each run,
@@ -170,7 +173,7 @@ async def grow_find_service(dsn: str, sql: Queries, ds: Dataset, total: int) -> 
     try:
         for first in range(1, staff, 10):  # chunks of 10 staff = 100k rows per statement
             await conn.execute(
-                sql["slots.fill_series"],
+                BENCH_SQL["bench.fill_series"],
                 ds.find_service_id,
                 min(10, staff - first),
                 100 + first,
@@ -572,10 +575,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"cores: PostgreSQL on {sorted(database)}; service, lanes and pgbench on {sorted(clients)}")
                     report["split_cores"] = {"database_cores": sorted(database), "client_cores": sorted(clients)}
                 service = stack.enter_context(server_process(dsn, args.pool))
-                floor: Service | None = None
-                if not args.no_floor:
-                    relay = stack.enter_context(floor_process(dsn))
-                    floor = Service(int(str(relay.info["port"])), relay.process.pid)
                 print(
                     f"booking-rpc on 127.0.0.1:{service.port} (pool of {args.pool} connections), database {name}, "
                     f"{args.duration}s per run"
@@ -596,19 +595,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     ):
                         rpc_runs: list[Result] = []
                         pg_runs: list[Result] = []
-                        floor_runs: list[Result] = []
-                        # the floor relay answers one connection at a time: it runs at concurrency 1
-                        with_floor = floor is not None and label == "slots.find" and c == 1
                         for r in range(args.rounds):  # interleaved, alternating who goes first: drift hits all
-                            sides = ("rpc", "floor", "pg") if with_floor else ("rpc", "pg")
+                            sides = ("rpc", "pg")
                             for side in sides if r % 2 == 0 else reversed(sides):
                                 if side == "rpc":
                                     rpc_runs.append(run_load(f"rpc {label}", service, c, args.duration, op, postmaster))
-                                elif side == "floor":
-                                    assert floor is not None
-                                    floor_runs.append(
-                                        run_load(f"floor {label}", floor, c, args.duration, op, postmaster)
-                                    )
                                 else:
                                     pg_runs.append(
                                         run_pgbench(label, dsn, scripts, c, args.duration, folder, postmaster)
@@ -623,24 +614,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         print(f"  {'ratio rpc/pgbench':<28} c={c:<3} {ratio:.2f}x (median of rounds: {rounds})")
                         report["results"] += [asdict(rpc), asdict(pg)]
                         report["ratios"].append({"pattern": label, "concurrency": c, "ratio": ratio, "rounds": pairs})
-                        if floor_runs:
-                            floor_line = median_of(floor_runs)
-                            floor_pairs = [
-                                a.throughput / b.throughput for a, b in zip(floor_runs, pg_runs, strict=True)
-                            ]
-                            floor_ratio = statistics.median(floor_pairs)
-                            print(line(floor_line))
-                            rounds = " ".join(f"{r:.2f}" for r in floor_pairs)
-                            print(
-                                f"  {'ratio floor/pgbench':<28} c={c:<3} {floor_ratio:.2f}x (median of rounds: {rounds})"
-                            )
-                            report["results"].append(asdict(floor_line))
-                            report["floor"] = {
-                                "pattern": label,
-                                "concurrency": c,
-                                "ratio": floor_ratio,
-                                "rounds": floor_pairs,
-                            }
                 if not args.skip_big:
                     small = find_latency(service, ds, args.duration)
                     plan_small = asyncio.run(explain_find(dsn, sql, ds))
@@ -684,11 +657,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="PostgreSQL on half of the cores, the service, load generator and pgbench on the other half "
         "(as when the database has its own host); needs a local server",
-    )
-    p.add_argument(
-        "--no-floor",
-        action="store_true",
-        help="skip the floor relay (bench/floor.py, the cheapest Python hop) beside slots.find at concurrency 1",
     )
     p.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)
     p.add_argument(

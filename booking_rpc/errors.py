@@ -18,7 +18,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "SLOT_FULL": 409,
     "SLOT_BLOCKED": 409,
     "SLOT_IN_PAST": 409,
-    "SERVICE_UNAVAILABLE_FOR_BOOKING": 409,
+    "SERVICE_NOT_BOOKABLE": 409,  # the clinic service takes no bookings (not SERVICE_UNAVAILABLE, 503: us)
     "AVAILABILITY_EXCEPTION": 409,
     "TOO_SOON": 409,
     "TOO_FAR_AHEAD": 409,

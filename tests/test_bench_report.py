@@ -120,27 +120,6 @@ def test_summary_says_which_targets_are_met() -> None:
     assert "slots.find 10k -> 1000000 slots: p50 x1.18 (target <= 1.5x) ok" in text
 
 
-def test_floor_relay_is_a_baseline_with_its_ratio_and_no_verdict() -> None:
-    floor_result = {
-        "name": "floor slots.find",
-        "concurrency": 1,
-        "throughput": 1900.0,
-        "p50_ms": 0.51,
-        "p95_ms": 0.56,
-        "p99_ms": 0.67,
-    }
-    reservations = {
-        "results": [floor_result],
-        "ratios": [{"pattern": "slots.find", "concurrency": 1, "ratio": 0.76}],
-        "floor": {"pattern": "slots.find", "concurrency": 1, "ratio": 0.805, "rounds": [0.80, 0.81]},
-    }
-    rows = rows_from_results({"reservations": reservations})
-    assert [(r.scenario, r.target, r.baseline) for r in rows] == [("slots.find c=1", "floor relay (python)", True)]
-    text = summary_table({"reservations": reservations})
-    assert "slots.find           c=1   0.760x pgbench (target 0.85x) BELOW TARGET" in text
-    assert "c=1   0.805x pgbench for the floor relay, the cheapest Python hop (no target)" in text
-
-
 def test_tracing_figures_say_met_or_not_met() -> None:
     tracing = {
         "results": [

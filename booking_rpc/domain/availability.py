@@ -17,7 +17,7 @@ class Row(Protocol):
 
 
 REASON_MESSAGES: dict[str, str] = {
-    "SERVICE_UNAVAILABLE": "The service is not available for booking",
+    "SERVICE_NOT_BOOKABLE": "The service is not available for booking",
     "AVAILABILITY_EXCEPTION": "The service is not offered on this date",
     "SLOT_IN_PAST": "The slot has already started",
     "SLOT_BLOCKED": "The slot is blocked by the clinic",
@@ -43,7 +43,7 @@ def remaining_of(row: Row) -> int:
 def unavailable_reason(row: Row) -> UnavailableReason | None:
     """Why a slot (a `slots.diagnose` row) cannot take a hold now; None when it can."""
     if not row["service_available"]:
-        return "SERVICE_UNAVAILABLE"
+        return "SERVICE_NOT_BOOKABLE"
     if row["on_exception"]:
         return "AVAILABILITY_EXCEPTION"
     if row["in_past"]:

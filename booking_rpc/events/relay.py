@@ -420,7 +420,7 @@ class OutboxRelay:
                 await self.ctx.pool.release(listener)
 
     async def run_once(self) -> int:
-        """Deliver everything due to every subscriber now (tests and `booking-rpc outbox drain`)."""
+        """Deliver everything due to every subscriber now (tests; the running relay does it on NOTIFY and poll)."""
         if not self.loops:
             await self.sync_loops(start_tasks=False)
         total = 0

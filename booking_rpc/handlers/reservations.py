@@ -32,7 +32,6 @@ router = Router()
 
 IDEMPOTENCY_CONSTRAINT = "uq_reservations_user_idempotency"
 ONE_HOLD_CONSTRAINT = "uq_reservations_pending_user_slot"
-CREATE_ERROR_CODE = {"SERVICE_UNAVAILABLE": "SERVICE_UNAVAILABLE_FOR_BOOKING"}
 
 
 def new_lock_id() -> str:
@@ -91,7 +90,7 @@ async def _refuse(conn: asyncpg.Connection, ctx: Context, payload: ReservationCr
     if reason is not None and reason != "SLOT_FULL":
         if reason == "AVAILABILITY_EXCEPTION" and row["exception_reason"]:
             details["exception_reason"] = row["exception_reason"]
-        raise RpcError(CREATE_ERROR_CODE.get(reason, reason), REASON_MESSAGES[reason], details)
+        raise RpcError(reason, REASON_MESSAGES[reason], details)
     if row["held_by_user"]:
         raise RpcError("ALREADY_HELD", "You already hold this slot", details)
     raise RpcError("SLOT_FULL", REASON_MESSAGES["SLOT_FULL"], details)

@@ -134,7 +134,7 @@ async def check_availability(payload: AvailabilityCheckRequest, ctx: Context) ->
     slots = [_slot_availability(r) for r in rows]
     reason: UnavailableReason | None = None
     if not service["is_available"]:
-        reason = "SERVICE_UNAVAILABLE"
+        reason = "SERVICE_NOT_BOOKABLE"
     elif rows and rows[0]["on_exception"]:
         reason = "AVAILABILITY_EXCEPTION"
     elif not any(s.available for s in slots):

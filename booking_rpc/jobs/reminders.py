@@ -28,7 +28,7 @@ async def send_due_reminders(ctx: Context, *, batch_size: int = 200) -> int:
                 title = TITLES.get(r["reminder_type"], "Reminder")
                 service = r["service_name"] or "your appointment"
                 await conn.execute(
-                    ctx.sql["jobs.insert_reminder_notification"],
+                    ctx.sql["notifications.insert"],
                     r["user_id"],
                     r["booking_id"],
                     NOTIFICATION_TYPE.get(r["reminder_type"], "reminder"),

@@ -12,7 +12,7 @@ from booking_rpc.models.common import ActorRequest, Model, Money
 
 SlotStatus = Literal["available", "booked", "blocked"]
 UnavailableReason = Literal[
-    "SERVICE_UNAVAILABLE",
+    "SERVICE_NOT_BOOKABLE",
     "AVAILABILITY_EXCEPTION",
     "SLOT_BLOCKED",
     "SLOT_FULL",

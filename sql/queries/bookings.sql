@@ -1,5 +1,5 @@
 -- Bookings: confirm (hold -> booking), lookups and keyset search, status changes, cancel, approval.
--- A booking row leaves with its slot's times and its payment (p_* columns) so one statement answers.
+-- A booking row leaves with its slot's times and its payment (p_* columns): the view booking_rows (migration 0031).
 
 -- name: bookings.lock_reservation
 -- Reservation $1 locked FOR UPDATE with everything confirm needs: slot, service, clinic and pet caches, and
@@ -39,26 +39,14 @@ RETURNING id, created_at;
 
 -- name: bookings.get
 -- One booking by id, with its slot's times and its payment.
-SELECT b.*, s.slot_date, s.slot_start_time, s.slot_end_time, s.starts_at, s.ends_at,
-       p.id AS p_id, p.external_reference AS p_external_reference, p.amount AS p_amount,
-       p.currency AS p_currency, p.payment_method AS p_payment_method, p.status AS p_status,
-       p.paid_at AS p_paid_at, p.refund_status AS p_refund_status, p.refund_amount AS p_refund_amount,
-       p.refunded_at AS p_refunded_at
-FROM bookings b
-JOIN slots s ON s.id = b.slot_id
-LEFT JOIN payments p ON p.booking_id = b.id
+SELECT b.*
+FROM booking_rows b
 WHERE b.id = $1;
 
 -- name: bookings.get_by_reference
 -- One booking by its reference code.
-SELECT b.*, s.slot_date, s.slot_start_time, s.slot_end_time, s.starts_at, s.ends_at,
-       p.id AS p_id, p.external_reference AS p_external_reference, p.amount AS p_amount,
-       p.currency AS p_currency, p.payment_method AS p_payment_method, p.status AS p_status,
-       p.paid_at AS p_paid_at, p.refund_status AS p_refund_status, p.refund_amount AS p_refund_amount,
-       p.refunded_at AS p_refunded_at
-FROM bookings b
-JOIN slots s ON s.id = b.slot_id
-LEFT JOIN payments p ON p.booking_id = b.id
+SELECT b.*
+FROM booking_rows b
 WHERE b.reference_code = $1;
 
 -- name: bookings.get_by_reservation
@@ -69,40 +57,28 @@ SELECT id FROM bookings WHERE reservation_id = $1;
 -- A keyset page, earliest slot first. $1 user, $2 clinic, $3 statuses, $4/$5 slot date range (inclusive),
 -- $6 upcoming only (starts in the future and still pending approval or confirmed), $7/$8 cursor
 -- (slot start, id) or NULLs, $9 rows (the caller asks one more to know whether a next page exists).
-SELECT b.*, s.slot_date, s.slot_start_time, s.slot_end_time, s.starts_at, s.ends_at,
-       p.id AS p_id, p.external_reference AS p_external_reference, p.amount AS p_amount,
-       p.currency AS p_currency, p.payment_method AS p_payment_method, p.status AS p_status,
-       p.paid_at AS p_paid_at, p.refund_status AS p_refund_status, p.refund_amount AS p_refund_amount,
-       p.refunded_at AS p_refunded_at
-FROM bookings b
-JOIN slots s ON s.id = b.slot_id
-LEFT JOIN payments p ON p.booking_id = b.id
+SELECT b.*
+FROM booking_rows b
 WHERE ($1::uuid IS NULL OR b.user_id = $1)
   AND ($2::uuid IS NULL OR b.clinic_id = $2)
   AND ($3::text[] IS NULL OR b.status = ANY($3))
-  AND ($4::date IS NULL OR s.slot_date >= $4)
-  AND ($5::date IS NULL OR s.slot_date <= $5)
-  AND (NOT $6::bool OR (s.starts_at > now() AND b.status IN ('pending_approval', 'confirmed')))
-  AND ($7::timestamptz IS NULL OR (s.starts_at, b.id) > ($7::timestamptz, $8::uuid))
-ORDER BY s.starts_at, b.id
+  AND ($4::date IS NULL OR b.slot_date >= $4)
+  AND ($5::date IS NULL OR b.slot_date <= $5)
+  AND (NOT $6::bool OR (b.starts_at > now() AND b.status IN ('pending_approval', 'confirmed')))
+  AND ($7::timestamptz IS NULL OR (b.starts_at, b.id) > ($7::timestamptz, $8::uuid))
+ORDER BY b.starts_at, b.id
 LIMIT $9::int;
 
 -- name: bookings.find_by_created
 -- As bookings.find_by_slot_time, newest booking first; cursor is (created_at, id).
-SELECT b.*, s.slot_date, s.slot_start_time, s.slot_end_time, s.starts_at, s.ends_at,
-       p.id AS p_id, p.external_reference AS p_external_reference, p.amount AS p_amount,
-       p.currency AS p_currency, p.payment_method AS p_payment_method, p.status AS p_status,
-       p.paid_at AS p_paid_at, p.refund_status AS p_refund_status, p.refund_amount AS p_refund_amount,
-       p.refunded_at AS p_refunded_at
-FROM bookings b
-JOIN slots s ON s.id = b.slot_id
-LEFT JOIN payments p ON p.booking_id = b.id
+SELECT b.*
+FROM booking_rows b
 WHERE ($1::uuid IS NULL OR b.user_id = $1)
   AND ($2::uuid IS NULL OR b.clinic_id = $2)
   AND ($3::text[] IS NULL OR b.status = ANY($3))
-  AND ($4::date IS NULL OR s.slot_date >= $4)
-  AND ($5::date IS NULL OR s.slot_date <= $5)
-  AND (NOT $6::bool OR (s.starts_at > now() AND b.status IN ('pending_approval', 'confirmed')))
+  AND ($4::date IS NULL OR b.slot_date >= $4)
+  AND ($5::date IS NULL OR b.slot_date <= $5)
+  AND (NOT $6::bool OR (b.starts_at > now() AND b.status IN ('pending_approval', 'confirmed')))
   AND ($7::timestamptz IS NULL OR (b.created_at, b.id) < ($7::timestamptz, $8::uuid))
 ORDER BY b.created_at DESC, b.id DESC
 LIMIT $9::int;

@@ -12,11 +12,6 @@ FOR UPDATE OF r SKIP LOCKED;
 -- name: jobs.mark_reminder_sent
 UPDATE booking_reminders SET status = 'sent', sent_at = now(), updated_at = now() WHERE id = $1;
 
--- name: jobs.insert_reminder_notification
--- $1 user, $2 booking, $3 type, $4 title, $5 content, $6 metadata
-INSERT INTO notifications (user_id, booking_id, type, title, content, metadata)
-VALUES ($1, $2, $3, $4, $5, $6);
-
 -- name: jobs.try_lock
 -- One replica at a time runs a given periodic job (held until the transaction ends).
 SELECT pg_try_advisory_xact_lock(hashtext('booking_rpc_job:' || $1));

@@ -13,52 +13,22 @@ WHERE id = $1
 RETURNING id, booked_count, capacity, status;
 
 -- name: slots.diagnose
--- Everything that decides whether slot $1 can take a hold now, for user $2 (NULL: anyone). `stale` counts
--- pending holds past their TTL that still occupy a unit until someone gives them back; the booking window
--- (db_now, min_notice_minutes, max_advance_days, the clinic's timezone) is judged by domain.windows.
-SELECT s.id, s.service_id, sv.clinic_id, s.staff_id, s.slot_date, s.slot_start_time, s.slot_end_time,
-       s.starts_at, s.ends_at, s.status, s.capacity, s.booked_count,
-       s.starts_at <= now() AS in_past,
-       COALESCE(sv.is_available, FALSE) AS service_available,
-       now() AS db_now, sv.min_notice_minutes, sv.max_advance_days,
-       (SELECT c.timezone FROM clinics c WHERE c.id = sv.clinic_id) AS timezone,
-       ex.reason AS exception_reason,
-       ex.hit AS on_exception,
-       (SELECT count(*)::int FROM reservations r
-        WHERE r.slot_id = s.id AND r.status = 'pending' AND r.expires_at <= now()) AS stale,
+-- Everything that decides whether slot $1 can take a hold now (the view slot_diagnosis, migration 0031),
+-- and whether user $2 (NULL: anyone) already holds it.
+SELECT d.*,
        ($2::uuid IS NOT NULL AND EXISTS (
            SELECT 1 FROM reservations r
-           WHERE r.slot_id = s.id AND r.user_id = $2 AND r.status = 'pending' AND r.expires_at > now()
+           WHERE r.slot_id = d.id AND r.user_id = $2 AND r.status = 'pending' AND r.expires_at > now()
        )) AS held_by_user
-FROM slots s
-JOIN services sv ON sv.id = s.service_id
-CROSS JOIN LATERAL (
-    SELECT count(*) > 0 AS hit, min(e->>'reason') AS reason
-    FROM booking_exceptions_on(sv.availability_exceptions, s.slot_date) e
-) ex
-WHERE s.id = $1;
+FROM slot_diagnosis d
+WHERE d.id = $1;
 
 -- name: slots.diagnose_date
 -- slots.diagnose for every slot of service $1 on date $2 (availability check by date).
-SELECT s.id, s.service_id, sv.clinic_id, s.staff_id, s.slot_date, s.slot_start_time, s.slot_end_time,
-       s.starts_at, s.ends_at, s.status, s.capacity, s.booked_count,
-       s.starts_at <= now() AS in_past,
-       COALESCE(sv.is_available, FALSE) AS service_available,
-       now() AS db_now, sv.min_notice_minutes, sv.max_advance_days,
-       (SELECT c.timezone FROM clinics c WHERE c.id = sv.clinic_id) AS timezone,
-       ex.reason AS exception_reason,
-       ex.hit AS on_exception,
-       (SELECT count(*)::int FROM reservations r
-        WHERE r.slot_id = s.id AND r.status = 'pending' AND r.expires_at <= now()) AS stale,
-       FALSE AS held_by_user
-FROM slots s
-JOIN services sv ON sv.id = s.service_id
-CROSS JOIN LATERAL (
-    SELECT count(*) > 0 AS hit, min(e->>'reason') AS reason
-    FROM booking_exceptions_on(sv.availability_exceptions, s.slot_date) e
-) ex
-WHERE s.service_id = $1 AND s.slot_date = $2
-ORDER BY s.slot_date, s.slot_start_time, s.id;
+SELECT d.*, FALSE AS held_by_user
+FROM slot_diagnosis d
+WHERE d.service_id = $1 AND d.slot_date = $2
+ORDER BY d.slot_date, d.slot_start_time, d.id;
 
 -- name: slots.find
 -- One keyset page of service $1's slots from $2 to $3 (dates, inclusive), optional staff $4, only bookable
@@ -146,21 +116,3 @@ SET status = CASE WHEN status <> 'blocked' THEN status
 WHERE id = $1
 RETURNING id, service_id, staff_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at,
           status, capacity, booked_count;
-
--- name: slots.fill_series
--- Bulk data for benchmarks: service $1 gets $2 staff members (UUIDs derived from $3 + n) x days from $4,
--- $5 days x 20 thirty-minute slots per day (08:00-18:00 UTC), capacity $6. Existing rows are kept.
-INSERT INTO slots (service_id, staff_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at,
-                   capacity)
-SELECT $1,
-       ('00000000-0000-0000-' || lpad(to_hex($3::int), 4, '0') || '-' || lpad(to_hex(st), 12, '0'))::uuid,
-       ($4::date + d),
-       time '08:00' + make_interval(mins => 30 * k),
-       time '08:30' + make_interval(mins => 30 * k),
-       ($4::date + d + time '08:00' + make_interval(mins => 30 * k)) AT TIME ZONE 'UTC',
-       ($4::date + d + time '08:30' + make_interval(mins => 30 * k)) AT TIME ZONE 'UTC',
-       $6
-FROM generate_series(1, $2::int) AS st,
-     generate_series(0, $5::int - 1) AS d,
-     generate_series(0, 19) AS k
-ON CONFLICT ON CONSTRAINT uq_slots_service_staff_start DO NOTHING;

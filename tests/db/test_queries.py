@@ -88,3 +88,7 @@ def test_default_sql_dir_and_the_setting_that_overrides_it(tmp_path: Path, monke
 def test_repository_query_files_load() -> None:
     # every file other engineers add must parse; this fails on the first malformed one
     Queries.load()
+    # the benches' own statements are theirs alone: none ships with the service
+    bench = Queries.load(Path(__file__).resolve().parents[2] / "bench" / "sql")
+    assert list(bench) == ["bench.fill_series"]
+    assert not [name for name in Queries.load() if "fill_series" in name]

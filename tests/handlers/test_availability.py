@@ -41,7 +41,7 @@ async def test_slot_reasons(app_ctx: Context, pool: Pool) -> None:
 
     closed = await make_service(app_ctx, is_available=False)
     closed_slot = await make_slot(pool, closed.service_id)
-    assert await check(closed_slot, closed.service_id) == (False, "SERVICE_UNAVAILABLE", 0)
+    assert await check(closed_slot, closed.service_id) == (False, "SERVICE_NOT_BOOKABLE", 0)
     day = (dt.datetime.now(dt.UTC) + dt.timedelta(days=6)).date()
     holiday = await make_service(
         app_ctx,

@@ -149,7 +149,7 @@ async def test_every_error_path_changes_nothing(app_ctx: Context, pool: Pool) ->
         (hold_body(cat, blocked), "SLOT_BLOCKED", 409),
         (hold_body(cat, past), "SLOT_IN_PAST", 409),
         (hold_body(cat, full), "SLOT_FULL", 409),
-        (hold_body(closed, closed_slot), "SERVICE_UNAVAILABLE_FOR_BOOKING", 409),
+        (hold_body(closed, closed_slot), "SERVICE_NOT_BOOKABLE", 409),
         (hold_body(holiday, holiday_slot), "AVAILABILITY_EXCEPTION", 409),
         ({**hold_body(cat, open_slot), "actor": None}, "UNAUTHENTICATED", 401),
         ({**hold_body(cat, open_slot), "actor": user_actor(someone)}, "FORBIDDEN", 403),
