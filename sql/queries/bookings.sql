@@ -59,12 +59,8 @@ SELECT id FROM bookings WHERE reservation_id = $1;
 -- (slot start, id) or NULLs, $9 rows (the caller asks one more to know whether a next page exists).
 SELECT b.*
 FROM booking_rows b
-WHERE ($1::uuid IS NULL OR b.user_id = $1)
-  AND ($2::uuid IS NULL OR b.clinic_id = $2)
-  AND ($3::text[] IS NULL OR b.status = ANY($3))
-  AND ($4::date IS NULL OR b.slot_date >= $4)
-  AND ($5::date IS NULL OR b.slot_date <= $5)
-  AND (NOT $6::bool OR (b.starts_at > now() AND b.status IN ('pending_approval', 'confirmed')))
+WHERE booking_matches(b.user_id, b.clinic_id, b.status, b.slot_date, b.starts_at,
+                      $1::uuid, $2::uuid, $3::text[], $4::date, $5::date, $6::bool)
   AND ($7::timestamptz IS NULL OR (b.starts_at, b.id) > ($7::timestamptz, $8::uuid))
 ORDER BY b.starts_at, b.id
 LIMIT $9::int;
@@ -73,27 +69,20 @@ LIMIT $9::int;
 -- As bookings.find_by_slot_time, newest booking first; cursor is (created_at, id).
 SELECT b.*
 FROM booking_rows b
-WHERE ($1::uuid IS NULL OR b.user_id = $1)
-  AND ($2::uuid IS NULL OR b.clinic_id = $2)
-  AND ($3::text[] IS NULL OR b.status = ANY($3))
-  AND ($4::date IS NULL OR b.slot_date >= $4)
-  AND ($5::date IS NULL OR b.slot_date <= $5)
-  AND (NOT $6::bool OR (b.starts_at > now() AND b.status IN ('pending_approval', 'confirmed')))
+WHERE booking_matches(b.user_id, b.clinic_id, b.status, b.slot_date, b.starts_at,
+                      $1::uuid, $2::uuid, $3::text[], $4::date, $5::date, $6::bool)
   AND ($7::timestamptz IS NULL OR (b.created_at, b.id) < ($7::timestamptz, $8::uuid))
 ORDER BY b.created_at DESC, b.id DESC
 LIMIT $9::int;
 
 -- name: bookings.count
--- How many bookings match the criteria of bookings.find_* ($1..$6), ignoring the cursor.
+-- How many bookings match the criteria of bookings.find_* ($1..$6, booking_matches of migration 0014),
+-- ignoring the cursor.
 SELECT count(*)::int
 FROM bookings b
 JOIN slots s ON s.id = b.slot_id
-WHERE ($1::uuid IS NULL OR b.user_id = $1)
-  AND ($2::uuid IS NULL OR b.clinic_id = $2)
-  AND ($3::text[] IS NULL OR b.status = ANY($3))
-  AND ($4::date IS NULL OR s.slot_date >= $4)
-  AND ($5::date IS NULL OR s.slot_date <= $5)
-  AND (NOT $6::bool OR (s.starts_at > now() AND b.status IN ('pending_approval', 'confirmed')));
+WHERE booking_matches(b.user_id, b.clinic_id, b.status, s.slot_date, s.starts_at,
+                      $1::uuid, $2::uuid, $3::text[], $4::date, $5::date, $6::bool);
 
 -- name: bookings.lock
 -- Booking $1 locked FOR UPDATE for a status change, with its slot's instants, its service's name and the

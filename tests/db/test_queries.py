@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 
 from booking_rpc.app import sql_folder
 from booking_rpc.config import Settings
+from booking_rpc.db.pool import Pool
 from booking_rpc.db.queries import Queries, QueryFileError, default_sql_dir
 
 
@@ -92,3 +94,14 @@ def test_repository_query_files_load() -> None:
     bench = Queries.load(Path(__file__).resolve().parents[2] / "bench" / "sql")
     assert list(bench) == ["bench.fill_series"]
     assert not [name for name in Queries.load() if "fill_series" in name]
+
+
+async def test_the_shared_booking_filter_is_inlined_so_searches_keep_their_indexes(pool: Pool, sql: Queries) -> None:
+    # booking_matches (migration 0014) is written once for three statements; the planner must inline it
+    async with pool.acquire() as conn:
+        for name in ("bookings.find_by_created", "bookings.find_by_slot_time", "bookings.count"):
+            stmt = await conn.prepare("EXPLAIN (VERBOSE) " + sql[name])
+            args = [uuid.uuid4(), None, None, None, None, False, None, None, 10][: len(stmt.get_parameters())]
+            plan = "\n".join(row[0] for row in await stmt.fetch(*args))
+            assert "booking_matches" not in plan, plan
+            assert "Index Scan using idx_bookings_user" in plan, plan
