@@ -12,6 +12,11 @@ from pathlib import Path
 
 import orjson
 
+from booking_rpc.db.queries import Queries
+
+# Statements only the benches (and the tests' bulk fixtures) run, apart from the service's: bench/sql/.
+BENCH_SQL = Queries.load(Path(__file__).with_name("sql"))
+
 ROOT = Path(__file__).resolve().parents[1]
 INTEROP = ROOT / "tests" / "interop"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -38,7 +38,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.common import INTEROP, ROOT, ensure_node_modules, percentile, write_json
+from bench.common import BENCH_SQL, INTEROP, ROOT, ensure_node_modules, percentile, write_json
 from bench.report import flows_target_lines
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.config import Settings
@@ -103,7 +103,7 @@ async def make_template(base: str, name: str) -> Dataset:
         service = (await route.invoke({**body, "price": "100.00"}, ctx)).id
         async with pool.acquire() as conn:
             start = dt.date.today() + dt.timedelta(days=30)
-            await conn.execute(sql["slots.fill_series"], service, 4, 1, start, 1, CAPACITY)
+            await conn.execute(BENCH_SQL["bench.fill_series"], service, 4, 1, start, 1, CAPACITY)
             rows = await conn.fetch("SELECT id FROM slots WHERE service_id = $1 ORDER BY id LIMIT $2", service, SLOTS)
             await conn.execute("ANALYZE services, slots")
     finally:

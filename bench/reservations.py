@@ -50,7 +50,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import cpu_seconds, database_on_own_cores, parent_of, tree_cpu_seconds
+from bench.common import BENCH_SQL, cpu_seconds, database_on_own_cores, parent_of, tree_cpu_seconds
 from bench.lanes import Request, closed_loop, open_lanes
 from bench.report import target_lines
 from booking_rpc import jsonutil
@@ -65,10 +65,6 @@ FIND_DAYS = 500  # x 20 slots a day = 10k slots per staff member
 CREATE_SLOTS = 64
 CREATE_CAPACITY = 10_000_000
 FIND_LIMIT = 100
-
-
-# Statements only the benches run (bench/sql/), apart from the service's.
-BENCH_SQL = Queries.load(Path(__file__).with_name("sql"))
 
 
 @dataclass
