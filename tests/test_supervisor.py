@@ -29,7 +29,7 @@ from booking_rpc.client import Client
 from booking_rpc.context import Context
 from booking_rpc.db.migrations import discover
 from booking_rpc.db.pool import Pool
-from booking_rpc.models.events import PUBLISHED_EVENTS, ReminderDue
+from booking_rpc.models.events import PUBLISHED_EVENTS
 from booking_rpc.supervisor import http_get
 from tests.fixtures.server import MakeServer
 from tests.helpers import Recorder, book, hold, make_service, make_slot
@@ -219,7 +219,7 @@ async def test_three_workers_do_each_job_and_each_delivery_once(
         # the bookings scheduled their reminders; make them all due
         await conn.execute("UPDATE booking_reminders SET scheduled_time = now() - interval '1 minute'")
         reminders = await conn.fetchval("SELECT count(*) FROM booking_reminders WHERE status = 'pending'")
-    recorder = Recorder([m.event_type for m in [*PUBLISHED_EVENTS, ReminderDue]])
+    recorder = Recorder([m.event_type for m in PUBLISHED_EVENTS])
     subscriber = await make_server(recorder.router, None)
     fast = {
         "BOOKING_RPC_EXPIRY_INTERVAL": "0.2",
