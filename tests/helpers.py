@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import inspect
 import json
 import os
 import re
@@ -404,10 +405,15 @@ async def write_events(ctx: Context, aggregate: uuid.UUID, count: int) -> list[s
 
 
 async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    """Poll `predicate` until true; AssertionError after `timeout` seconds."""
+    """Poll `predicate` (plain or async) until it returns something true; AssertionError after `timeout` s."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
-    while not predicate():
+    while True:
+        outcome = predicate()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return
         if loop.time() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)

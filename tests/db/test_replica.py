@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -16,19 +15,7 @@ from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.replica import ReadReplica
 from tests.fixtures.replica import Standby
-from tests.helpers import admin, call, call_err, find_slots, hold, make_service, make_slot
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        outcome = predicate()
-        if outcome if isinstance(outcome, bool) else await outcome:
-            return
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+from tests.helpers import admin, call, call_err, find_slots, hold, make_service, make_slot, wait_for
 
 
 def read_settings(db_url: str, read_url: str, **fields: Any) -> Settings:
@@ -65,9 +52,9 @@ async def test_reads_on_the_replica_writes_on_the_primary_fallback_when_behind_o
         ctx = app.ctx
         replica = ctx.replica
         assert isinstance(replica, ReadReplica)
-        await wait_until(lambda: replica.state == "ok")
+        await wait_for(lambda: replica.state == "ok")
         cat = await make_service(ctx, name="First")  # a write: the primary
-        await wait_until(lambda: service_names(ctx, cat.clinic_id), timeout=10)  # replicated, read back
+        await wait_for(lambda: service_names(ctx, cat.clinic_id), timeout=10)  # replicated, read back
 
         # replay paused: the replica stops changing, so what a read returns says where it ran
         assert await on_standby(replica_dsn, "SELECT pg_is_in_recovery()") is True
@@ -83,21 +70,21 @@ async def test_reads_on_the_replica_writes_on_the_primary_fallback_when_behind_o
         assert held.slot_id == slot
 
         # behind by more than read_max_lag: reads fall back to the primary, which has everything
-        await wait_until(lambda: replica.state == "lagging", timeout=10)
+        await wait_for(lambda: replica.state == "lagging", timeout=10)
         fallbacks = replica.fallbacks
         assert await service_names(ctx, cat.clinic_id) == ["First", "Second"]
         assert replica.fallbacks == fallbacks + 1
 
         # replay resumed: the replica catches up and serves reads again
         await on_standby(replica_dsn, "SELECT pg_wal_replay_resume()")
-        await wait_until(lambda: replica.state == "ok", timeout=10)
+        await wait_for(lambda: replica.state == "ok", timeout=10)
         reads_before = replica.reads
         assert await service_names(ctx, cat.clinic_id) == ["First", "Second"]
         assert replica.reads == reads_before + 1
 
         # the replica stopped: marked down within a check, reads answered by the primary
         await asyncio.to_thread(standby.stop)
-        await wait_until(lambda: replica.state == "down", timeout=10)
+        await wait_for(lambda: replica.state == "down", timeout=10)
         assert await service_names(ctx, cat.clinic_id) == ["First", "Second"]
         availability = await call(
             ctx,
@@ -115,7 +102,7 @@ async def test_every_read_pattern_uses_the_read_connection(db_url: str, standby:
         ctx = app.ctx
         replica = ctx.replica
         assert isinstance(replica, ReadReplica)
-        await wait_until(lambda: replica.state == "ok")
+        await wait_for(lambda: replica.state == "ok")
         await on_standby(replica_dsn, "SELECT pg_wal_replay_pause()")
         cat = await make_service(ctx)
         slot = await make_slot(app.pool, cat.service_id, capacity=2)
