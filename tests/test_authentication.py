@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import nats
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +25,7 @@ from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.errors import RpcError
 from booking_rpc.router import Call, Router
+from booking_rpc.server.nats import NatsTransport
 from booking_rpc.server.server import Server
 from tests.fixtures.app import serving
 from tests.fixtures.tokens import (
@@ -413,3 +416,31 @@ async def test_an_allowlisted_client_certificate_acts_as_a_service(tmp_path: Pat
                     await asyncio.sleep(0.02)
         assert await payment_status(pool, refs["payments-service"]) == "success"
         assert await payment_status(pool, refs["someone-else"]) == "pending"
+
+
+# --- over NATS: the token in the message headers --------------------------------------------------------
+
+
+async def test_over_nats_the_token_travels_in_the_headers(nats_url: str, jwt_ctx: Context) -> None:
+    transport = NatsTransport(
+        service_router(jwt_ctx.settings), jwt_ctx, servers=[nats_url], queue=f"auth-{uuid.uuid4()}"
+    )
+    await transport.start()
+    peer = await nats.connect(nats_url)
+    try:
+        await transport.wait_ready()
+        user = uuid.uuid4()
+        body = orjson.dumps({"pattern": "booking.notifications.find", "data": {"user_id": str(user)}, "id": "n1"})
+        refused_reply = await peer.request("booking.notifications.find", body, timeout=5)
+        assert orjson.loads(refused_reply.data)["err"]["details"] == {"reason": "missing"}
+        served = await peer.request(
+            "booking.notifications.find", body, timeout=5, headers=bearer(hs256(claims(user_id=user)))
+        )
+        assert orjson.loads(served.data) == {
+            "response": {"items": [], "next_cursor": None, "unread_count": 0},
+            "isDisposed": True,
+            "id": "n1",
+        }
+    finally:
+        await peer.close()
+        await transport.shutdown(1.0)
