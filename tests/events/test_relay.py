@@ -28,6 +28,18 @@ def relay_ctx(pool: Pool) -> Context:
     return build_context(settings, pool)
 
 
+async def slow_poll_relay(relay_ctx: Context, make_server: MakeServer) -> tuple[Recorder, Context, OutboxRelay]:
+    """A relay whose poll fallback (30 s) is far slower than any test: what it delivers, it heard of."""
+    recorder = Recorder(RECORDED)
+    server = await make_server(recorder.router)
+    ctx = Context(
+        pool=relay_ctx.pool,
+        sql=relay_ctx.sql,
+        settings=relay_ctx.settings.model_copy(update={"outbox_poll_interval": 30.0}),
+    )
+    return recorder, ctx, OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+
+
 def test_parse_static_subscribers() -> None:
     subs = parse_subscribers("notifications=127.0.0.1:4001:booking.*,payment.processed; audit=h:9:*")
     assert subs[0] == Subscriber("notifications", "127.0.0.1", 4001, ("booking.*", "payment.processed"))
@@ -155,14 +167,7 @@ async def test_two_relays_deliver_everything_once_each(relay_ctx: Context, make_
 
 
 async def test_a_commit_wakes_the_relay_of_its_own_process(relay_ctx: Context, make_server: MakeServer) -> None:
-    recorder = Recorder(RECORDED)
-    server = await make_server(recorder.router)
-    ctx = Context(
-        pool=relay_ctx.pool,
-        sql=relay_ctx.sql,
-        settings=relay_ctx.settings.model_copy(update={"outbox_poll_interval": 30.0}),
-    )
-    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    recorder, ctx, relay = await slow_poll_relay(relay_ctx, make_server)
     await relay.start()
     try:
         await asyncio.sleep(0.1)
@@ -211,14 +216,7 @@ async def test_stop_closes_a_listener_it_cannot_unlisten_instead_of_pooling_it(r
 
 
 async def test_the_listen_connection_heals_after_it_is_killed(relay_ctx: Context, make_server: MakeServer) -> None:
-    recorder = Recorder(RECORDED)
-    server = await make_server(recorder.router)
-    ctx = Context(
-        pool=relay_ctx.pool,
-        sql=relay_ctx.sql,
-        settings=relay_ctx.settings.model_copy(update={"outbox_poll_interval": 30.0}),
-    )
-    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    recorder, ctx, relay = await slow_poll_relay(relay_ctx, make_server)
     await relay.start()
     try:
         assert relay._listener is not None and relay.stats.listening
@@ -251,14 +249,7 @@ def other_process(ctx: Context) -> Context:
 async def test_other_processes_hear_of_commits_by_one_coalesced_notify(
     relay_ctx: Context, make_server: MakeServer
 ) -> None:
-    recorder = Recorder(RECORDED)
-    server = await make_server(recorder.router)
-    ctx = Context(
-        pool=relay_ctx.pool,
-        sql=relay_ctx.sql,
-        settings=relay_ctx.settings.model_copy(update={"outbox_poll_interval": 30.0}),
-    )
-    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    recorder, ctx, relay = await slow_poll_relay(relay_ctx, make_server)
     await relay.start()
     writer = other_process(ctx)
     try:
