@@ -35,12 +35,12 @@ from booking_rpc.app import build_context
 from booking_rpc.config import Settings
 from booking_rpc.db.migrations import migrate_dsn
 from booking_rpc.db.pool import create_pool, with_database
+from booking_rpc.devnats import running_nats_server
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.events.subscribers import Subscriber
 from booking_rpc.loop import new_event_loop
 from booking_rpc.models.events import ReservationCancelled
-from tests.fixtures.nats import running_nats_server
 
 
 def produce(dsn: str, rate: float, duration: float) -> dict[str, float]:

@@ -27,10 +27,10 @@ from typing import Any
 import orjson
 
 from bench.common import INTEROP, ROOT, Spawned, cpu_seconds, ensure_node_modules, spawn_printing_port
+from booking_rpc.devnats import running_nats_server
 from booking_rpc.handlers.system import router as system_router
 from booking_rpc.loop import new_event_loop
 from booking_rpc.server.nats import NatsTransport
-from tests.fixtures.nats import running_nats_server
 
 # issue 16, with 1 process: booking-rpc's req/s over NestJS's, its CPU per request over NestJS's
 RPS_TARGET, CPU_TARGET = 1.2, 0.6

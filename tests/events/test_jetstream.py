@@ -20,11 +20,12 @@ from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.db.queries import Queries
+from booking_rpc.devnats import NatsServer
 from booking_rpc.events.jetstream import event_body, stream_subjects
 from booking_rpc.events.outbox import event_body as outbox_event_body
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.models.events import PUBLISHED_EVENTS
-from tests.fixtures.nats import NatsServer, StreamMessage, read_stream
+from tests.fixtures.nats import StreamMessage, read_stream
 from tests.helpers import cancelled, fetch, spawn_service, wait_for, write_events
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,10 +16,10 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
+from booking_rpc.devnats import NatsServer
 from booking_rpc.errors import RpcError
 from booking_rpc.router import Call, Route, Router
 from booking_rpc.server.nats import NatsTransport
-from tests.fixtures.nats import NatsServer
 
 
 class Greeting(BaseModel):
