@@ -18,9 +18,11 @@ from booking_rpc.db.queries import Queries
 from booking_rpc.deadline import current_deadline, deadline_middleware, requested_timeout
 from booking_rpc.router import Call, Router
 from tests.fixtures.server import MakeServer
+from tests.helpers import wait_for
 
 
-def sleeper_router(default_timeout: float) -> Router:
+def sleeper_router(default_timeout: float, release: asyncio.Event | None = None) -> Router:
+    """Test routes; `test.hold_connection` keeps its connection until `release` is set (when given)."""
     router = map_database_errors(Router())
 
     @router.message("test.pg_sleep")
@@ -31,7 +33,10 @@ def sleeper_router(default_timeout: float) -> Router:
     @router.message("test.hold_connection")
     async def hold_connection(payload: Any, ctx: Context) -> str:
         async with ctx.connection():
-            await asyncio.sleep(float(payload))
+            if release is not None:
+                await release.wait()
+            else:
+                await asyncio.sleep(float(payload))
         return "held"
 
     @router.message("test.deadline")
@@ -50,7 +55,9 @@ def sleeper_router(default_timeout: float) -> Router:
 
 @pytest.fixture
 async def small_ctx(db_url: str, app_ctx: Context) -> Any:
-    pool = Pool(db_url, min_size=1, max_size=1, acquire_timeout=0.3)
+    # an acquire timeout far from both the default deadline (5 s) and a caller's short one (0.1 s), so which
+    # of them ended a wait shows in how long it took, however loaded the machine is
+    pool = Pool(db_url, min_size=1, max_size=1, acquire_timeout=1.0)
     await pool.open()
     try:
         yield Context(pool=pool, sql=Queries.load(), settings=app_ctx.settings)
@@ -120,18 +127,21 @@ async def test_the_caller_may_ask_for_less_but_not_more(app_ctx: Context, make_s
 async def test_waiting_for_a_pool_connection_is_503_before_the_deadline(
     small_ctx: Context, make_server: MakeServer
 ) -> None:
-    server = await make_server(sleeper_router(5.0), small_ctx)
+    release = asyncio.Event()
+    server = await make_server(sleeper_router(5.0, release), small_ctx)
     async with await Client.connect("127.0.0.1", server.port) as client:
-        holder = asyncio.create_task(client.send("test.hold_connection", 2.0))
-        await asyncio.sleep(0.1)
-        # the pool's acquire timeout (0.3 s) comes first
+        holder = asyncio.create_task(client.send("test.hold_connection", None, timeout=30))
+        await wait_for(lambda: small_ctx.pool.get_idle_size() == 0, timeout=10)  # the holder has the one connection
+        # the pool's acquire timeout (1 s) comes first, well before the 5 s deadline
         err, took = await error_of(client, "test.pg_sleep", 0)
         assert err["code"] == "SERVICE_UNAVAILABLE" and err["statusCode"] == 503
-        assert 0.25 < took < 1.0
-        # a shorter deadline comes first: still 503, before the caller's 100 ms are up
+        assert 0.95 < took < 4.0
+        # a shorter deadline comes first: still 503, before the caller's 100 ms grow into the 1 s acquire timeout
         err, took = await error_of(client, "test.pg_sleep", 0, metadata={"timeout": "100"})
         assert err["code"] == "SERVICE_UNAVAILABLE"
-        assert took < 0.5
+        assert took < 0.9
+        assert not holder.done()
+        release.set()
         assert await holder == "held"
         assert await client.send("test.pg_sleep", 0) == ""
     assert small_ctx.pool.timeouts == 2

@@ -138,6 +138,10 @@ PINGS = (
 )
 
 
+async def pings_counted(port: int, count: int) -> bool:
+    return (await scrape(port)).get(PINGS) == count
+
+
 async def ping_on_new_connections(port: int, count: int) -> None:
     for _ in range(count):
         async with Client("127.0.0.1", port) as client:
@@ -165,8 +169,16 @@ async def held_hold(
                 "service_id": str(cat.service_id),
                 "slot_id": str(slot),
             }
-            reply = asyncio.create_task(client.send("booking.reservation.create", body, timeout=20))
-            await asyncio.sleep(0.5)
+            reply = asyncio.create_task(client.send("booking.reservation.create", body, timeout=60))
+
+            async def waits_on_the_lock() -> bool:
+                # the worker's statement is in flight, blocked by our row lock (not merely sent)
+                blocked = await blocker.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                )
+                return bool(blocked)
+
+            await wait_for(waits_on_the_lock, timeout=30)
             assert not reply.done()
             yield reply, locked.commit
             reply.cancel()
@@ -194,8 +206,8 @@ async def test_workers_share_a_port_a_killed_one_is_replaced_and_sigterm_drains(
     worker_ports = service.worker_metrics_ports()
     per_worker = [(await scrape(p)).get(("booking_rpc_connections_total", ()), 0.0) for p in worker_ports.values()]
     assert sum(per_worker) == 30 and sum(1 for n in per_worker if n) >= 2  # the kernel spread the connections
-    before = await scrape(service.metrics_port)
-    assert before[PINGS] == 30
+    # a worker counts a request as it finishes, which may be just after its reply left
+    await wait_for(lambda: pings_counted(service.metrics_port, 30), timeout=15)
 
     victim = service.pids[0]
     os.kill(victim, signal.SIGKILL)
@@ -205,8 +217,9 @@ async def test_workers_share_a_port_a_killed_one_is_replaced_and_sigterm_drains(
     assert [(e["pid"], e["exitcode"]) for e in died] == [(victim, -signal.SIGKILL)]
     await ping_on_new_connections(service.port, 20)  # the survivors answer meanwhile
     await asyncio.to_thread(service.wait_for, "worker ready", 60, pid=replaced["pid"])
-    after = await scrape(service.metrics_port)
     # the dead worker's counts are kept at their last scrape: the sum never goes back
+    await wait_for(lambda: pings_counted(service.metrics_port, 50), timeout=15)
+    after = await scrape(service.metrics_port)
     assert after[PINGS] == 50
     assert after[("booking_rpc_worker_restarts_total", ())] == 1
     assert after[("booking_rpc_workers", ())] == 3
@@ -233,8 +246,8 @@ async def test_a_second_signal_kills_the_draining_workers_at_once(
         service.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(service.wait_for, "shutting down: finishing in-flight requests", 30)
         service.process.send_signal(signal.SIGTERM)  # the held request would keep it draining for 60 s
-        assert await asyncio.to_thread(service.process.wait, 10) == 130
-        await wait_for(lambda: all(gone(pid) for pid in service.pids), timeout=10)
+        assert await asyncio.to_thread(service.process.wait, 30) == 130
+        await wait_for(lambda: all(gone(pid) for pid in service.pids), timeout=30)
         with pytest.raises(ClientError):
             await reply  # its connection died with the worker: no reply
 
@@ -304,11 +317,17 @@ async def test_three_workers_do_each_job_and_each_delivery_once(
     for times in sent_at.values():
         assert all(a < b for a, b in itertools.pairwise(times))
 
-    # all three ran every job (the locks, not a single runner, kept the work single)
-    for port in service.worker_metrics_ports().values():
-        metrics = await scrape(port)
-        for job in ("expire_holds", "send_reminders", "refresh_views"):
-            assert metrics[("booking_rpc_job_runs_total", (("job", job), ("result", "ok")))] >= 1
+    # all three ran every job (the locks, not a single runner, kept the work single); a loaded machine may
+    # have started a worker's jobs late, so wait for it
+    async def every_worker_ran_every_job() -> bool:
+        for port in service.worker_metrics_ports().values():
+            metrics = await scrape(port)
+            for job in ("expire_holds", "send_reminders", "refresh_views"):
+                if metrics.get(("booking_rpc_job_runs_total", (("job", job), ("result", "ok"))), 0.0) < 1:
+                    return False
+        return True
+
+    await wait_for(every_worker_ran_every_job, timeout=30)
 
 
 def test_migrations_run_once_when_three_processes_start_together(empty_db_url: str) -> None:
@@ -350,6 +369,9 @@ async def test_every_worker_joins_the_nats_queue_group(
         base_env(db_url, BOOKING_RPC_NATS_URL=nats_url, BOOKING_RPC_NATS_QUEUE=f"q-{uuid.uuid4().hex}"), workers=2
     )
     supervised.append(service)
+    # a worker is ready before NATS has its subscriptions (NATS never holds TCP up): wait for both
+    for worker in (0, 1):
+        await asyncio.to_thread(service.wait_for, "serving over NATS", 60, worker=worker)
     nc = await nats.connect(nats_url)
     try:
         for i in range(40):
@@ -359,8 +381,15 @@ async def test_every_worker_joins_the_nats_queue_group(
     finally:
         await nc.close()
     nats_pings = ("booking_rpc_requests_total", (*PINGS[1][:3], ("transport", "nats")))
-    per_worker = [(await scrape(port)).get(nats_pings, 0.0) for port in service.worker_metrics_ports().values()]
-    assert sum(per_worker) == 40 and all(per_worker)  # one queue group over both workers
+    per_worker: list[float] = []
+
+    async def all_counted() -> bool:
+        # a worker counts a request as it finishes, which may be just after its reply left
+        per_worker[:] = [(await scrape(port)).get(nats_pings, 0.0) for port in service.worker_metrics_ports().values()]
+        return sum(per_worker) == 40
+
+    await wait_for(all_counted, timeout=15)
+    assert all(per_worker)  # one queue group over both workers
 
 
 def test_the_embedded_database_is_started_once_by_the_supervisor(tmp_path: Path) -> None:

@@ -21,6 +21,10 @@ from booking_rpc.errors import RpcError
 from booking_rpc.router import Call, Route, Router
 from booking_rpc.server.nats import NatsTransport
 
+# How long a test waits for a reply or for the subscriptions: generous, since a loaded machine (the whole
+# suite beside other work) can stall a process for seconds; a passing test never waits that long.
+REPLY_WAIT = 30.0
+
 
 class Greeting(BaseModel):
     name: str
@@ -93,7 +97,7 @@ async def make_transport(nats_url: str, seen: dict[str, Any]) -> AsyncIterator[C
         await transport.start()
         started.append(transport)
         if wait:
-            await transport.wait_ready()
+            await transport.wait_ready(REPLY_WAIT)
         return transport
 
     yield make
@@ -106,7 +110,7 @@ async def raw_request(nc: NatsClient, subject: str, body: bytes, *, frames: int 
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, max_msgs=frames)
     await nc.publish(subject, body, reply=inbox, headers=headers)
-    replies = [await sub.next_msg(timeout=5) for _ in range(frames)]
+    replies = [await sub.next_msg(timeout=REPLY_WAIT) for _ in range(frames)]
     for reply in replies:
         assert reply.data, f"an empty reply on {subject}: {reply.headers}"
     return replies
@@ -170,7 +174,7 @@ async def test_events_and_external_bodies_reach_the_event_handler(
     # neither pattern nor data: NestJS takes the whole JSON as the data of an event on the subject
     await peer.publish("user.updated", orjson.dumps({"id": 2, "name": "Ann"}))
     await peer.flush()
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(REPLY_WAIT):
         while len(seen.get("events", [])) < 2:
             await asyncio.sleep(0.01)
     assert seen["events"] == [{"id": 1}, {"id": 2, "name": "Ann"}]
@@ -211,12 +215,13 @@ async def test_in_flight_cap_refuses_with_overloaded(
     sub = await peer.subscribe(inbox)
     for i in range(3):
         await peer.publish("slow", request("slow", None, f"s{i}"), reply=inbox)
-    first = await sub.next_msg(timeout=5)
+    first = await sub.next_msg(timeout=REPLY_WAIT)
     assert first.data, (first.headers, first.subject)
     refused = orjson.loads(first.data)
     assert refused["id"] == "s2" and refused["err"]["code"] == "OVERLOADED" and refused["err"]["statusCode"] == 503
+    assert transport.stats.in_flight == 2  # the two it took are still running
     seen["release"].set()
-    done = sorted([orjson.loads((await sub.next_msg(timeout=5)).data)["id"] for _ in range(2)])
+    done = sorted([orjson.loads((await sub.next_msg(timeout=REPLY_WAIT)).data)["id"] for _ in range(2)])
     assert done == ["s0", "s1"]
     assert transport.stats.overloaded == 1
 
@@ -227,7 +232,7 @@ async def test_queue_group_answers_each_request_once(make_transport: Any, peer: 
     sub = await peer.subscribe(inbox)
     for i in range(200):
         await peer.publish("echo", request("echo", i, f"q{i}"), reply=inbox)
-    ids = [orjson.loads((await sub.next_msg(timeout=5)).data)["id"] for _ in range(200)]
+    ids = [orjson.loads((await sub.next_msg(timeout=REPLY_WAIT)).data)["id"] for _ in range(200)]
     with pytest.raises(nats.errors.TimeoutError):
         await sub.next_msg(timeout=0.3)  # no second answer to any request
     assert sorted(ids) == sorted(f"q{i}" for i in range(200))
@@ -271,14 +276,18 @@ async def test_shutdown_drains_in_flight_then_stops_taking_requests(
     inbox = peer.new_inbox()
     sub = await peer.subscribe(inbox)
     await peer.publish("slow", request("slow", None, "d1"), reply=inbox)
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(REPLY_WAIT):
         while transport.stats.in_flight == 0:
             await asyncio.sleep(0.01)
     stopping = asyncio.create_task(transport.shutdown(5.0))
     await asyncio.sleep(0.2)
     assert not stopping.done()
     seen["release"].set()
-    assert orjson.loads((await sub.next_msg(timeout=5)).data) == {"response": "done", "isDisposed": True, "id": "d1"}
+    assert orjson.loads((await sub.next_msg(timeout=REPLY_WAIT)).data) == {
+        "response": "done",
+        "isDisposed": True,
+        "id": "d1",
+    }
     await stopping
     assert transport.stats.state == "closed"
     # nobody subscribes any more: a NATS server answers a request with "no responders"
