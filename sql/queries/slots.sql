@@ -35,7 +35,8 @@ ORDER BY d.slot_date, d.slot_start_time, d.id;
 -- ones when $5 (not blocked, full, past or outside the service's booking window); after the cursor ($6
 -- date, $7 time, $8 id; the first page passes ($2, 00:00, nil uuid)), at most $9 rows. Expired-but-unreleased holds don't count against `remaining`. The page leaves as one
 -- JSON array text (the reply's `items`, built here so the service never touches each row) plus the sort
--- key of its last row when there is a next page. Instants are ISO 8601 in UTC ("2030-01-01T09:30:00Z").
+-- key of its last row when there is a next page. Instants are booking_iso_instant's (migrations 0011, 0040), as the
+-- models write them: UTC, microseconds when there are some ("2030-01-01T09:30:00Z", "...09:30:00.120000Z").
 WITH sv AS (
     SELECT v.min_notice_minutes, v.max_advance_days,
            (SELECT c.timezone FROM clinics c WHERE c.id = v.clinic_id) AS tz
@@ -70,8 +71,7 @@ SELECT COALESCE(
            json_agg(json_build_object(
                'id', id, 'service_id', service_id, 'staff_id', staff_id, 'slot_date', slot_date,
                'slot_start_time', slot_start_time, 'slot_end_time', slot_end_time,
-               'starts_at', replace((starts_at AT TIME ZONE 'UTC')::text, ' ', 'T') || 'Z',
-               'ends_at', replace((ends_at AT TIME ZONE 'UTC')::text, ' ', 'T') || 'Z',
+               'starts_at', booking_iso_instant(starts_at), 'ends_at', booking_iso_instant(ends_at),
                'status', status, 'capacity', capacity, 'booked_count', booked_count, 'remaining', remaining
            ) ORDER BY rn) FILTER (WHERE rn <= $9::int),
            '[]')::text AS items,

@@ -178,7 +178,13 @@ async def test_exceptions_on_a_day_read_every_shape_the_clinic_service_sends(poo
 
 async def test_iso_instant_is_the_models_json_form(pool: Pool) -> None:
     async with pool.acquire() as conn:
-        for text in ("2030-01-01T09:30:00+07:00", "2030-01-01T02:30:00.120000+00:00", "2030-01-01T02:30:00.000001Z"):
+        for text in (
+            "2030-01-01T09:30:00+07:00",
+            "2030-07-01T23:59:59.999999-03:00",
+            "1999-12-31T23:59:59+00:00",
+            "2030-01-01T02:30:00.120000+00:00",
+            "2030-01-01T02:30:00.000001Z",
+        ):
             instant = dt.datetime.fromisoformat(text)
             written = await conn.fetchval("SELECT booking_iso_instant($1)", instant)
             assert written == INSTANT.dump_python(instant.astimezone(dt.UTC), mode="json")  # pydantic's form

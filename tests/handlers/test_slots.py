@@ -9,8 +9,10 @@ from typing import Any
 
 import asyncpg
 
+from booking_rpc import jsonutil
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
+from booking_rpc.models.catalog import SlotOut
 from tests.helpers import (
     admin,
     assert_invariant,
@@ -247,3 +249,30 @@ async def test_block_and_unblock(app_ctx: Context, pool: Pool) -> None:
     assert (out.status, out.remaining) == ("available", 2)
     await call(app_ctx, "booking.reservation.create", hold_body(cat, slot2))
     await assert_invariant(pool)
+
+
+async def test_find_writes_instants_as_the_models_do(app_ctx: Context, pool: Pool) -> None:
+    """slots.find's SQL-built items carry starts_at/ends_at exactly as SlotOut writes them (booking_iso_instant):
+    microseconds kept when there are some, none when there are none."""
+    cat = await make_service(app_ctx)
+    whole = await make_slot(pool, cat.service_id)
+    fine = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=3))
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE slots SET starts_at = starts_at + interval '0.12 seconds',"
+            " ends_at = ends_at + interval '0.000001 seconds' WHERE id = $1",
+            fine,
+        )
+    today = dt.date.today()
+    q = {"service_id": str(cat.service_id), "date_from": str(today), "date_to": str(today + dt.timedelta(days=5))}
+    wire = jsonutil.loads(jsonutil.dumps(await call(app_ctx, "booking.slots.find", q)))
+    items = {uuid.UUID(i["id"]): i for i in wire["items"]}
+    assert set(items) == {whole, fine}
+    for slot_id, item in items.items():
+        row = await slot_row(pool, slot_id)
+        model = jsonutil.loads(jsonutil.dumps(SlotOut.model_validate(item)))
+        assert (item["starts_at"], item["ends_at"]) == (model["starts_at"], model["ends_at"])
+        assert dt.datetime.fromisoformat(item["starts_at"]) == row["starts_at"]
+        assert dt.datetime.fromisoformat(item["ends_at"]) == row["ends_at"]
+    assert items[fine]["starts_at"].endswith(".120000Z") and items[fine]["ends_at"].endswith(".000001Z")
+    assert items[whole]["starts_at"].endswith(":00Z") and "." not in items[whole]["starts_at"]
