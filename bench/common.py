@@ -52,6 +52,26 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def database_backends_cpu(postmaster: int, database: str) -> dict[int, float]:
+    """CPU seconds of each live PostgreSQL backend connected to `database` (a backend's process title names
+    it: "postgres: [cluster:] user database host(port) state"): on a server other work shares, only a
+    bench's own database's."""
+    found = {}
+    for child in children_of(postmaster):
+        with contextlib.suppress(OSError):  # exited while we looked
+            title = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if database in title.split()[1:4]:  # after "postgres:" and maybe a "15/main:" cluster name
+                found[child] = sum(int(x) for x in _stat(child)[11:13]) / CLOCK_TICKS
+    return found
+
+
+def backends_cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """The CPU the backends spent between two `database_backends_cpu` readings: those alive at the second
+    (a new one from zero). A pool closing an idle connection takes its backend's past CPU with it; counting
+    only the survivors loses no work of the window but that connection's last moments."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def parent_of(pid: int) -> int:
     return int(_stat(pid)[1])
 
@@ -125,9 +145,14 @@ def spawn_printing_port(cmd: list[str], *, cwd: Path | None = None, timeout: flo
     raise RuntimeError(f"{cmd[0]} did not print its port")
 
 
-def ensure_node_modules() -> None:
-    if not (INTEROP / "node_modules" / "@nestjs" / "microservices").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=INTEROP, check=True)
+def ensure_node_modules(folder: Path = INTEROP) -> None:
+    """`npm ci` in a folder of node scripts (tests/interop, bench/nest_peer) unless its lock is installed."""
+    installed = folder / "node_modules" / ".package-lock.json"  # npm writes it on every install
+    lock = folder / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, check=True, timeout=600
+        )
 
 
 def write_json(path: Path | None, result: object) -> None:

@@ -17,6 +17,10 @@ FIND_GROWTH_TARGET = 1.5
 TRACING_CPU_TARGET = 0.20
 # issue 16: JetStream delivery
 EVENTS_RATE_TARGET, EVENTS_LAG_TARGET_MS = 5000, 1000
+# booking-rpc over the NestJS peer (bench.peer), at PEER_TARGET_CONCURRENCY: (req/s at least, server CPU per
+# request at most); issue 21 §1 over TCP (both patterns), issue 16 for slots.find over NATS
+PEER_TARGETS = {"TCP": (1.5, 0.4), "NATS": (1.2, 0.6)}
+PEER_TARGET_CONCURRENCY = 16
 RESERVATION_RUNS = (("reservations", "all on shared cores"), ("reservations_split", "PostgreSQL on its own cores"))
 
 
@@ -77,6 +81,21 @@ def rows_from_results(results: dict[str, Any]) -> list[Row]:
                     ev["lag_p99_ms"],
                 )
             )
+    peer = results.get("peer") or {}
+    for where in ("tcp", "nats"):
+        for c in (peer.get(where) or {}).get("comparisons", []):
+            for target, rps in c["rps"].items():
+                rows.append(
+                    Row(
+                        f"{c['pattern'].removeprefix('booking.')} c={c['concurrency']} {where.upper()} (NestJS client)",
+                        target,
+                        target != "booking-rpc",
+                        rps,
+                        c["p50_ms"][target],
+                        float("nan"),
+                        c["p99_ms"][target],
+                    )
+                )
     for r in (results.get("nats") or {}).get("results", []):
         rows.append(
             Row(
@@ -107,6 +126,43 @@ def events_target_lines(ev: dict[str, Any]) -> list[str]:
         lines.append(
             f"- stream holds {ev['stream_messages']} messages for {ev['events']} events: {'once each' if once else 'NOT once each'}"
         )
+    return lines
+
+
+def peer_target_lines(comparisons: list[dict[str, Any]], where: str) -> list[str]:
+    """bench.peer's targets over `where` (TCP or NATS), one line per pattern with met / not met at the target
+    concurrency; the other levels' ratios are printed without a target."""
+    rps_target, cpu_target = PEER_TARGETS[where]
+    lines = []
+    for c in comparisons:
+        head = f"{c['pattern']} over {where}, c={c['concurrency']}:"
+        if c["concurrency"] != PEER_TARGET_CONCURRENCY:
+            lines.append(
+                f"{head} {c['rps_ratio']:.2f}x the NestJS peer's req/s, {c['cpu_ratio']:.2f}x its server CPU per "
+                "request (no target at this level)"
+            )
+            continue
+        rps_ok, cpu_ok = c["rps_ratio"] >= rps_target, c["cpu_ratio"] <= cpu_target
+        lines.append(
+            f"{head} {c['rps_ratio']:.2f}x the NestJS peer's req/s (target >= {rps_target}x): "
+            f"{'met' if rps_ok else 'not met'}; {c['cpu_ratio']:.2f}x its server CPU per request "
+            f"(target <= {cpu_target}x): {'met' if cpu_ok else 'not met'}"
+        )
+        ours_cpu, peer_cpu = c["server_cpu_us"]["booking-rpc"], c["server_cpu_us"]["nestjs peer"]
+        if not cpu_ok:
+            lines.append(
+                f"  the CPU target needs <= {peer_cpu * cpu_target:.0f} µs per request of booking-rpc "
+                f"(the peer spent {peer_cpu:.0f}); it spent {ours_cpu:.0f}"
+            )
+        pg = c.get("postgres_cpu_us", {})
+        if not rps_ok and len(pg) == 2 and all(v == v for v in pg.values()):  # nan: PostgreSQL elsewhere
+            ours, peer = ours_cpu + pg["booking-rpc"], peer_cpu + pg["nestjs peer"]
+            lines.append(
+                f"  a request costs this machine {ours:.0f} µs of CPU under booking-rpc and {peer:.0f} µs under the "
+                f"peer (server + PostgreSQL; PostgreSQL runs the same SQL for both: {pg['booking-rpc']:.0f} vs "
+                f"{pg['nestjs peer']:.0f} µs), so while the shared cores are the limit booking-rpc's req/s can "
+                f"reach at most {peer / ours:.2f}x the peer's"
+            )
     return lines
 
 
@@ -229,10 +285,18 @@ def summary_table(results: dict[str, Any]) -> str:
         measured = target_lines(results.get(key) or {})
         if measured:
             lines += ["", f"targets, {where}:", *measured]
+    peer = results.get("peer") or {}
+    if (peer.get("tcp") or {}).get("comparisons"):
+        lines += ["", "booking-rpc beside the NestJS peer over TCP (same SQL, NestJS ClientProxy load; medians):"]
+        lines += [f"- {line}" for line in peer_target_lines(peer["tcp"]["comparisons"], "TCP")]
     nats = results.get("nats") or {}
     if nats.get("results"):
         measured = nats_target_lines([Round(**r) for r in nats["results"]])
         lines += ["", "NATS (medians over the rounds):", *(f"- {line}" for line in measured)]
+    peer_nats = (peer.get("nats") or {}).get("comparisons")
+    if peer_nats:
+        lines += ["", "slots.find over NATS beside the NestJS peer (ServerNats, same SQL; medians):"]
+        lines += [f"- {line}" for line in peer_target_lines(peer_nats, "NATS")]
     jetstream = events_target_lines(results.get("events_jetstream") or {})
     if jetstream:
         lines += ["", "JetStream delivery:", *jetstream]

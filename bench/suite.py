@@ -1,4 +1,4 @@
-"""`python -m bench`: the transport, reservations, events, NATS, tracing and flows benches in one run, a JSON file and a chart.
+"""`python -m bench`: the transport, reservations, NestJS peer, events, NATS, tracing and flows benches in one run, a JSON file and a chart.
 
 The reservations bench runs twice: all on shared cores, then with PostgreSQL on cores of its own
 (`--split-cores`). Writes bench/results/latest.json and bench/results/latest.html (inline SVG) and prints a
@@ -45,6 +45,8 @@ def steps(full: bool) -> list[tuple[str, list[str]]]:
             "reservations_split",
             ["-m", "bench.reservations", "--split-cores", "--concurrency", "1,8,32", "--duration", d, "--skip-big"],
         ),
+        # booking-rpc beside the NestJS 12 microservice doing the same work (bench/nest_peer/), same SQL
+        ("peer", ["-m", "bench.peer", "--concurrency", "1,16", "--duration", d, "--rounds", "3" if full else "2"]),
         ("events", ["-m", "bench.events", "--rate", "6000", "--duration", d]),
         ("nats", ["-m", "bench.nats", "--duration", d, "--rounds", "3" if full else "2"]),
         ("events_jetstream", ["-m", "bench.events", "--sink", "jetstream", "--rate", "6000", "--duration", d]),

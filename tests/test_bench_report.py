@@ -138,3 +138,43 @@ def test_tracing_figures_say_met_or_not_met() -> None:
     assert "+26.0% over off (target <= +20%): NOT MET" in table
     assert "3.0% apart" in table
     assert "2.01 µs per row with the trace_context default, 2.00 without" in table
+
+
+def peer_comparison(pattern: str, concurrency: int, rps: tuple[float, float], cpu_ratio: float) -> dict[str, Any]:
+    by = dict(zip(("booking-rpc", "nestjs peer"), rps, strict=True))
+    return {
+        "pattern": pattern,
+        "concurrency": concurrency,
+        "rps": by,
+        "p50_ms": dict.fromkeys(by, 1.0),
+        "p99_ms": dict.fromkeys(by, 2.0),
+        "server_cpu_us": {"booking-rpc": 100 * cpu_ratio, "nestjs peer": 100.0},
+        "postgres_cpu_us": dict.fromkeys(by, 600.0),
+        "rps_ratio": rps[0] / rps[1],
+        "cpu_ratio": cpu_ratio,
+    }
+
+
+def test_nestjs_peer_targets_per_transport() -> None:
+    tcp = [
+        peer_comparison("booking.slots.find", 1, (600, 400), 0.3),
+        peer_comparison("booking.slots.find", 16, (900, 500), 0.35),
+        peer_comparison("booking.reservation.create", 16, (700, 600), 0.6),
+    ]
+    nats = [peer_comparison("booking.slots.find", 16, (600, 480), 0.5)]
+    text = summary_table({**RESULTS, "peer": {"tcp": {"comparisons": tcp}, "nats": {"comparisons": nats}}})
+    assert "booking.slots.find over TCP, c=1: 1.50x the NestJS peer's req/s, 0.30x" in text
+    assert "(no target at this level)" in text
+    assert (
+        "booking.slots.find over TCP, c=16: 1.80x the NestJS peer's req/s (target >= 1.5x): met; "
+        "0.35x its server CPU per request (target <= 0.4x): met"
+    ) in text
+    assert "create over TCP, c=16: 1.17x the NestJS peer's req/s (target >= 1.5x): not met; 0.60x" in text
+    assert "(target <= 0.4x): not met" in text
+    assert "the CPU target needs <= 40 µs per request of booking-rpc (the peer spent 100); it spent 60" in text
+    assert "a request costs this machine 660 µs of CPU under booking-rpc and 700 µs under the peer" in text
+    assert "booking-rpc's req/s can reach at most 1.06x the peer's" in text
+    assert "booking.slots.find over NATS, c=16: 1.25x the NestJS peer's req/s (target >= 1.2x): met" in text
+    assert "slots.find c=16 TCP (NestJS client)" in [
+        r.scenario for r in rows_from_results({"peer": {"tcp": {"comparisons": tcp}}})
+    ]
