@@ -62,7 +62,10 @@ def serve(url: str, queue: str) -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
-        print(orjson.dumps({"requests": transport.stats.requests_total}).decode(), flush=True)
+        print(
+            orjson.dumps({"requests": transport.stats.requests_total, "writes": transport.stats.writes}).decode(),
+            flush=True,
+        )
         await transport.shutdown(2.0)
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:

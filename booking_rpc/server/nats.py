@@ -10,26 +10,35 @@ through the router's `Call`.
 
 Limits as over TCP: a payload above `max_payload` or one that is not JSON gets a structured error (NestJS
 would log and leave the caller waiting); beyond `max_in_flight` requests at once in this process a request
-is refused with `OVERLOADED` at once and an event waits for a slot (holding back its own subscription
-only), so nothing queues without bound. NATS being down never stops the process: the connection is made
-in the background and kept (reconnects forever), the state is in `stats` for /readyz and /metrics.
+is refused with `OVERLOADED` at once and an event waits for a slot in its route's backlog (at most
+`SUB_PENDING_MSGS`, beyond which it is dropped and counted, as nats-py drops for a slow consumer), so
+nothing queues without bound. NATS being down never stops the process: the connection is made in the
+background and kept (reconnects forever), the state is in `stats` for /readyz and /metrics. Credentials the
+server refuses do stop it (`check_credentials`): that never heals by waiting.
+
+The per-message path is the TCP transport's (server/protocol.py): messages come from nats-py's parser
+straight to `_receive` (server/nats_client.py, no queue and no Task per message), an eager route (echo,
+ping) runs there without a Task, and the replies of one loop iteration leave as one batch for nats-py's
+flusher, so one socket write carries many.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import AuthorizationError
 
 from booking_rpc.errors import INTERNAL_ERROR, OVERLOADED_ERROR, RpcError
 from booking_rpc.router import NO_RESPONSE, Call, Route, Router, RouteStats
+from booking_rpc.server.dispatch import start_call
+from booking_rpc.server.nats_client import DirectClient, pub_command
 from booking_rpc.wire.errors import FrameError
 from booking_rpc.wire.json_codec import encode_json, parse_json
 from booking_rpc.wire.messages import (
@@ -45,7 +54,12 @@ log = structlog.get_logger(__name__)
 
 TRANSPORT = "nats"
 RECONNECT_WAIT = 1.0  # seconds between reconnect attempts to the same server
-SUB_PENDING_MSGS = 65_536  # per subscription, before nats-py drops as a slow consumer
+SUB_PENDING_MSGS = 65_536  # events waiting for a slot, per route, before they are dropped (slow consumer)
+STREAM_HIGH_WATER = 4 * 1024 * 1024  # bytes a stream sends before it waits for the server to confirm them
+
+
+class NatsRefused(Exception):
+    """The NATS server refused our credentials (or an account forbids what we need): fix the settings."""
 
 
 @dataclass(slots=True)
@@ -58,11 +72,13 @@ class NatsStats:
     requests_total: int = 0
     events_total: int = 0
     events_failed: int = 0
+    events_dropped: int = 0
     in_flight: int = 0
     overloaded: int = 0
     too_large: int = 0
     invalid_json: int = 0
     reply_errors: int = 0
+    writes: int = 0  # batches of replies handed to the socket (replies per write: how well they share one)
     last_error: str = ""
 
 
@@ -77,6 +93,9 @@ class NatsTransport:
         max_payload: int = 8 * 1024 * 1024,
         max_in_flight: int = 1024,
         name: str = "booking-rpc",
+        user: str = "",
+        password: str = "",
+        token: str = "",
     ) -> None:
         self.router = router
         self.ctx = ctx
@@ -85,25 +104,43 @@ class NatsTransport:
         self.max_payload = max_payload
         self.max_in_flight = max_in_flight
         self.name = name
+        # credentials of their own, else what the URLs carry (nats://user:pass@host, nats://token@host)
+        self.credentials = {k: v for k, v in (("user", user), ("password", password), ("token", token)) if v}
         self.stats = NatsStats()
-        self.nc = NatsClient()
+        self.nc = DirectClient()
         self.subscriptions: list[Subscription] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
-        self._slot_freed = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._refused: str = ""
+        self._first_outcome = asyncio.Event()  # connected, or the first attempt failed
+        # events waiting for an in-flight slot, oldest first
+        self._backlog: deque[tuple[Route, RouteStats, Any, Call | None]] = deque()
+        self._outgoing: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- connection
 
     async def start(self) -> None:
         """Begin connecting in the background: the caller (and TCP) never waits for NATS."""
-        self._connector = asyncio.create_task(self._connect(), name="nats-transport-connect")
+        self._loop = asyncio.get_running_loop()
+        self._connector = self._loop.create_task(self._connect(), name="nats-transport-connect")
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Until every route is subscribed (tests, and callers that want to know)."""
         async with asyncio.timeout(timeout):
             await self._subscribed.wait()
+
+    async def check_credentials(self, timeout: float = 5.0) -> None:
+        """Wait for the first connection attempt's outcome (at most `timeout`): raise NatsRefused when the
+        server refused our credentials; a server down or slow is no error (we keep connecting)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._first_outcome.wait()
+        if self._refused:
+            raise NatsRefused(self._refused)
 
     async def _connect(self) -> None:
         try:
@@ -118,15 +155,17 @@ class NatsTransport:
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
                 closed_cb=self._on_closed,
+                **self.credentials,  # type: ignore[arg-type]
             )
             self.stats.state = "connected"
             self.stats.connects += 1
+            self._first_outcome.set()
+            # headers are parsed only for middleware (tracing, auth): without any, nobody reads them
+            self.nc.wants_headers = bool(self.router.middleware)
             for route in self.router.routes.values():
-                self.subscriptions.append(
-                    await self.nc.subscribe(
-                        route.route, queue=self.queue, cb=self._callback(route), pending_msgs_limit=SUB_PENDING_MSGS
-                    )
-                )
+                sub = await self.nc.subscribe(route.route, queue=self.queue)
+                self.nc.deliver_to(sub, self._receiver(route))
+                self.subscriptions.append(sub)
             # nats-py writes flush()'s PING straight to the socket, ahead of the SUBs still in its pending
             # buffer: the first flush lets the flusher write them, the second PONG proves the server has them.
             await self.nc.flush()
@@ -137,10 +176,14 @@ class NatsTransport:
             raise
         except Exception as exc:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self._first_outcome.set()
             log.error("NATS transport could not start", error=self.stats.last_error)
 
     async def _on_error(self, exc: Exception) -> None:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, AuthorizationError) and not self.stats.connects:
+            self._refused = "the NATS server refused the credentials (authorization violation)"
+        self._first_outcome.set()
         log.warning("NATS connection error", error=self.stats.last_error)
 
     async def _on_disconnected(self) -> None:
@@ -162,47 +205,56 @@ class NatsTransport:
 
     # --- messages
 
-    def _callback(self, route: Route) -> Callable[[Msg], Awaitable[None]]:
+    def _receiver(self, route: Route) -> Any:
         stats = route.stats_for(TRANSPORT)
 
-        async def on_message(msg: Msg) -> None:
-            await self._receive(route, stats, msg)
+        def receive(reply: bytes, data: bytes, headers: dict[str, str] | None) -> None:
+            self._receive(route, stats, reply, data, headers)
 
-        return on_message
+        return receive
 
-    async def _receive(self, route: Route, route_stats: RouteStats, msg: Msg) -> None:
-        reply = msg.reply
-        if len(msg.data) > self.max_payload:
+    def _receive(
+        self, route: Route, route_stats: RouteStats, reply: bytes, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        """One message, from nats-py's read loop: it must not block (handlers run in Tasks, or eagerly)."""
+        if len(data) > self.max_payload:
             self.stats.too_large += 1
             err = RpcError("PAYLOAD_TOO_LARGE", f"The message is larger than {self.max_payload} bytes")
-            await self._publish(reply, error_reply(None, err.to_wire()))
+            self._send(reply, error_reply(None, err.to_wire()))
             return
         try:
-            body = parse_json(msg.data)
+            body = parse_json(data)
         except FrameError as exc:
             self.stats.invalid_json += 1
             # NestJS logs and never answers; the caller learns why instead (its id is unknown: null, which a
             # ClientNats accepts as its reply).
-            await self._publish(reply, error_reply(None, RpcError("BAD_REQUEST", exc.message).to_wire()))
+            self._send(reply, error_reply(None, RpcError("BAD_REQUEST", exc.message).to_wire()))
             return
         incoming = classify(body)
-        call = Call(TRANSPORT, msg.headers, reply) if self.router.middleware else None
+        call = Call(TRANSPORT, headers, reply.decode()) if self.router.middleware else None
         if isinstance(incoming, Request):
             self.stats.requests_total += 1
-            if self.stats.in_flight >= self.max_in_flight:
+            if not route.eager and self.stats.in_flight >= self.max_in_flight:
                 self.stats.overloaded += 1
-                await self._publish(reply, error_reply(incoming.id, OVERLOADED_ERROR.to_wire()))
+                self._send(reply, error_reply(incoming.id, OVERLOADED_ERROR.to_wire()))
                 return
-            self._start(self._answer(route, route_stats, incoming.data, incoming.id, reply, call))
+            self._start(self._answer(route, route_stats, incoming.data, incoming.id, reply, call), route.eager)
         else:
             self.stats.events_total += 1
-            while self.stats.in_flight >= self.max_in_flight:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-            self._start(self._consume(route, route_stats, incoming.data, call))
+            if self._backlog or self.stats.in_flight >= self.max_in_flight:
+                if len(self._backlog) >= SUB_PENDING_MSGS:
+                    self.stats.events_dropped += 1
+                    log.warning("NATS event dropped: too many waiting for a slot", route=route.route)
+                    return
+                self._backlog.append((route, route_stats, incoming.data, call))
+                return
+            self._start(self._consume(route, route_stats, incoming.data, call), route.eager)
 
-    def _start(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+    def _start(self, coro: Coroutine[Any, Any, None], eager: bool) -> None:
+        assert self._loop is not None
+        task = start_call(self._loop, coro, eager)
+        if task is None:
+            return
         self.tasks.add(task)
         self.stats.in_flight += 1
         task.add_done_callback(self._task_done)
@@ -210,36 +262,48 @@ class NatsTransport:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.stats.in_flight -= 1
-        self._slot_freed.set()
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        backlog = self._backlog
+        while backlog and self.stats.in_flight < self.max_in_flight:
+            route, route_stats, data, call = backlog.popleft()
+            self._start(self._consume(route, route_stats, data, call), route.eager)
 
     async def _answer(
-        self, route: Route, route_stats: RouteStats, data: Any, request_id: Any, reply: str, call: Call | None
+        self, route: Route, route_stats: RouteStats, data: Any, request_id: Any, reply: bytes, call: Call | None
     ) -> None:
         try:
             result = await route.invoke(data, self.ctx, call, route_stats)
             if result is NO_RESPONSE:
-                await self._publish(reply, disposed_reply(request_id))
+                self._send(reply, disposed_reply(request_id))
             elif route.streaming:
                 await self._stream(result, request_id, reply)
             else:
-                await self._publish(reply, response_reply(request_id, result))
+                self._send(reply, response_reply(request_id, result))
         except RpcError as err:
-            await self._publish(reply, error_reply(request_id, err.to_wire()))
+            self._send(reply, error_reply(request_id, err.to_wire()))
         except asyncio.CancelledError:
             raise
         except Exception:  # the router maps handler errors; this is a bug in the transport itself
             log.exception("unexpected error answering a NATS request", route=route.route)
-            await self._publish(reply, error_reply(request_id, INTERNAL_ERROR.to_wire()))
+            self._send(reply, error_reply(request_id, INTERNAL_ERROR.to_wire()))
 
-    async def _stream(self, items: AsyncIterator[Any], request_id: Any, reply: str) -> None:
+    async def _stream(self, items: AsyncIterator[Any], request_id: Any, reply: bytes) -> None:
         """Each item as NestJS's send() frames a synchronously completing Observable: the last item carries
         `isDisposed` (NestJS buffers a tick's values and marks the last); an empty stream is `{isDisposed}`."""
         held: list[Any] = []
+        unconfirmed = 0
         async for item in items:
             if held:
-                await self._publish(reply, stream_item_reply(request_id, held.pop()))
+                unconfirmed += self._send(reply, stream_item_reply(request_id, held.pop()))
+                if unconfirmed > STREAM_HIGH_WATER:
+                    # streams produce without bound: let the server confirm (PING/PONG) what it has so far
+                    self._flush()
+                    await self.nc.flush()
+                    unconfirmed = 0
             held.append(item)
-        await self._publish(reply, response_reply(request_id, held[0]) if held else disposed_reply(request_id))
+        self._send(reply, response_reply(request_id, held[0]) if held else disposed_reply(request_id))
 
     async def _consume(self, route: Route, route_stats: RouteStats, data: Any, call: Call | None) -> None:
         try:
@@ -248,21 +312,39 @@ class NatsTransport:
             self.stats.events_failed += 1
             log.warning("event handler failed", route=route.route, code=err.code, error=err.message)
 
-    async def _publish(self, subject: str, reply: dict[str, Any]) -> None:
-        """Send one reply frame (no reply subject: NestJS answers nothing, neither do we)."""
+    # --- output
+
+    def _send(self, subject: bytes, reply: dict[str, Any]) -> int:
+        """Queue one reply frame (no reply subject: NestJS answers nothing, neither do we); the frames of
+        one loop iteration leave together (_flush), as the TCP transport's replies do. Returns its size."""
         if not subject:
-            return
+            return 0
         try:
             body = encode_json(reply)
         except (TypeError, ValueError) as exc:
             self.stats.reply_errors += 1
             log.error("reply could not be serialised", error=str(exc))
             body = encode_json(error_reply(reply.get("id"), INTERNAL_ERROR.to_wire()))
-        try:
-            await self.nc.publish(subject, body)
-        except Exception as exc:  # closed or the outbound buffer is full: the caller times out
+        if len(body) > self.nc.max_payload:
             self.stats.reply_errors += 1
-            log.warning("NATS reply not sent", error=f"{type(exc).__name__}: {exc}")
+            log.warning("NATS reply not sent: larger than the server's max_payload", size=len(body))
+            return 0
+        self._outgoing.append(pub_command(subject, body))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+        return len(body)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._outgoing:
+            return
+        commands, self._outgoing = self._outgoing, []
+        self.stats.writes += 1
+        if not self.nc.send(commands, len(commands)):  # closed, or reconnecting with the buffer full
+            self.stats.reply_errors += len(commands)
+            log.warning("NATS replies not sent: not connected", count=len(commands))
 
     # --- shutdown
 
@@ -279,14 +361,19 @@ class NatsTransport:
             for sub in self.subscriptions:
                 with contextlib.suppress(Exception):
                     await sub.drain()  # type: ignore[no-untyped-call]
-        while self.tasks and loop.time() < end:
+        while (self.tasks or self._backlog) and loop.time() < end:
+            if not self.tasks:  # eager events that waited in the backlog: start them (they finish at once)
+                self._start_waiting()
+                continue
             await asyncio.wait(set(self.tasks), timeout=max(0.0, end - loop.time()))
         leftover = list(self.tasks)
         if leftover:
             log.warning("cancelling NATS requests still running at the shutdown deadline", count=len(leftover))
+            self._backlog.clear()
             for task in leftover:
                 task.cancel()
             await asyncio.gather(*leftover, return_exceptions=True)
+        self._flush()
         if self.nc.is_connected:
             with contextlib.suppress(Exception):
                 await self.nc.flush(timeout=2)

@@ -18,6 +18,7 @@ import structlog
 
 from booking_rpc.errors import INTERNAL_ERROR, OVERLOADED_ERROR, RpcError
 from booking_rpc.router import CLIENT_SUBJECT, NO_RESPONSE, Call, Route, Router
+from booking_rpc.server.dispatch import start_call
 from booking_rpc.server.flow_control import FlowControl
 from booking_rpc.server.state import ServerState
 from booking_rpc.server.stats import ServerStats
@@ -47,34 +48,6 @@ class Limits:
     max_requests_in_flight: int = 1024
     idle_timeout: float = 0.0
     max_connections: int = 0
-
-
-async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
-    """Drive a coroutine that was started outside a Task, as a Task would (Python 3.11 has no eager tasks).
-
-    The coroutine yielded a future it waits on: wait for it here, then resume the coroutine, which reads
-    the future's result or exception itself. Cancellation is thrown into the coroutine.
-    """
-    while True:
-        try:
-            if yielded is None:
-                await asyncio.sleep(0)
-            else:
-                # what Task.__step does with a yielded future before waiting on it
-                yielded._asyncio_future_blocking = False
-                await yielded
-        except asyncio.CancelledError as cancelled:
-            try:
-                yielded = coro.throw(cancelled)
-            except StopIteration:
-                return
-            continue
-        except BaseException:
-            pass
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
 
 
 _UNKNOWN: Any = object()
@@ -242,18 +215,9 @@ class RpcProtocol(asyncio.Protocol):
         return call
 
     def _start(self, coro: Coroutine[Any, Any, None], eager: bool) -> None:
-        task: asyncio.Task[None]
-        if eager:
-            # Run the handler at once, up to its first real suspension: a handler that does no I/O
-            # (ping, echo) answers right here with no Task at all; the rest continues in one (_resume).
-            # Only for routes registered eager=True: outside a Task, asyncio.timeout() cannot be used.
-            try:
-                yielded = coro.send(None)
-            except StopIteration:
-                return
-            task = self._loop.create_task(_resume(coro, yielded))
-        else:
-            task = self._loop.create_task(coro)
+        task = start_call(self._loop, coro, eager)  # eager: ping and echo answer here, with no Task
+        if task is None:
+            return
         self.tasks.add(task)
         self.stats.in_flight += 1
         task.add_done_callback(self._task_done)

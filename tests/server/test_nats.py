@@ -20,6 +20,7 @@ from booking_rpc.devnats import NatsServer
 from booking_rpc.errors import RpcError
 from booking_rpc.router import Call, Route, Router
 from booking_rpc.server.nats import NatsTransport
+from tests.helpers import wait_for
 
 # How long a test waits for a reply or for the subscriptions: generous, since a loaded machine (the whole
 # suite beside other work) can stall a process for seconds; a passing test never waits that long.
@@ -224,6 +225,28 @@ async def test_in_flight_cap_refuses_with_overloaded(
     done = sorted([orjson.loads((await sub.next_msg(timeout=REPLY_WAIT)).data)["id"] for _ in range(2)])
     assert done == ["s0", "s1"]
     assert transport.stats.overloaded == 1
+
+
+async def test_events_beyond_the_in_flight_cap_wait_their_turn_in_order(
+    make_transport: Any, peer: NatsClient, seen: dict[str, Any]
+) -> None:
+    transport = await make_transport(max_in_flight=2)
+    inbox = peer.new_inbox()
+    sub = await peer.subscribe(inbox)
+    for i in range(2):
+        await peer.publish("slow", request("slow", None, f"s{i}"), reply=inbox)
+    await peer.flush()
+    await wait_for(lambda: transport.stats.in_flight == 2)
+    for i in range(5):
+        await peer.publish("user.updated", orjson.dumps({"pattern": "user.updated", "data": {"id": i}}))
+    await peer.flush()
+    await wait_for(lambda: transport.stats.events_total == 5)
+    assert "events" not in seen  # every slot is taken: the events wait, none is refused or lost
+    seen["release"].set()
+    await wait_for(lambda: len(seen.get("events", [])) == 5)
+    assert seen["events"] == [{"id": i} for i in range(5)]
+    assert sorted([orjson.loads((await sub.next_msg(timeout=5)).data)["id"] for _ in range(2)]) == ["s0", "s1"]
+    assert transport.stats.events_dropped == 0
 
 
 async def test_queue_group_answers_each_request_once(make_transport: Any, peer: NatsClient) -> None:
