@@ -122,6 +122,9 @@ class Settings(BaseModel):
     hold_rate_burst: int = Field(
         20, gt=0, description="reservation.create calls a user may make at once before the rate applies"
     )
+    waitlist_hold_ttl: int = Field(
+        900, gt=0, description="Seconds a waiter's offered hold lasts before the next waiter is offered"
+    )
     currency: str = Field("IDR", min_length=3, max_length=3, description="Currency of prices and payments")
     platform_fee_percent: Decimal = Field(Decimal("10"), ge=0, le=100, description="Platform fee, % of the price")
     tax_percent: Decimal = Field(Decimal("11"), ge=0, le=100, description="Tax, % of the price (inclusive)")

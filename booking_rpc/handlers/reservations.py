@@ -20,6 +20,7 @@ from booking_rpc.context import Context
 from booking_rpc.domain.availability import REASON_MESSAGES, unavailable_reason
 from booking_rpc.errors import RpcError, not_found
 from booking_rpc.events.outbox import enqueue
+from booking_rpc.handlers.waitlist import offer_freed
 from booking_rpc.models.events import ReservationCancelled
 from booking_rpc.models.reservations import (
     ReservationCancelRequest,
@@ -169,6 +170,7 @@ async def cancel_reservation(payload: ReservationCancelRequest, ctx: Context) ->
                 )
             raise RpcError("RESERVATION_EXPIRED", "The reservation has expired", details)
         await conn.execute(ctx.sql["slots.release_unit"], row["slot_id"], 1)
+        await offer_freed(conn, ctx, row["slot_id"])
         await enqueue(
             conn,
             ctx.sql,

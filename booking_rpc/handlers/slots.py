@@ -15,6 +15,7 @@ from booking_rpc.context import Context
 from booking_rpc.domain.availability import REASON_MESSAGES, remaining_of, unavailable_reason
 from booking_rpc.domain.schedule import DailyWindow, generate_slots
 from booking_rpc.errors import RpcError, not_found
+from booking_rpc.handlers.waitlist import offer_freed
 from booking_rpc.models.catalog import (
     AvailabilityCheckRequest,
     AvailabilityReply,
@@ -210,6 +211,9 @@ async def _set_blocked(payload: SlotBlockRequest, ctx: Context, statement: str) 
             raise not_found("Slot", {"slot_id": str(payload.slot_id)})
         require_clinic_staff(payload.actor, current["clinic_id"])
         row = await conn.fetchrow(ctx.sql[statement], payload.slot_id)
+        unblocked = row is not None and statement == "slots.unblock" and current["status"] == "blocked"
+        if unblocked and await offer_freed(conn, ctx, payload.slot_id):  # units free again: the waiters first
+            row = await conn.fetchrow(ctx.sql["slots.get"], payload.slot_id)
     if row is None:  # deleted between the two statements
         raise not_found("Slot", {"slot_id": str(payload.slot_id)})
     return slot_out(row)

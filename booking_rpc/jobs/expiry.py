@@ -5,6 +5,10 @@ in its own transaction, and confirm re-checks the TTL); it exists so that every 
 with exactly one `reservation.expired` event and capacity shows up free without waiting for a new hold.
 Safe with several replicas: holds are claimed with `FOR UPDATE SKIP LOCKED`, and the pending -> expired
 change is a compare-and-swap, so a hold is expired (and announced) once, by whoever gets there first.
+
+The one exception: while someone waits for a slot (the waitlist), its lapsed holds keep their units for
+the waiters, and this job is what frees them: in the same transaction it offers each freed slot to its
+first waiters (waitlist.offer).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ DEADLOCK_RETRIES = 3
 
 
 async def _expire_once(ctx: Context, batch_size: int) -> int:
-    # one statement: the holds, their slots' units and their reservation.expired outbox rows together
-    async with ctx.connection() as conn:
+    # one statement: the holds, their slots' units and their reservation.expired outbox rows together; then,
+    # in the same transaction, each freed slot's units go to its waiters first (waitlist.offer). The
+    # transaction's commit wakes the relay (Context.after_commit).
+    async with ctx.transaction() as conn:
         rows = await conn.fetch(ctx.sql["reservations.expire_batch"], batch_size)
-    if rows:
-        ctx.committed()
+        for slot_id in sorted({r["slot_id"] for r in rows}):
+            await conn.fetch(ctx.sql["waitlist.offer"], slot_id, ctx.settings.waitlist_hold_ttl)
     return len(rows)
 
 

@@ -54,6 +54,26 @@ class ReservationCancelled(EventPayload):
     cancelled_at: dt.datetime
 
 
+class WaitlistOffered(EventPayload):
+    """A unit of a slot freed and the first waiter got a real hold on it: confirm it with `lock_id` before
+    `expires_at` (booking.reservation.confirm), or it expires and the next waiter is offered."""
+
+    event_type = "waitlist.offered"
+    aggregate_type = "reservation"  # after the hold's reservation.created
+    entry_id: UUID
+    user_id: UUID
+    pet_id: UUID
+    service_id: UUID
+    slot_id: UUID
+    slot_date: dt.date
+    slot_time: dt.time
+    starts_at: dt.datetime
+    reservation_id: UUID
+    lock_id: str
+    expires_at: dt.datetime
+    offered_at: dt.datetime
+
+
 class BookingConfirmed(EventPayload):
     event_type = "booking.confirmed"
     aggregate_type = "booking"
@@ -194,6 +214,7 @@ PUBLISHED_EVENTS: list[type[EventPayload]] = [
     ReservationCreated,
     ReservationExpired,
     ReservationCancelled,
+    WaitlistOffered,
     BookingCreated,
     BookingConfirmed,
     BookingStatusChanged,

@@ -6,7 +6,7 @@
 -- user / a pet may have (migration 0018's hold_quotas, kept by trigger).
 --   1. The slot's pending holds past their TTL are locked and counted (holds first, then the slot: the
 --      order the expiry job and cancel use); their units count as free, so a late expiry job never turns a
---      customer away.
+--      customer away, unless someone waits for the slot: then they stay for the waiters (booking_free_stale).
 --   1b. The user's and then the pet's hold_quotas row is upserted only while its count is under the limit:
 --      a concurrent hold of the same user waits on that row and re-checks the committed count, so no
 --      number of concurrent requests gets past the limit. Nothing is taken when either refuses.
@@ -27,7 +27,9 @@ WITH stale AS (
     WHERE slot_id = $4 AND status = 'pending' AND expires_at <= now()
     FOR UPDATE
 ), freed AS (
-    SELECT count(*)::int AS n FROM stale
+    -- while someone waits for the slot, its lapsed holds keep their units for the waiters (migration 0041)
+    SELECT booking_free_stale(count(*)::int, $4, $3, (SELECT sl.slot_date FROM slots sl WHERE sl.id = $4)) AS n
+    FROM stale
 ), user_quota AS (
     INSERT INTO hold_quotas AS q (owner_kind, owner_id, pending) VALUES ('user', $1, 0)
     ON CONFLICT (owner_kind, owner_id) DO UPDATE SET pending = q.pending WHERE q.pending < $9::int
@@ -48,18 +50,13 @@ WITH stale AS (
       AND EXISTS (SELECT 1 FROM pet_quota)
       AND s.booked_count - f.n < s.capacity
       AND (s.status = 'available' OR (s.status = 'booked' AND f.n > 0))
-      AND s.starts_at > now()
-      AND sv.is_available IS TRUE
-      AND NOT EXISTS (SELECT 1 FROM booking_exceptions_on(sv.availability_exceptions, s.slot_date))
-      AND booking_window_refusal(s.starts_at, s.slot_date, now(),
-                                 (SELECT c.timezone FROM clinics c WHERE c.id = sv.clinic_id),
-                                 sv.min_notice_minutes, sv.max_advance_days) IS NULL
+      AND booking_open_for_holds(sv, s.starts_at, s.slot_date)
     RETURNING s.id
 ), expired AS (
     UPDATE reservations r
     SET status = 'expired', updated_at = now()
-    FROM stale st
-    WHERE r.id = st.id AND EXISTS (SELECT 1 FROM taken)
+    FROM stale st, freed f
+    WHERE r.id = st.id AND f.n > 0 AND EXISTS (SELECT 1 FROM taken)
     RETURNING r.id, r.user_id, r.pet_id, r.service_id, r.slot_id, r.expires_at
 ), inserted AS (
     INSERT INTO reservations (user_id, pet_id, service_id, slot_id, lock_id, status, expires_at,
@@ -75,10 +72,8 @@ WITH stale AS (
     FROM expired e
     UNION ALL
     SELECT gen_random_uuid(), i.id, 'reservation.created',
-           jsonb_build_object('reservation_id', i.id, 'user_id', i.user_id, 'pet_id', i.pet_id,
-                              'service_id', i.service_id, 'slot_id', i.slot_id,
-                              'expires_at', booking_iso_instant(i.expires_at),
-                              'created_at', booking_iso_instant(i.created_at))
+           booking_reservation_created(i.id, i.user_id, i.pet_id, i.service_id, i.slot_id, i.expires_at,
+                                       i.created_at)
     FROM inserted i
 ), announced AS (
     INSERT INTO booking_events_outbox (id, aggregate_type, aggregate_id, event_type, payload)

@@ -13,7 +13,7 @@ WHERE id = $1
 RETURNING id, booked_count, capacity, status;
 
 -- name: slots.diagnose
--- Everything that decides whether slot $1 can take a hold now (the view slot_diagnosis, migration 0031),
+-- Everything that decides whether slot $1 can take a hold now (the view slot_diagnosis, migrations 0031, 0042),
 -- and whether user $2 (NULL: anyone) already holds it.
 SELECT d.*,
        ($2::uuid IS NOT NULL AND EXISTS (
@@ -33,10 +33,12 @@ ORDER BY d.slot_date, d.slot_start_time, d.id;
 -- name: slots.find
 -- One keyset page of service $1's slots from $2 to $3 (dates, inclusive), optional staff $4, only bookable
 -- ones when $5 (not blocked, full, past or outside the service's booking window); after the cursor ($6
--- date, $7 time, $8 id; the first page passes ($2, 00:00, nil uuid)), at most $9 rows. Expired-but-unreleased holds don't count against `remaining`. The page leaves as one
--- JSON array text (the reply's `items`, built here so the service never touches each row) plus the sort
--- key of its last row when there is a next page. Instants are booking_iso_instant's (migrations 0011, 0040), as the
--- models write them: UTC, microseconds when there are some ("2030-01-01T09:30:00Z", "...09:30:00.120000Z").
+-- date, $7 time, $8 id; the first page passes ($2, 00:00, nil uuid)), at most $9 rows. Expired-but-
+-- unreleased holds don't count against `remaining` (unless someone waits: booking_free_stale). The page
+-- leaves as one JSON array text (the reply's `items`, built here so the service never touches each row) plus
+-- the sort key of its last row when there is a next page. Instants are booking_iso_instant's (migrations
+-- 0011, 0040), as the models write them: UTC, microseconds when there are some ("2030-01-01T09:30:00Z",
+-- "...09:30:00.120000Z").
 WITH sv AS (
     SELECT v.min_notice_minutes, v.max_advance_days,
            (SELECT c.timezone FROM clinics c WHERE c.id = v.clinic_id) AS tz
@@ -51,7 +53,7 @@ WITH sv AS (
            s.capacity - s.booked_count + st.n AS remaining
     FROM sv, slots s
     CROSS JOIN LATERAL (
-        SELECT count(*)::int AS n FROM reservations r
+        SELECT booking_free_stale(count(*)::int, s.id, s.service_id, s.slot_date) AS n FROM reservations r
         WHERE r.slot_id = s.id AND r.status = 'pending' AND r.expires_at <= now()
     ) st
     WHERE s.service_id = $1
