@@ -85,12 +85,12 @@ WHERE booking_matches(b.user_id, b.clinic_id, b.status, s.slot_date, s.starts_at
                       $1::uuid, $2::uuid, $3::text[], $4::date, $5::date, $6::bool);
 
 -- name: bookings.lock
--- Booking $1 locked FOR UPDATE for a status change, with its slot's instants, its service's name and the
--- database clock.
+-- Booking $1 locked FOR UPDATE for a change, with its slot's instants, its service's name, price and
+-- cancel cut-off, how often it was rescheduled, and the database clock.
 SELECT b.id, b.reference_code, b.user_id, b.pet_id, b.clinic_id, b.service_id, b.slot_id, b.amount,
-       b.status, b.cancellation_reason, b.service_snapshot,
-       s.starts_at, s.ends_at, s.slot_date, s.slot_start_time,
-       sv.name AS service_name,
+       b.status, b.cancellation_reason, b.service_snapshot, b.reschedule_count, b.booking_time,
+       s.starts_at, s.ends_at, s.slot_date, s.slot_start_time, s.slot_end_time,
+       sv.name AS service_name, sv.price, sv.cancel_cutoff_hours,
        now() AS db_now
 FROM bookings b
 JOIN slots s ON s.id = b.slot_id

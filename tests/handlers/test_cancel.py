@@ -146,3 +146,30 @@ async def test_cancel_and_reject_refuse_the_same_reasons(app_ctx: Context, pool:
     out = await call(app_ctx, pattern, {**target, "reason": "  no vet today "})
     assert (out.status, out.cancellation_reason) == ("cancelled", "no vet today")
     await assert_invariant(pool)
+
+
+async def test_cancel_cutoff_binds_the_owner_not_staff(app_ctx: Context, pool: Pool) -> None:
+    b = await book(app_ctx, pool, cancel_cutoff_hours=12)
+    await shift_slot(pool, b.slot, dt.timedelta(hours=6))
+    err = await call_err(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user)))
+    assert (err.code, err.status_code) == ("CANCEL_NOT_ALLOWED", 409)
+    assert "12 hours" in err.message
+    row = await fetchrow(pool, "SELECT status FROM bookings WHERE id = $1", b.booking.id)
+    assert row["status"] == "confirmed"
+    out = await call(app_ctx, "booking.booking.cancel", body(b, staff(b.cat.clinic_id)))
+    assert out.status == "cancelled"
+    assert out.payment is not None and out.payment.refund_amount == Decimal("75000.00")  # the policy still applies
+    await assert_invariant(pool)
+
+
+async def test_a_refund_owed_is_requested_from_the_payment_service(app_ctx: Context, pool: Pool) -> None:
+    b = await book(app_ctx, pool)
+    out = await call(app_ctx, "booking.booking.cancel", body(b, user_actor(b.user)))
+    assert out.payment is not None
+    ev = await outbox(pool, "payment.refund_requested")
+    assert len(ev) == 1
+    p = ev[0]["payload"]
+    assert (p["booking_id"], p["payment_id"]) == (str(b.booking.id), str(out.payment.id))
+    assert p["refund_amount"] == str(out.payment.refund_amount) == "150000.00"
+    assert p["reason"] == "sick pet"
+    await validate_outbox(pool)

@@ -14,6 +14,7 @@ from booking_rpc.jobs.expiry import expire_holds
 from tests.helpers import (
     Catalog,
     assert_invariant,
+    book,
     call,
     call_err,
     expire_now,
@@ -216,5 +217,20 @@ async def test_two_slots_freeing_at_once_offer_each_date_waiter_once(app_ctx: Co
     assert sorted(states) == ["offered", "offered", "waiting"]
     offered = {(await entry(app_ctx, w, e.id)).reservation_id for w, e in zip(waiters, entries, strict=True)} - {None}
     assert len(offered) == 2
+    await assert_invariant(pool)
+    await validate_outbox(pool)
+
+
+async def test_a_cancelled_booking_goes_to_the_first_waiter(app_ctx: Context, pool: Pool) -> None:
+    b = await book(app_ctx, pool)
+    waiter = uuid.uuid4()
+    e = await join(app_ctx, b.cat, waiter, slot_id=b.slot)
+    await call(
+        app_ctx,
+        "booking.booking.cancel",
+        {"actor": user_actor(b.user), "booking_id": str(b.booking.id), "reason": "moved away"},
+    )
+    assert (await entry(app_ctx, waiter, e.id)).status == "offered"
+    assert await booked_count(pool, b.slot) == 1
     await assert_invariant(pool)
     await validate_outbox(pool)

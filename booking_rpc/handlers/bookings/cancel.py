@@ -1,5 +1,10 @@
 """`booking.booking.cancel` (owner or staff; the refund policy) and `booking.booking.reject` (staff; a full
-refund of a booking awaiting approval): one path, `cancel_locked`."""
+refund of a booking awaiting approval): one path, `cancel_locked`.
+
+An owner may not cancel closer to the start than the service's `cancel_cutoff_hours` (CANCEL_NOT_ALLOWED);
+staff may. A refund owed is recorded `pending` and `payment.refund_requested` asks the payment service to
+pay it out (its payment.status_changed events complete it). The freed unit goes to the slot's first waiter.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,17 @@ import asyncpg
 from booking_rpc.auth import require_actor
 from booking_rpc.context import Context
 from booking_rpc.domain.booking_states import check_transition
+from booking_rpc.domain.changes import cancel_refusal
 from booking_rpc.domain.refunds import Refund, refund_for
+from booking_rpc.errors import RpcError
 from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.bookings.access import lock_managed, lock_visible
+from booking_rpc.handlers.bookings.access import can_manage, lock_managed, lock_visible
 from booking_rpc.handlers.bookings.rows import load_booking
 from booking_rpc.handlers.effects import append_log, insert_entry, notify
+from booking_rpc.handlers.waitlist import offer_freed
 from booking_rpc.models.bookings import BookingCancelRequest, BookingOut, BookingRejectRequest
 from booking_rpc.models.common import Actor
-from booking_rpc.models.events import BookingCancelled
+from booking_rpc.models.events import BookingCancelled, PaymentRefundRequested
 from booking_rpc.router import Router
 
 router = Router()
@@ -50,13 +58,30 @@ async def cancel_locked(
         )
     changed = await conn.fetchrow(ctx.sql["bookings.set_status"], b["id"], "cancelled", reason)
     assert changed is not None
-    # every cancellable status holds one unit: give it back (exactly once: a cancelled booking never gets here)
+    # every cancellable status holds one unit: give it back (exactly once: a cancelled booking never gets
+    # here), to the slot's first waiter if anyone waits
     await conn.execute(ctx.sql["slots.release_unit"], b["slot_id"], 1)
+    await offer_freed(conn, ctx, b["slot_id"])
     refund_status: str | None = None
     if payment is not None:
         rec = await conn.fetchrow(ctx.sql["payments.record_refund"], payment["id"], refund.amount)
         assert rec is not None
         refund_status = rec["refund_status"]
+        if refund.amount > 0:  # the payment service pays it out and reports back (payment.status_changed)
+            await enqueue(
+                conn,
+                ctx.sql,
+                b["id"],
+                PaymentRefundRequested(
+                    payment_id=payment["id"],
+                    booking_id=b["id"],
+                    external_reference=payment["external_reference"],
+                    refund_amount=refund.amount,
+                    currency=payment["currency"],
+                    reason=reason,
+                    requested_at=rec["updated_at"],
+                ),
+            )
     await conn.execute(ctx.sql["bookings.cancel_reminders"], b["id"], None)
     await conn.execute(ctx.sql["bookings.reverse_entry"], b["id"])
     if refund.amount > 0:
@@ -115,6 +140,14 @@ async def cancel_booking(payload: BookingCancelRequest, ctx: Context) -> Booking
         b = await lock_visible(conn, ctx, payload.booking_id, actor)
         if b["status"] == "cancelled":
             return await load_booking(conn, ctx, b["id"])  # a double cancel is idempotent
+        why = cancel_refusal(
+            b["starts_at"],
+            b["db_now"],
+            cutoff_hours=b["cancel_cutoff_hours"],
+            by_staff=can_manage(actor, b["clinic_id"]),
+        )
+        if why is not None:
+            raise RpcError("CANCEL_NOT_ALLOWED", f"The booking cannot be cancelled: {why}", {"reason": why})
         await cancel_locked(conn, ctx, b, actor, payload.reason.strip(), "cancel", full_refund=False)
         return await load_booking(conn, ctx, b["id"])
 
