@@ -71,7 +71,7 @@ def test_stream_subjects_cover_every_published_event() -> None:
     subjects = stream_subjects()
     for event in PUBLISHED_EVENTS:
         assert f"{event.event_type.split('.')[0]}.>" in subjects
-    assert subjects == ["booking.>", "payment.>", "reservation.>", "review.>"]
+    assert subjects == ["booking.>", "payment.>", "reservation.>", "review.>", "waitlist.>"]
 
 
 async def test_every_event_reaches_the_stream_once_in_order_as_a_nest_event(
