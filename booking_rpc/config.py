@@ -122,6 +122,10 @@ class Settings(BaseModel):
     hold_rate_burst: int = Field(
         20, gt=0, description="reservation.create calls a user may make at once before the rate applies"
     )
+    reschedule_cutoff_hours: float = Field(
+        24.0, ge=0, description="Owners may not reschedule closer than this to the current slot's start (staff may)"
+    )
+    max_reschedules: int = Field(3, ge=0, description="How many times one booking may be rescheduled")
     waitlist_hold_ttl: int = Field(
         900, gt=0, description="Seconds a waiter's offered hold lasts before the next waiter is offered"
     )

@@ -17,6 +17,7 @@ HANDLER_MODULES = [
     "bookings.update",
     "bookings.cancel",
     "bookings.approve",
+    "bookings.reschedule",
     "waitlist",
     "payments",
     "reviews",

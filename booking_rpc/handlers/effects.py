@@ -6,6 +6,7 @@ One function each, so a booking, a payment or a review writes them the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -55,7 +56,9 @@ async def notify(
     await conn.execute(ctx.sql["notifications.insert"], user_id, booking_id, kind, title, content, metadata)
 
 
-async def plan_reminders(conn: asyncpg.Connection, ctx: Context, booking_id: UUID, row: asyncpg.Record) -> None:
+async def plan_reminders(
+    conn: asyncpg.Connection, ctx: Context, booking_id: UUID, row: asyncpg.Record | Mapping[str, Any]
+) -> None:
     """The booking's reminders still in the future on the database clock (`row`: starts_at, ends_at, db_now)."""
     planned = reminders.plan(row["starts_at"], row["ends_at"], row["db_now"])
     if planned:

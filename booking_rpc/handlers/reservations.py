@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import NoReturn
+from uuid import UUID
 
 import asyncpg
 
@@ -72,29 +72,37 @@ def _replay(row: asyncpg.Record, fp: str) -> ReservationOut:
     return reservation_out(row)
 
 
-async def _refuse(conn: asyncpg.Connection, ctx: Context, payload: ReservationCreateRequest) -> NoReturn:
-    """The hold took nothing: say precisely why (read right after it)."""
+async def _refuse(conn: asyncpg.Connection, ctx: Context, payload: ReservationCreateRequest) -> RpcError:
+    """The hold took nothing: the caller's hold quota, else the slot (read right after it)."""
     limits = ctx.settings.max_active_holds_per_user, ctx.settings.max_active_holds_per_pet
     quota = await conn.fetchrow(ctx.sql["reservations.hold_quota"], payload.user_id, payload.pet_id, *limits)
     if quota is not None and (quota["user_at_limit"] or quota["pet_at_limit"]):
         who = "You have" if quota["user_at_limit"] else "This pet has"
-        raise RpcError(
+        return RpcError(
             "TOO_MANY_HOLDS",
             f"{who} as many pending holds as allowed: confirm or cancel one first",
             {"max_per_user": limits[0], "max_per_pet": limits[1], "limit": "user" if quota["user_at_limit"] else "pet"},
         )
-    row = await conn.fetchrow(ctx.sql["slots.diagnose"], payload.slot_id, payload.user_id)
-    details = {"slot_id": str(payload.slot_id)}
-    if row is None or row["service_id"] != payload.service_id:
-        raise not_found("Slot", details)
+    return await hold_refusal(conn, ctx, payload.slot_id, payload.service_id, payload.user_id)
+
+
+async def hold_refusal(
+    conn: asyncpg.Connection, ctx: Context, slot_id: UUID, service_id: UUID, user_id: UUID | None
+) -> RpcError:
+    """A take of a unit (a hold, a reschedule's) got nothing from the slot: the error that says precisely
+    why (read right after it)."""
+    row = await conn.fetchrow(ctx.sql["slots.diagnose"], slot_id, user_id)
+    details = {"slot_id": str(slot_id)}
+    if row is None or row["service_id"] != service_id:
+        return not_found("Slot", details)
     reason = unavailable_reason(row)
     if reason is not None and reason != "SLOT_FULL":
         if reason == "AVAILABILITY_EXCEPTION" and row["exception_reason"]:
             details["exception_reason"] = row["exception_reason"]
-        raise RpcError(reason, REASON_MESSAGES[reason], details)
+        return RpcError(reason, REASON_MESSAGES[reason], details)
     if row["held_by_user"]:
-        raise RpcError("ALREADY_HELD", "You already hold this slot", details)
-    raise RpcError("SLOT_FULL", REASON_MESSAGES["SLOT_FULL"], details)
+        return RpcError("ALREADY_HELD", "You already hold this slot", details)
+    return RpcError("SLOT_FULL", REASON_MESSAGES["SLOT_FULL"], details)
 
 
 @router.message("booking.reservation.create")
@@ -127,7 +135,7 @@ async def create_reservation(payload: ReservationCreateRequest, ctx: Context) ->
                 first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)
                 if first is not None:
                     return _replay(first, fp)
-            await _refuse(conn, ctx, payload)
+            raise await _refuse(conn, ctx, payload)
     except asyncpg.UniqueViolationError as exc:
         # The statement rolled back, so the unit it took is back: nothing changed.
         if exc.constraint_name == IDEMPOTENCY_CONSTRAINT and key is not None:

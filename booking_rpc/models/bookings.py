@@ -69,6 +69,7 @@ class BookingOut(BaseModel):
     slot_end_time: dt.time
     ends_at: dt.datetime
     payment: PaymentOut | None
+    reschedule_count: int = Field(0, description="how many times the booking was moved to another slot")
     created_at: dt.datetime | None
     updated_at: dt.datetime | None
 
@@ -174,6 +175,17 @@ class BookingCancelRequest(ActorRequest):
 
     booking_id: UUID
     reason: Reason
+
+
+class BookingRescheduleRequest(ActorRequest):
+    """Move a booking to slot `slot_id` of its clinic: same service, or another service of the clinic with the
+    same price. Its owner or staff of its clinic (admins/services too). `expected_slot_id`: refuse (CONFLICT)
+    when the booking is no longer on that slot (a compare-and-swap for clients racing each other)."""
+
+    booking_id: UUID
+    slot_id: UUID
+    expected_slot_id: UUID | None = None
+    reason: str | None = Field(None, max_length=2000)
 
 
 class BookingApproveRequest(ActorRequest):

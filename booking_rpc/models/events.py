@@ -116,6 +116,30 @@ class BookingCompleted(EventPayload):
     completed_at: dt.datetime
 
 
+class BookingRescheduled(EventPayload):
+    """A booking moved to another slot (its status, payment and reference code unchanged)."""
+
+    event_type = "booking.rescheduled"
+    aggregate_type = "booking"
+    booking_id: UUID
+    reference_code: str
+    user_id: UUID
+    clinic_id: UUID
+    previous_slot_id: UUID
+    previous_service_id: UUID
+    previous_slot_date: dt.date
+    previous_slot_time: dt.time
+    new_slot_id: UUID
+    new_service_id: UUID
+    new_slot_date: dt.date
+    new_slot_time: dt.time
+    booking_time: dt.datetime
+    reason: str | None
+    rescheduled_by: UUID
+    rescheduled_by_role: str
+    rescheduled_at: dt.datetime
+
+
 class BookingStatusChanged(EventPayload):
     """Written by the bookings table trigger (sql/migrations); modelled here for the contract."""
 
@@ -220,6 +244,7 @@ PUBLISHED_EVENTS: list[type[EventPayload]] = [
     BookingStatusChanged,
     BookingCancelled,
     BookingCompleted,
+    BookingRescheduled,
     PaymentProcessed,
     ReviewSubmitted,
     PaymentRefundRequested,

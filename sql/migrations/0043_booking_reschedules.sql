@@ -16,3 +16,9 @@ SELECT b.*, s.slot_date, s.slot_start_time, s.slot_end_time, s.starts_at, s.ends
 FROM bookings b
 JOIN slots s ON s.id = b.slot_id
 LEFT JOIN payments p ON p.booking_id = b.id;
+
+-- A rescheduled booking gets reminders for its new slot while the old ones stay, cancelled, as its record:
+-- one *pending* reminder per booking and type, instead of one per booking and type ever.
+ALTER TABLE booking_reminders DROP CONSTRAINT uq_booking_reminders_booking_type;
+CREATE UNIQUE INDEX uq_booking_reminders_pending_type ON booking_reminders(booking_id, reminder_type)
+    WHERE status = 'pending';

@@ -84,6 +84,13 @@ JOIN slots s ON s.id = b.slot_id
 WHERE booking_matches(b.user_id, b.clinic_id, b.status, s.slot_date, s.starts_at,
                       $1::uuid, $2::uuid, $3::text[], $4::date, $5::date, $6::bool);
 
+-- name: bookings.lock_row
+-- Booking $1's row locked FOR UPDATE, read alone. bookings.lock joins the slot: had it waited for the lock
+-- itself, PostgreSQL would re-check the join of a booking moved meanwhile (a reschedule) against the slot
+-- row it read before the wait and find no row. Taken first, the lock makes bookings.lock read the booking
+-- as it is now.
+SELECT id FROM bookings WHERE id = $1 FOR UPDATE;
+
 -- name: bookings.lock
 -- Booking $1 locked FOR UPDATE for a change, with its slot's instants, its service's name, price and
 -- cancel cut-off, how often it was rescheduled, and the database clock.
@@ -130,11 +137,12 @@ WHERE booking_id = $1 AND type = 'booking_payment' AND status IN ('pending', 're
 RETURNING id;
 
 -- name: bookings.insert_reminders
--- Reminders of booking $1: types $2 at instants $3 (parallel arrays). Planned twice = written once.
+-- Reminders of booking $1: types $2 at instants $3 (parallel arrays). Planned twice = written once (one
+-- pending reminder per booking and type: migration 0043).
 INSERT INTO booking_reminders (booking_id, reminder_type, scheduled_time)
 SELECT $1, t.kind, t.at
 FROM unnest($2::text[], $3::timestamptz[]) AS t(kind, at)
-ON CONFLICT ON CONSTRAINT uq_booking_reminders_booking_type DO NOTHING;
+ON CONFLICT (booking_id, reminder_type) WHERE status = 'pending' DO NOTHING;
 
 -- name: bookings.cancel_reminders
 -- Cancel booking $1's pending reminders of types $2 (NULL: all).
@@ -160,3 +168,21 @@ WITH existing AS (
 INSERT INTO booking_log_entries (log_id, action, status, previous_state, new_state, performed_by, notes)
 SELECT id, $2, $3, $4, $5, $6, $7 FROM (SELECT id FROM existing UNION ALL SELECT id FROM created) l
 RETURNING id;
+
+-- name: bookings.move
+-- Booking $1 moves to slot $2 of service $3 (booking.booking.reschedule): booking_time is the slot's start,
+-- the service snapshot takes that service's current name, price and duration, reschedule_count + 1. The
+-- status does not change, so the booking trigger writes no event.
+UPDATE bookings b
+SET slot_id = s.id,
+    service_id = sv.id,
+    booking_time = s.starts_at,
+    service_snapshot = COALESCE(b.service_snapshot, '{}'::jsonb)
+        || jsonb_build_object('id', sv.id, 'name', sv.name, 'price', sv.price::text,
+                              'duration_minutes', sv.duration_minutes),
+    reschedule_count = b.reschedule_count + 1,
+    updated_at = now()
+FROM slots s
+JOIN services sv ON sv.id = s.service_id
+WHERE b.id = $1 AND s.id = $2 AND sv.id = $3
+RETURNING b.id, b.booking_time, b.reschedule_count, b.updated_at;

@@ -118,3 +118,50 @@ SET status = CASE WHEN status <> 'blocked' THEN status
 WHERE id = $1
 RETURNING id, service_id, staff_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at,
           status, capacity, booked_count;
+
+-- name: slots.take_unit
+-- One unit of slot $1, of a service of clinic $2, for a booking moving onto it (booking.booking.reschedule):
+-- reservations.hold's take without a reservation. The slot's lapsed holds are locked first and count as
+-- free (unless someone waits: booking_free_stale); one conditional UPDATE takes a unit only where a hold
+-- could (booking_open_for_holds), so it never pushes booked_count past capacity; the lapsed holds it frees
+-- become 'expired' with their reservation.expired events. Returns the slot, or no row and no change
+-- (slots.diagnose tells why).
+WITH stale AS (
+    SELECT id
+    FROM reservations
+    WHERE slot_id = $1 AND status = 'pending' AND expires_at <= now()
+    FOR UPDATE
+), freed AS (
+    SELECT booking_free_stale(count(*)::int, $1, (SELECT sl.service_id FROM slots sl WHERE sl.id = $1),
+                              (SELECT sl.slot_date FROM slots sl WHERE sl.id = $1)) AS n
+    FROM stale
+), taken AS (
+    UPDATE slots s
+    SET booked_count = s.booked_count - f.n + 1,
+        status = CASE WHEN s.booked_count - f.n + 1 >= s.capacity THEN 'booked' ELSE 'available' END,
+        updated_at = now()
+    FROM services sv, freed f
+    WHERE s.id = $1
+      AND sv.id = s.service_id
+      AND sv.clinic_id = $2
+      AND s.booked_count - f.n < s.capacity
+      AND (s.status = 'available' OR (s.status = 'booked' AND f.n > 0))
+      AND booking_open_for_holds(sv, s.starts_at, s.slot_date)
+    RETURNING s.id, s.service_id, s.slot_date, s.slot_start_time, s.starts_at, s.ends_at
+), expired AS (
+    UPDATE reservations r
+    SET status = 'expired', updated_at = now()
+    FROM stale st, freed f
+    WHERE r.id = st.id AND f.n > 0 AND EXISTS (SELECT 1 FROM taken)
+    RETURNING r.id, r.user_id, r.pet_id, r.service_id, r.slot_id, r.expires_at
+), events AS MATERIALIZED (
+    SELECT gen_random_uuid() AS event_id, e.id, e.user_id, e.pet_id, e.service_id, e.slot_id, e.expires_at
+    FROM expired e
+), announced AS (
+    INSERT INTO booking_events_outbox (id, aggregate_type, aggregate_id, event_type, payload)
+    SELECT event_id, 'reservation', id, 'reservation.expired',
+           booking_event_envelope(booking_reservation_expired(id, user_id, pet_id, service_id, slot_id, expires_at),
+                                  'reservation.expired', event_id)
+    FROM events
+)
+SELECT id, service_id, slot_date, slot_start_time, starts_at, ends_at FROM taken;

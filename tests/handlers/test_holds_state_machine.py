@@ -1,4 +1,5 @@
-"""A hypothesis state machine over create / cancel / expire / sweep / block / unblock on a few slots.
+"""A hypothesis state machine over create / cancel / expire / sweep / block / unblock / confirm / reschedule
+on a few slots.
 
 After every step: the capacity invariant holds in the database, and every outcome matches a small model
 (who holds what, which holds are past their TTL, which idempotency keys were used).
@@ -39,7 +40,7 @@ class Hold:
     slot: int
     user: uuid.UUID
     lock_id: str
-    status: str  # pending / cancelled / expired (as the model believes)
+    status: str  # pending / cancelled / expired / confirmed (as the model believes)
     past_ttl: bool = False
 
     @property
@@ -54,6 +55,7 @@ def test_holds_state_machine(db_url: str) -> None:
         return loop.run_until_complete(coro)
 
     pool: Pool = run(create_pool(db_url, min_size=1, max_size=3))
+    # no reschedule cut-off or maximum here: the slots start within a day, and the policy has its own tests
     ctx = build_context(
         Settings(
             port=0,
@@ -61,6 +63,8 @@ def test_holds_state_machine(db_url: str) -> None:
             jobs_enabled=False,
             max_active_holds_per_user=HOLD_LIMIT,
             max_active_holds_per_pet=HOLD_LIMIT,
+            reschedule_cutoff_hours=0,
+            max_reschedules=10_000,
         ),
         pool,
     )
@@ -69,6 +73,7 @@ def test_holds_state_machine(db_url: str) -> None:
         @initialize()
         def setup(self) -> None:
             self.holds: list[Hold] = []
+            self.bookings: dict[uuid.UUID, int] = {}  # booking id -> the slot it is on
             self.keys: dict[tuple[uuid.UUID, str], tuple[int, uuid.UUID]] = {}
             self.blocked = [False] * len(CAPACITIES)
             self.service_id = uuid.uuid4()
@@ -111,6 +116,16 @@ def test_holds_state_machine(db_url: str) -> None:
         def live_on(self, slot: int) -> list[Hold]:
             return [h for h in self.holds if h.slot == slot and h.live]
 
+        def used(self, slot: int) -> int:
+            """Units of `slot` taken: live holds and bookings (lapsed holds count as free)."""
+            return len(self.live_on(slot)) + sum(s == slot for s in self.bookings.values())
+
+        def lapse_on(self, slot: int) -> None:
+            """A take of a unit on `slot` gives back its holds past their TTL."""
+            for h in self.holds:
+                if h.slot == slot and h.status == "pending" and h.past_ttl:
+                    h.status = "expired"
+
         def expect_create(self, slot: int, user: uuid.UUID, key: str | None) -> str | uuid.UUID:
             if key is not None and (user, key) in self.keys:
                 first_slot, first_id = self.keys[(user, key)]
@@ -122,7 +137,7 @@ def test_holds_state_machine(db_url: str) -> None:
                 return "SLOT_BLOCKED"
             if any(h.user == user for h in self.live_on(slot)):
                 return "ALREADY_HELD"
-            if len(self.live_on(slot)) >= CAPACITIES[slot]:
+            if self.used(slot) >= CAPACITIES[slot]:
                 return "SLOT_FULL"
             return "OK"
 
@@ -152,10 +167,7 @@ def test_holds_state_machine(db_url: str) -> None:
                 assert res.id == expected
                 return
             assert expected == "OK", expected
-            # holds of this slot past their TTL were given back by this create
-            for h in self.holds:
-                if h.slot == slot and h.status == "pending" and h.past_ttl:
-                    h.status = "expired"
+            self.lapse_on(slot)  # holds of this slot past their TTL were given back by this create
             self.holds.append(Hold(res.id, slot, user, res.lock_id, "pending"))
             if key is not None:
                 self.keys[(user, key)] = (slot, res.id)
@@ -175,6 +187,8 @@ def test_holds_state_machine(db_url: str) -> None:
                 expected = "LOCK_MISMATCH"
             elif h.status == "cancelled":
                 expected = "OK"
+            elif h.status == "confirmed":
+                expected = "ILLEGAL_TRANSITION"
             elif h.status == "expired" or h.past_ttl:
                 expected = "RESERVATION_EXPIRED"
             else:
@@ -210,6 +224,47 @@ def test_holds_state_machine(db_url: str) -> None:
             for h in due:
                 h.status = "expired"
 
+        @rule(data=st.data())
+        def confirm(self, data: st.DataObject) -> None:
+            live = [h for h in self.holds if h.live]
+            if not live:
+                return
+            h = data.draw(st.sampled_from(live))
+            body = {
+                "actor": {"id": str(h.user), "role": "user"},
+                "reservation_id": str(h.id),
+                "lock_id": h.lock_id,
+                "user_id": str(h.user),
+            }
+            booking = run(call(ctx, "booking.reservation.confirm", body))
+            h.status = "confirmed"
+            self.bookings[booking.id] = h.slot
+
+        @rule(data=st.data(), slot=st.integers(0, len(CAPACITIES) - 1))
+        def reschedule(self, data: st.DataObject, slot: int) -> None:
+            if not self.bookings:
+                return
+            booking_id = data.draw(st.sampled_from(sorted(self.bookings)))
+            current = self.bookings[booking_id]
+            if slot == current:
+                expected = "OK"  # already there: a no-op
+            elif self.blocked[slot]:
+                expected = "SLOT_BLOCKED"
+            elif self.used(slot) >= CAPACITIES[slot]:
+                expected = "SLOT_FULL"
+            else:
+                expected = "OK"
+            body = {"actor": ADMIN, "booking_id": str(booking_id), "slot_id": str(self.slot_ids[slot])}
+            try:
+                moved = run(call(ctx, "booking.booking.reschedule", body))
+            except RpcError as err:
+                assert err.code == expected, (err, expected)
+                return
+            assert expected == "OK" and moved.slot_id == self.slot_ids[slot]
+            if slot != current:
+                self.lapse_on(slot)
+                self.bookings[booking_id] = slot
+
         @rule(slot=st.integers(0, len(CAPACITIES) - 1), blocked=st.booleans())
         def block(self, slot: int, blocked: bool) -> None:
             pattern = "booking.slots.block" if blocked else "booking.slots.unblock"
@@ -244,7 +299,7 @@ def test_holds_state_machine(db_url: str) -> None:
                         {"service_id": str(self.service_id), "slot_id": str(sid)},
                     )
                 )
-                free = CAPACITIES[i] - len(self.live_on(i))
+                free = CAPACITIES[i] - self.used(i)
                 if self.blocked[i]:
                     assert (avail.available, avail.reason) == (False, "SLOT_BLOCKED")
                 else:

@@ -28,6 +28,7 @@ def can_manage(actor: Actor, clinic_id: UUID) -> bool:
 
 async def lock_visible(conn: asyncpg.Connection, ctx: Context, booking_id: UUID, actor: Actor) -> asyncpg.Record:
     """The booking locked FOR UPDATE, or NOT_FOUND when it doesn't exist or the actor may not see it."""
+    await conn.execute(ctx.sql["bookings.lock_row"], booking_id)  # the wait, then a fresh read (see the SQL)
     row = await conn.fetchrow(ctx.sql["bookings.lock"], booking_id)
     if row is None or not can_see(actor, row["user_id"], row["clinic_id"]):
         raise not_found("Booking", {"booking_id": str(booking_id)})

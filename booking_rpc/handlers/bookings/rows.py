@@ -51,6 +51,7 @@ def booking_out(row: asyncpg.Record) -> BookingOut:
         slot_end_time=row["slot_end_time"],
         ends_at=row["ends_at"],
         payment=payment_out(row),
+        reschedule_count=row["reschedule_count"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
