@@ -323,11 +323,18 @@ CASES = [
         "uq_reviews_booking",
     ),
     Case(
-        "reminders.booking_type.unique",
+        "reminders.booking_type.pending_unique",
         f"INSERT INTO booking_reminders (booking_id, reminder_type, scheduled_time) "
         f"VALUES ('{BOOKING}', 'upcoming', now())",
         UNIQUE,
-        "uq_booking_reminders_booking_type",
+        "uq_booking_reminders_pending_type",
+    ),
+    Case(  # a rescheduled booking's cancelled reminders stay beside its new ones (migration 0026)
+        "reminders.booking_type.cancelled_kept",
+        f"INSERT INTO booking_reminders (booking_id, reminder_type, scheduled_time, status) "
+        f"VALUES ('{BOOKING}', 'upcoming', now(), 'cancelled')",
+        None,
+        None,
     ),
     Case(
         "subscriptions.name.unique",
