@@ -7,6 +7,11 @@ commits, so the unit is never free for someone who did not wait. While anyone wa
 past their TTL keep their units for the waiters (booking_free_stale, migration 0041) until the expiry job
 expires them and offers them on. An offer not confirmed in time expires like any hold, and the next
 waiter is offered.
+
+An offer is a pending hold, so it counts toward the user's and the pet's hold quotas
+(BOOKING_RPC_MAX_ACTIVE_HOLDS_PER_USER / _PER_PET) and respects them: a waiter already at the quota is passed
+over for this unit and keeps their place for the next. Otherwise the waitlist would be a way around the
+quota (wait for ten slots, be offered ten holds at once).
 """
 
 from __future__ import annotations
@@ -33,7 +38,11 @@ router = Router()
 
 async def offer_freed(conn: asyncpg.Connection, ctx: Context, slot_id: UUID) -> int:
     """Offer slot `slot_id`'s free units to its first waiters, in the caller's transaction; how many."""
-    return len(await conn.fetch(ctx.sql["waitlist.offer"], slot_id, ctx.settings.waitlist_hold_ttl))
+    s = ctx.settings
+    offer = ctx.sql["waitlist.offer"]
+    return len(
+        await conn.fetch(offer, slot_id, s.waitlist_hold_ttl, s.max_active_holds_per_user, s.max_active_holds_per_pet)
+    )
 
 
 def entry_out(row: asyncpg.Record, actor: Actor) -> WaitlistEntryOut:

@@ -27,7 +27,14 @@ async def _expire_once(ctx: Context, batch_size: int) -> int:
     async with ctx.transaction() as conn:
         rows = await conn.fetch(ctx.sql["reservations.expire_batch"], batch_size)
         for slot_id in sorted({r["slot_id"] for r in rows}):
-            await conn.fetch(ctx.sql["waitlist.offer"], slot_id, ctx.settings.waitlist_hold_ttl)
+            s = ctx.settings
+            await conn.fetch(
+                ctx.sql["waitlist.offer"],
+                slot_id,
+                s.waitlist_hold_ttl,
+                s.max_active_holds_per_user,
+                s.max_active_holds_per_pet,
+            )
     return len(rows)
 
 

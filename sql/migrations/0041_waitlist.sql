@@ -49,6 +49,15 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 ELSE stale END
 $$;
 
+-- Whether a slot (its status, booked_count, capacity) has a unit to give when `freed` of its units are held
+-- by lapsed holds that count as free (booking_free_stale): the other half of the one rule for "occupied",
+-- shared by everything that takes a unit (reservations.hold, slots.take_unit, waitlist.offer) and by the
+-- search (slots.find). A full slot is 'booked' and has a unit only through its lapsed holds.
+CREATE FUNCTION booking_unit_free(status text, booked_count int, capacity int, freed int) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT booked_count - freed < capacity AND (status = 'available' OR (status = 'booked' AND freed > 0))
+$$;
+
 -- The reservation.created payload (booking_rpc.models.events.ReservationCreated's own JSON), for both
 -- statements that create holds: reservations.hold and waitlist.offer.
 CREATE FUNCTION booking_reservation_created(

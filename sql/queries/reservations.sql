@@ -11,7 +11,8 @@
 --      a concurrent hold of the same user waits on that row and re-checks the committed count, so no
 --      number of concurrent requests gets past the limit. Nothing is taken when either refuses.
 --   2. One conditional UPDATE takes a unit: it waits only on this slot's row and can never push
---      booked_count past capacity.
+--      booked_count past capacity (booking_unit_free and booking_open_for_holds, migration 0041: the rule
+--      slots.take_unit and waitlist.offer take units by).
 --   3. Only when it took one: those holds become 'expired', the reservation row is inserted, and one outbox
 --      row per event is written: reservation.expired for each of them, reservation.created for the new one
 --      (payload = the models in booking_rpc/models/events.py, plus event_type, event_id = the outbox row
@@ -48,8 +49,7 @@ WITH stale AS (
       AND s.service_id = $3
       AND sv.id = s.service_id
       AND EXISTS (SELECT 1 FROM pet_quota)
-      AND s.booked_count - f.n < s.capacity
-      AND (s.status = 'available' OR (s.status = 'booked' AND f.n > 0))
+      AND booking_unit_free(s.status, s.booked_count, s.capacity, f.n)
       AND booking_open_for_holds(sv, s.starts_at, s.slot_date)
     RETURNING s.id
 ), expired AS (

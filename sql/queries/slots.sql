@@ -61,7 +61,7 @@ WITH sv AS (
       AND (s.slot_date, s.slot_start_time, s.id) > ($6::date, $7::time, $8::uuid)
       AND s.slot_date >= $2
       AND ($4::uuid IS NULL OR s.staff_id = $4)
-      AND (NOT $5::bool OR (s.status <> 'blocked' AND s.starts_at > now() AND s.booked_count - st.n < s.capacity
+      AND (NOT $5::bool OR (booking_unit_free(s.status, s.booked_count, s.capacity, st.n) AND s.starts_at > now()
                             AND booking_window_refusal(s.starts_at, s.slot_date, now(), sv.tz,
                                                        sv.min_notice_minutes, sv.max_advance_days) IS NULL))
     ORDER BY s.slot_date, s.slot_start_time, s.id
@@ -123,9 +123,10 @@ RETURNING id, service_id, staff_id, slot_date, slot_start_time, slot_end_time, s
 -- One unit of slot $1, of a service of clinic $2, for a booking moving onto it (booking.booking.reschedule):
 -- reservations.hold's take without a reservation. The slot's lapsed holds are locked first and count as
 -- free (unless someone waits: booking_free_stale); one conditional UPDATE takes a unit only where a hold
--- could (booking_open_for_holds), so it never pushes booked_count past capacity; the lapsed holds it frees
--- become 'expired' with their reservation.expired events. Returns the slot, or no row and no change
--- (slots.diagnose tells why).
+-- could (booking_unit_free, booking_open_for_holds), so it never pushes booked_count past capacity; the
+-- lapsed holds it frees become 'expired' with their reservation.expired events. No hold quota applies: a
+-- booking that moves is no pending hold (migration 0018 counts those). Returns the slot, or no row and no
+-- change (slots.diagnose tells why).
 WITH stale AS (
     SELECT id
     FROM reservations
@@ -144,8 +145,7 @@ WITH stale AS (
     WHERE s.id = $1
       AND sv.id = s.service_id
       AND sv.clinic_id = $2
-      AND s.booked_count - f.n < s.capacity
-      AND (s.status = 'available' OR (s.status = 'booked' AND f.n > 0))
+      AND booking_unit_free(s.status, s.booked_count, s.capacity, f.n)
       AND booking_open_for_holds(sv, s.starts_at, s.slot_date)
     RETURNING s.id, s.service_id, s.slot_date, s.slot_start_time, s.starts_at, s.ends_at
 ), expired AS (

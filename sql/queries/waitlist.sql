@@ -5,28 +5,38 @@
 -- unit; waiters for the slot and for its service's date share one queue) each get a real hold of $2
 -- seconds, in this statement, so no other hold can take the unit in between. The slot must be bookable as
 -- reservations.hold would require (available, not past, service available, no exception, inside the booking
--- window). Waiters are locked SKIP LOCKED: one being offered another slot right now is passed over, not
--- waited for. Writes reservation.created and waitlist.offered for each (aggregate: the reservation, in that
--- order). Returns the offers made.
+-- window). An offer is a pending hold like any other, so it counts toward its user's and pet's hold quotas
+-- ($3 / $4, reservations.hold's $9 / $10; the 0018 triggers count it) and respects them: a waiter whose
+-- user or pet already has that many pending holds is passed over for this unit and keeps their place for
+-- the next one. Waiters and their quota rows are locked SKIP LOCKED: one being offered another slot, or
+-- holding one, right now is passed over, not waited for (this statement already holds the slot's row, and
+-- a hold takes the quota rows before the slot's: waiting here could deadlock), and the locked quota rows
+-- are re-read at their latest version, so concurrent holds and offers cannot take a user past the quota.
+-- waitlist.join made the quota rows. Writes reservation.created and waitlist.offered for each (aggregate:
+-- the reservation, in that order). Returns the offers made.
 WITH target AS MATERIALIZED (
     SELECT s.id, s.service_id, s.slot_date, s.slot_start_time, s.starts_at, s.capacity - s.booked_count AS free
     FROM slots s
     JOIN services sv ON sv.id = s.service_id
     WHERE s.id = $1
-      AND s.status = 'available'
-      AND s.booked_count < s.capacity
+      AND booking_unit_free(s.status, s.booked_count, s.capacity, 0)
       AND booking_open_for_holds(sv, s.starts_at, s.slot_date)
     FOR UPDATE OF s
 ), picked AS MATERIALIZED (
     SELECT e.id, e.user_id, e.pet_id, gen_random_uuid() AS reservation_id
-    FROM waitlist_entries e, target t
+    FROM target t
+    JOIN waitlist_entries e
+      ON e.slot_id = t.id OR (e.slot_id IS NULL AND e.service_id = t.service_id AND e.slot_date = t.slot_date)
+    JOIN hold_quotas qu ON qu.owner_kind = 'user' AND qu.owner_id = e.user_id
+    JOIN hold_quotas qp ON qp.owner_kind = 'pet' AND qp.owner_id = e.pet_id
     WHERE e.status = 'waiting'
-      AND (e.slot_id = t.id OR (e.slot_id IS NULL AND e.service_id = t.service_id AND e.slot_date = t.slot_date))
+      AND qu.pending < $3::int
+      AND qp.pending < $4::int
       AND NOT EXISTS (SELECT 1 FROM reservations r
                       WHERE r.slot_id = t.id AND r.user_id = e.user_id AND r.status = 'pending')
     ORDER BY e.seq
     LIMIT (SELECT free FROM target)
-    FOR UPDATE OF e SKIP LOCKED
+    FOR UPDATE OF e, qu, qp SKIP LOCKED
 ), offered AS (
     -- a user waiting both for the slot and for its date gets one hold (the second insert does nothing)
     INSERT INTO reservations (id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at)
@@ -78,7 +88,12 @@ SELECT entry_id, user_id, slot_id, reservation_id, lock_id, expires_at FROM mark
 
 -- name: waitlist.join
 -- User $1 (pet $2) waits for slot $3 of service $4, or (slot NULL) for service $4 on date $5. Already
--- waiting for that target: nothing is written and no row is returned (the caller reads the entry).
+-- waiting for that target: nothing is written and no row is returned (the caller reads the entry). The
+-- user's and the pet's hold_quotas rows are made if missing (pending 0), since waitlist.offer locks them.
+WITH quota AS (
+    INSERT INTO hold_quotas (owner_kind, owner_id, pending) VALUES ('user', $1, 0), ('pet', $2, 0)
+    ON CONFLICT (owner_kind, owner_id) DO NOTHING
+)
 INSERT INTO waitlist_entries (user_id, pet_id, service_id, slot_id, slot_date)
 VALUES ($1, $2, $4, $3, CASE WHEN $3::uuid IS NULL THEN $5::date END)
 ON CONFLICT DO NOTHING
@@ -94,7 +109,7 @@ WHERE user_id = $1 AND status = 'waiting'
 -- name: waitlist.free_slots_on
 -- Slots of service $1 on date $2 with a unit free right now (a new date waiter may be offered one at once).
 SELECT id FROM slots
-WHERE service_id = $1 AND slot_date = $2 AND status = 'available' AND booked_count < capacity
+WHERE service_id = $1 AND slot_date = $2 AND booking_unit_free(status, booked_count, capacity, 0)
   AND starts_at > now()
 ORDER BY slot_start_time, id;
 

@@ -234,3 +234,70 @@ async def test_a_cancelled_booking_goes_to_the_first_waiter(app_ctx: Context, po
     assert await booked_count(pool, b.slot) == 1
     await assert_invariant(pool)
     await validate_outbox(pool)
+
+
+async def other_day(pool: Pool, cat: Catalog, n: int) -> uuid.UUID:
+    """A slot of the service n + 3 days ahead (one start per service and day: the slots' unique key)."""
+    return await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=n + 3))
+
+
+async def pending_holds(pool: Pool, user: uuid.UUID) -> int:
+    row = await fetchrow(pool, "SELECT count(*) AS n FROM reservations WHERE user_id = $1 AND status = 'pending'", user)
+    return int(row["n"])
+
+
+async def test_an_offer_counts_toward_the_hold_quota_and_a_waiter_at_it_keeps_their_place(
+    app_ctx: Context, pool: Pool
+) -> None:
+    quota = app_ctx.settings.max_active_holds_per_user
+    cat, slot, holds = await full_slot(app_ctx, pool, capacity=2)
+    busy, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    own = [await hold(app_ctx, cat, await other_day(pool, cat, i), busy) for i in range(quota)]
+    a = await join(app_ctx, cat, busy, slot_id=slot)
+    b = await join(app_ctx, cat, second, slot_id=slot)
+    c = await join(app_ctx, cat, third, slot_id=slot)
+    await cancel_hold(app_ctx, holds[0])
+    # the first waiter is at the quota: passed over for this unit, still first in line
+    first = await entry(app_ctx, busy, a.id)
+    assert (first.status, first.position) == ("waiting", 1)
+    assert (await entry(app_ctx, second, b.id)).status == "offered"
+    assert await pending_holds(pool, busy) == quota
+    # under the quota again: the next unit is theirs, not the third waiter's
+    await cancel_hold(app_ctx, own[0])
+    await cancel_hold(app_ctx, holds[1])
+    assert (await entry(app_ctx, busy, a.id)).status == "offered"
+    assert (await entry(app_ctx, third, c.id)).status == "waiting"
+    assert await pending_holds(pool, busy) == quota
+    assert await booked_count(pool, slot) == 2
+    await assert_invariant(pool)
+    await validate_outbox(pool)
+
+
+async def test_concurrent_offers_and_a_hold_never_take_a_user_past_the_quota(app_ctx: Context, pool: Pool) -> None:
+    # one user with quota - 1 holds waits first for two full slots; both free at once while they hold a third
+    quota = app_ctx.settings.max_active_holds_per_user
+    cat = await make_service(app_ctx)
+    busy, other = uuid.uuid4(), uuid.uuid4()
+    for i in range(quota - 1):
+        await hold(app_ctx, cat, await other_day(pool, cat, i), busy)
+    full = [await other_day(pool, cat, quota + i) for i in range(2)]
+    taken = [await hold(app_ctx, cat, s, uuid.uuid4()) for s in full]
+    for s in full:
+        await join(app_ctx, cat, busy, slot_id=s)
+        await join(app_ctx, cat, other, slot_id=s)
+    third = await other_day(pool, cat, quota + 2)
+
+    async def own_hold() -> str:
+        try:
+            await hold(app_ctx, cat, third, busy)
+        except RpcError as err:
+            return err.code
+        return "held"
+
+    results = await asyncio.gather(*[cancel_hold(app_ctx, h) for h in taken], own_hold())
+    assert results[-1] in {"held", "TOO_MANY_HOLDS"}
+    assert await pending_holds(pool, busy) == quota
+    # every freed unit went to a waiter: the busy user's place, else the next one's
+    assert [await booked_count(pool, s) for s in full] == [1, 1]
+    await assert_invariant(pool)
+    await validate_outbox(pool)
