@@ -125,6 +125,26 @@ async def test_every_pattern_answers_its_published_shape(app_ctx: Context, pool:
         "booking.booking.reject",
         {"actor": staff(clinic), "booking_id": str(rejected.booking.id), "reason": "no vet that day"},
     )
+    moving = await book(app_ctx, pool, cat=await make_service(app_ctx, clinic_id=clinic))
+    later = await make_slot(pool, moving.cat.service_id, starts_in=dt.timedelta(days=4))
+    await check(
+        "booking.booking.reschedule",
+        {"actor": user_actor(moving.user), "booking_id": str(moving.booking.id), "slot_id": str(later)},
+    )
+    waiter = uuid.uuid4()
+    waiting = await check(  # `later` is full now: the waiter waits
+        "booking.waitlist.join",
+        {
+            "actor": user_actor(waiter),
+            "user_id": str(waiter),
+            "pet_id": str(uuid.uuid4()),
+            "service_id": str(moving.cat.service_id),
+            "slot_id": str(later),
+        },
+    )
+    await check("booking.waitlist.find", {"actor": user_actor(waiter)})
+    await check("booking.waitlist.leave", {"actor": user_actor(waiter), "entry_id": str(waiting.id)})
+
     done = await book(app_ctx, pool, cat=cat)
     await shift_slot(pool, done.slot, dt.timedelta(minutes=-40))
     await check(
