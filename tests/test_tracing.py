@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -201,6 +202,55 @@ async def test_log_lines_carry_the_trace_while_a_request_runs(traced: Traced) ->
     span = traced.one("test.log_context")
     assert seen == [{"trace_id": TRACE_ID, "span_id": format(span.context.span_id, "016x")}]
     assert "trace_id" not in structlog.contextvars.get_contextvars()
+
+
+async def test_a_streamed_reply_is_one_span_that_ends_after_the_last_item(traced: Traced) -> None:
+    go_on = asyncio.Event()
+
+    @traced.router.message("test.stream")
+    async def stream(payload: Any, ctx: Context) -> AsyncIterator[int]:
+        for i in range(3):
+            async with ctx.connection() as conn:  # a statement while the reply streams: a child span
+                await conn.fetchrow(ctx.sql["services.get"], uuid.uuid4())
+            yield i
+            await go_on.wait()
+
+    client = await traced_client(traced, {"traceparent": TRACEPARENT})
+    try:
+        items = client.stream("test.stream", {})
+        assert await anext(items) == 0
+        assert traced.named("test.stream") == []  # still streaming: the span has not ended
+        go_on.set()
+        assert [item async for item in items] == [1, 2]
+    finally:
+        await client.close()
+    async with asyncio.timeout(5):
+        while not traced.named("test.stream"):
+            await asyncio.sleep(0.01)
+    span = traced.one("test.stream")
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+    assert span.attributes is not None and span.attributes["booking.rpc.outcome"] == "ok"
+    statements = traced.children(span)
+    assert [s.name for s in statements] == ["services.get"] * 3
+    assert span.end_time is not None
+    assert all(s.end_time is not None and s.end_time <= span.end_time for s in statements)
+
+
+async def test_an_unsampled_request_makes_no_statement_spans_and_passes_its_trace_on(traced: Traced) -> None:
+    cat = await make_service(traced.ctx)
+    slot = await make_slot(traced.pool, cat.service_id)
+    unsampled = f"00-{TRACE_ID}-{PARENT_ID}-00"
+    client = await traced_client(traced, {"traceparent": unsampled})
+    try:
+        held = await client.send("booking.reservation.create", hold_body(cat.service_id, slot))
+    finally:
+        await client.close()
+    assert traced.spans() == []  # the caller did not sample it (parent-based sampler): nothing recorded
+    async with traced.pool.acquire() as conn:
+        stored = await conn.fetchval(
+            "SELECT trace_context FROM booking_events_outbox WHERE aggregate_id = $1", uuid.UUID(held["id"])
+        )
+    assert stored["traceparent"].startswith(f"00-{TRACE_ID}-") and stored["traceparent"].endswith("-00")
 
 
 async def test_outgoing_calls_carry_the_current_trace(traced: Traced) -> None:
