@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -111,19 +114,46 @@ def database_on_own_cores(postmaster: int) -> Iterator[tuple[set[int], set[int]]
                 os.sched_setaffinity(pid, saved.get(pid, saved[postmaster]))
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """SIGTERM (a server drains), then SIGKILL after `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_serve(env: dict[str, str], ready: Callable[[dict[str, Any]], bool]) -> subprocess.Popen[str]:
+    """`booking-rpc serve --no-migrate` with `env` over ours and JSON logs, once `ready` has taken one of its
+    log entries as the sign; its log is read on meanwhile (a full pipe would block it)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "booking_rpc", "serve", "--no-migrate"],
+        cwd=ROOT,
+        env={**os.environ, "BOOKING_RPC_LOG_FORMAT": "json", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        with contextlib.suppress(ValueError):
+            if ready(orjson.loads(line)):
+                break
+    else:
+        raise RuntimeError("booking-rpc serve exited before it was ready")
+    threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
+    return process
+
+
 @dataclass
 class Spawned:
     process: subprocess.Popen[bytes]
     info: dict[str, object]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def spawn_printing_port(cmd: list[str], *, cwd: Path | None = None, timeout: float = 30.0) -> Spawned:

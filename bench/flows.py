@@ -24,9 +24,7 @@ import contextlib
 import datetime as dt
 import os
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -38,7 +36,15 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.common import BENCH_SQL, INTEROP, ROOT, ensure_node_modules, percentile, write_json
+from bench.common import (
+    BENCH_SQL,
+    INTEROP,
+    ensure_node_modules,
+    percentile,
+    start_serve,
+    stop_process,
+    write_json,
+)
 from bench.report import flows_target_lines
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.config import Settings
@@ -117,45 +123,25 @@ class Service:
     port: int
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 10)
 
 
 def start_service(dsn: str, subscribers: str, pool_size: int) -> Service:
     env = {
-        **os.environ,
         "DATABASE_URL": dsn,
         "BOOKING_RPC_PORT": "0",
         "BOOKING_RPC_METRICS_ENABLED": "false",
-        "BOOKING_RPC_LOG_FORMAT": "json",
         "BOOKING_RPC_SUBSCRIBERS": subscribers,
         "BOOKING_RPC_DB_POOL_MAX_SIZE": str(pool_size),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "booking_rpc", "serve", "--no-migrate"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        with contextlib.suppress(ValueError):
-            entry = orjson.loads(line)
-            if entry.get("event") == "booking-rpc ready":
-                port = int(entry["port"])
-                break
-    else:
-        raise RuntimeError("booking-rpc serve did not start")
-    # keep reading its log so a full pipe never blocks it
-    threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
-    return Service(process, port)
+    ports: list[int] = []
+
+    def ready(entry: dict[str, Any]) -> bool:
+        if entry.get("event") == "booking-rpc ready":
+            ports.append(int(entry["port"]))
+        return bool(ports)
+
+    return Service(start_serve(env, ready), ports[0])
 
 
 @dataclass

