@@ -38,7 +38,7 @@ from booking_rpc.jobs.runner import JobRunner
 from booking_rpc.logging import configure_logging
 from booking_rpc.metrics import ServiceCollector, make_registry, render
 from booking_rpc.router import Router
-from booking_rpc.server.nats import NatsTransport
+from booking_rpc.server.nats import NatsRefused, NatsTransport
 from booking_rpc.server.server import CannotListen, Server
 from booking_rpc.server.tls import server_context
 from booking_rpc.tracing import Tracing, connection_class, instrument
@@ -132,6 +132,7 @@ def build_nats_transport(settings: Settings, ctx: Context, router: Router) -> Na
         queue=settings.nats_queue,
         max_payload=settings.max_frame_bytes,
         max_in_flight=settings.nats_max_in_flight,
+        credentials=settings.nats_credentials(),
     )
 
 
@@ -324,6 +325,16 @@ async def running_service(settings: Settings, migrate_first: bool, tracing: Trac
             raise StartupError(cannot_listen_message(exc)) from exc
         if nats_transport is not None:
             await nats_transport.start()  # connects in the background: NATS down does not stop TCP
+            try:
+                await nats_transport.check_credentials()  # ...but credentials it refuses never heal: stop
+            except NatsRefused as exc:
+                await asyncio.gather(server.shutdown(0), nats_transport.shutdown(0))
+                if health is not None:
+                    await health.stop()
+                raise StartupError(
+                    f"{exc}; check BOOKING_RPC_NATS_USER/_PASSWORD, BOOKING_RPC_NATS_TOKEN or the credentials in "
+                    "BOOKING_RPC_NATS_URL"
+                ) from exc
         for component in components:
             await component.start()
             app.background.append(component)

@@ -53,6 +53,9 @@ class Settings(BaseModel):
     nats_max_in_flight: int = Field(
         1024, gt=0, description="NATS requests in flight in this process before new ones get OVERLOADED"
     )
+    nats_user: str = Field("", description="User to connect to NATS as (with nats_password); or in the URL")
+    nats_password: SecretStr | None = Field(None, description="Password of nats_user")
+    nats_token: SecretStr | None = Field(None, description="Token to connect to NATS with (instead of a user)")
     workers: int = Field(
         1, ge=1, le=256, description="Worker processes on one port (SO_REUSEPORT, Linux); 1 = this process serves"
     )
@@ -197,6 +200,25 @@ class Settings(BaseModel):
     def nats_servers(self) -> list[str]:
         """BOOKING_RPC_NATS_URL: one URL or several, comma-separated (a cluster's seed servers)."""
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    def nats_credentials(self) -> dict[str, str]:
+        """What nats-py's connect() takes to log in (user/password or token); empty: none, or the URLs' own."""
+        if self.nats_token:
+            return {"token": self.nats_token.get_secret_value()}
+        if self.nats_user:
+            return {
+                "user": self.nats_user,
+                "password": self.nats_password.get_secret_value() if self.nats_password else "",
+            }
+        return {}
+
+    @model_validator(mode="after")
+    def _one_nats_login(self) -> Settings:
+        if self.nats_token and (self.nats_user or self.nats_password):
+            raise ValueError("BOOKING_RPC_NATS_TOKEN or BOOKING_RPC_NATS_USER/_PASSWORD, not both")
+        if self.nats_password and not self.nats_user:
+            raise ValueError("BOOKING_RPC_NATS_PASSWORD needs BOOKING_RPC_NATS_USER")
+        return self
 
     @model_validator(mode="after")
     def _events_nats_needs_a_server(self) -> Settings:

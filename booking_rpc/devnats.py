@@ -33,13 +33,14 @@ class NatsServer:
     """One nats-server process; `stop` and `start` again keep its port and JetStream store.
 
     `user`/`password` or `token` make the server require them of every client (nats-server `--user/--pass`,
-    `--auth`)."""
+    `--auth`); `config` is a nats-server configuration file (accounts, users and their permissions)."""
 
     store_dir: Path
     port: int = 0
     user: str = ""
     password: str = ""
     token: str = ""
+    config: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -47,7 +48,8 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def args(self, ports_dir: Path) -> list[str]:
-        args = [str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(self.port or -1), "-js"]
+        args = [str(nats_server_binary())] + (["-c", str(self.config)] if self.config else [])
+        args += ["-a", "127.0.0.1", "-p", str(self.port or -1), "-js"]
         args += ["-sd", str(self.store_dir / "js"), "--ports_file_dir", str(ports_dir), "-m", "0"]
         if self.user:
             args += ["--user", self.user, "--pass", self.password]
@@ -87,10 +89,12 @@ class NatsServer:
 
 
 @contextlib.contextmanager
-def running_nats_server(*, user: str = "", password: str = "", token: str = "") -> Iterator[NatsServer]:
+def running_nats_server(
+    *, user: str = "", password: str = "", token: str = "", config: Path | None = None
+) -> Iterator[NatsServer]:
     """A NatsServer on a free port with a temporary store, stopped (and the store removed) at the end."""
     with tempfile.TemporaryDirectory(prefix="booking-rpc-nats-") as tmp:
-        server = NatsServer(Path(tmp), user=user, password=password, token=token)
+        server = NatsServer(Path(tmp), user=user, password=password, token=token, config=config)
         server.start()
         try:
             yield server

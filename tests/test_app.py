@@ -10,13 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nats
 import pytest
 
 from booking_rpc.client import Client
+from booking_rpc.devnats import NatsServer
 from tests.fixtures.service import ServiceProcess, http_get, start_service
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,36 @@ async def test_serves_over_nats_beside_tcp_and_shows_the_nats_state(
         assert "booking_rpc_nats_connected 1.0" in metrics and "booking_rpc_jetstream_connected 1.0" in metrics
         service.process.send_signal(signal.SIGTERM)
         assert service.process.wait(15) == 0
+
+
+async def test_nats_login_right_serves_wrong_stops_the_start(
+    db_url: str, nats_server_factory: Callable[..., NatsServer]
+) -> None:
+    broker = nats_server_factory(user="booking", password="right-pw")
+    env = {
+        "DATABASE_URL": db_url,
+        "BOOKING_RPC_NATS_URL": broker.url,
+        "BOOKING_RPC_NATS_USER": "booking",
+        "BOOKING_RPC_EVENTS_NATS": "true",
+        "BOOKING_RPC_LOG_FORMAT": "json",
+        "BOOKING_RPC_PORT": "0",
+        "BOOKING_RPC_METRICS_PORT": "0",
+    }
+    done = await asyncio.to_thread(run_cli, "serve", env={**env, "BOOKING_RPC_NATS_PASSWORD": "wrong-pw"})
+    line = failed_start(done)
+    assert line.startswith("booking-rpc: the NATS server refused the credentials (authorization violation); check ")
+    assert "wrong-pw" not in done.stderr
+    with running_service(db_url, **{**env, "BOOKING_RPC_NATS_PASSWORD": "right-pw"}) as service:
+        async with asyncio.timeout(15):
+            while http_get(service.metrics_port, "/readyz")[1] != "ready\nnats: connected\njetstream: connected\n":
+                await asyncio.sleep(0.05)
+        nc = await nats.connect(broker.url, user="booking", password="right-pw")
+        try:
+            reply = await nc.request("ping", b'{"pattern":"ping","data":{},"id":"1"}', timeout=5)
+        finally:
+            await nc.close()
+        assert reply.data == b'{"response":"pong","isDisposed":true,"id":"1"}'
+        assert "right-pw" not in "".join(json.dumps(entry) for entry in service.log)
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -57,8 +57,10 @@ class JetStreamSink:
         *,
         duplicate_window: float = 120.0,
         on_ready: Callable[[], None] | None = None,
+        credentials: dict[str, str] | None = None,
     ) -> None:
         self.servers = servers
+        self.credentials = credentials or {}  # user/password or token (else the URLs' own, if any)
         self.stream = stream
         self.duplicate_window = duplicate_window
         self.on_ready = on_ready
@@ -90,6 +92,7 @@ class JetStreamSink:
                 error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
+                **self.credentials,  # type: ignore[arg-type]
             )
             self.js = self.nc.jetstream(timeout=PUBLISH_TIMEOUT)
             self.state = "connected"

@@ -256,6 +256,7 @@ class OutboxRelay:
                 settings.nats_stream,
                 duplicate_window=settings.nats_duplicate_window,
                 on_ready=self.wake_all,
+                credentials=settings.nats_credentials(),
             )
             self.static = [*self.static, jetstream_subscriber(settings.nats_stream)]
         self.loops: dict[Subscriber, _SubscriberLoop] = {}

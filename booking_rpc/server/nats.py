@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -58,6 +58,16 @@ SUB_PENDING_MSGS = 65_536  # events waiting for a slot, per route, before they a
 STREAM_HIGH_WATER = 4 * 1024 * 1024  # bytes a stream sends before it waits for the server to confirm them
 
 
+def shown_url(url: str) -> str:
+    """`url` without the secret it may carry: nats://svc:pw@host logs as nats://svc:***@host, a token as ***."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    login, host = rest.rsplit("@", 1)
+    user = login.split(":", 1)[0] + ":" if ":" in login else ""
+    return f"{scheme}{sep}{user}***@{host}"
+
+
 class NatsRefused(Exception):
     """The NATS server refused our credentials (or an account forbids what we need): fix the settings."""
 
@@ -82,30 +92,19 @@ class NatsStats:
     last_error: str = ""
 
 
+@dataclass(eq=False)
 class NatsTransport:
-    def __init__(
-        self,
-        router: Router,
-        ctx: Any,
-        *,
-        servers: list[str],
-        queue: str = "booking-rpc",
-        max_payload: int = 8 * 1024 * 1024,
-        max_in_flight: int = 1024,
-        name: str = "booking-rpc",
-        user: str = "",
-        password: str = "",
-        token: str = "",
-    ) -> None:
-        self.router = router
-        self.ctx = ctx
-        self.servers = servers
-        self.queue = queue
-        self.max_payload = max_payload
-        self.max_in_flight = max_in_flight
-        self.name = name
-        # credentials of their own, else what the URLs carry (nats://user:pass@host, nats://token@host)
-        self.credentials = {k: v for k, v in (("user", user), ("password", password), ("token", token)) if v}
+    router: Router
+    ctx: Any
+    servers: list[str] = field(kw_only=True)
+    queue: str = field(default="booking-rpc", kw_only=True)
+    max_payload: int = field(default=8 * 1024 * 1024, kw_only=True)
+    max_in_flight: int = field(default=1024, kw_only=True)
+    name: str = field(default="booking-rpc", kw_only=True)
+    # nats-py's connect() arguments user/password or token; else what the URLs carry (nats://user:pass@host)
+    credentials: dict[str, str] = field(default_factory=dict, kw_only=True)
+
+    def __post_init__(self) -> None:
         self.stats = NatsStats()
         self.nc = DirectClient()
         self.subscriptions: list[Subscription] = []
@@ -171,7 +170,8 @@ class NatsTransport:
             await self.nc.flush()
             await self.nc.flush()
             self._subscribed.set()
-            log.info("serving over NATS", servers=self.servers, queue=self.queue, subjects=len(self.subscriptions))
+            shown = [shown_url(url) for url in self.servers]
+            log.info("serving over NATS", servers=shown, queue=self.queue, subjects=len(self.subscriptions))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -181,8 +181,14 @@ class NatsTransport:
 
     async def _on_error(self, exc: Exception) -> None:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, AuthorizationError) and not self.stats.connects:
+        if not self.stats.connects and (
+            isinstance(exc, AuthorizationError) or "authorization violation" in str(exc).lower()
+        ):  # nats-py says so with a plain Error while connecting
+            if not self._refused:
+                log.info("NATS refused the credentials", servers=[shown_url(url) for url in self.servers])
             self._refused = "the NATS server refused the credentials (authorization violation)"
+            self._first_outcome.set()
+            return  # check_credentials raises it (serve stops): no warning per retry meanwhile
         self._first_outcome.set()
         log.warning("NATS connection error", error=self.stats.last_error)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -19,12 +20,13 @@ from pydantic import BaseModel
 from booking_rpc.devnats import NatsServer
 from booking_rpc.errors import RpcError
 from booking_rpc.router import Call, Route, Router
-from booking_rpc.server.nats import NatsTransport
+from booking_rpc.server.nats import NatsRefused, NatsTransport, shown_url
 from tests.helpers import wait_for
 
 # How long a test waits for a reply or for the subscriptions: generous, since a loaded machine (the whole
 # suite beside other work) can stall a process for seconds; a passing test never waits that long.
 REPLY_WAIT = 30.0
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 class Greeting(BaseModel):
@@ -236,16 +238,16 @@ async def test_events_beyond_the_in_flight_cap_wait_their_turn_in_order(
     for i in range(2):
         await peer.publish("slow", request("slow", None, f"s{i}"), reply=inbox)
     await peer.flush()
-    await wait_for(lambda: transport.stats.in_flight == 2)
+    await wait_for(lambda: transport.stats.in_flight == 2, REPLY_WAIT)
     for i in range(5):
         await peer.publish("user.updated", orjson.dumps({"pattern": "user.updated", "data": {"id": i}}))
     await peer.flush()
-    await wait_for(lambda: transport.stats.events_total == 5)
+    await wait_for(lambda: transport.stats.events_total == 5, REPLY_WAIT)
     assert "events" not in seen  # every slot is taken: the events wait, none is refused or lost
     seen["release"].set()
-    await wait_for(lambda: len(seen.get("events", [])) == 5)
+    await wait_for(lambda: len(seen.get("events", [])) == 5, REPLY_WAIT)
     assert seen["events"] == [{"id": i} for i in range(5)]
-    assert sorted([orjson.loads((await sub.next_msg(timeout=5)).data)["id"] for _ in range(2)]) == ["s0", "s1"]
+    assert sorted([orjson.loads((await sub.next_msg(timeout=REPLY_WAIT)).data)["id"] for _ in range(2)]) == ["s0", "s1"]
     assert transport.stats.events_dropped == 0
 
 
@@ -264,7 +266,7 @@ async def test_queue_group_answers_each_request_once(make_transport: Any, peer: 
 
 
 async def test_nats_down_at_start_then_up_then_restarted(
-    nats_server_factory: Callable[[], NatsServer], make_transport: Any
+    nats_server_factory: Callable[..., NatsServer], make_transport: Any
 ) -> None:
     server = nats_server_factory()
     server.stop()
@@ -290,6 +292,76 @@ async def test_nats_down_at_start_then_up_then_restarted(
         await nc.close()
     assert reply.data == b'{"response":"back","isDisposed":true,"id":"r1"}'
     assert (transport.stats.connects, transport.stats.disconnects) == (2, 1)
+
+
+async def test_nats_credentials_of_their_own_or_in_the_url(
+    nats_server_factory: Callable[..., NatsServer], make_transport: Any
+) -> None:
+    with_user = nats_server_factory(user="svc", password="pw")
+    with_token = nats_server_factory(token="tok")
+    refused = await make_transport(with_user.url, wait=False, credentials={"user": "svc", "password": "nope"})
+    with pytest.raises(NatsRefused, match="refused the credentials"):
+        await refused.check_credentials()
+    user = {"user": "svc", "password": "pw"}
+    for url, credentials, peer_login in [
+        (with_user.url, user, user),
+        (with_user.url.replace("nats://", "nats://svc:pw@"), {}, user),
+        (with_token.url, {"token": "tok"}, {"token": "tok"}),
+    ]:
+        transport = await make_transport(url, wait=False, credentials=credentials)
+        await transport.check_credentials()
+        await transport.wait_ready(REPLY_WAIT)
+        nc = await nats.connect(url.replace("svc:pw@", ""), **peer_login)
+        try:
+            [reply] = await raw_request(nc, "echo", request("echo", "in"))
+        finally:
+            await nc.close()
+        assert reply.data == b'{"response":"in","isDisposed":true,"id":"r1"}'
+    # a server down is no refusal: the transport keeps connecting in the background
+    with_user.stop()
+    await (await make_transport(with_user.url, wait=False)).check_credentials(timeout=3)
+
+
+async def test_the_documented_permissions_keep_forged_events_and_strangers_out(
+    nats_server_factory: Callable[..., NatsServer],
+    make_transport: Any,
+    seen: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("BOOKING", "GATEWAY", "PAYMENTS"):
+        monkeypatch.setenv(f"{name}_NATS_PASSWORD", f"{name.lower()}-pw")
+    broker = nats_server_factory(config=DOCS / "nats-permissions.conf")
+    transport = await make_transport(broker.url, credentials={"user": "booking", "password": "booking-pw"})
+    await transport.check_credentials()
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    gateway = await nats.connect(broker.url, user="gateway", password="gateway-pw", error_cb=on_error)
+    payments = await nats.connect(broker.url, user="payments", password="payments-pw", error_cb=on_error)
+    try:
+        [reply] = await raw_request(gateway, "echo", request("echo", "via the gateway"))
+        assert reply.data == b'{"response":"via the gateway","isDisposed":true,"id":"r1"}'
+        # the gateway may not say a user changed: the broker refuses the publish, the event never arrives
+        await gateway.publish("user.updated", orjson.dumps({"pattern": "user.updated", "data": {"id": "forged"}}))
+        await gateway.flush()
+        await wait_for(lambda: any("permissions violation" in str(e).lower() for e in errors), REPLY_WAIT)
+        # the payment service may publish what it owns, and nothing else
+        await payments.publish("echo", request("echo", "not yours"), reply=payments.new_inbox())
+        await payments.flush()
+        await wait_for(lambda: sum("permissions violation" in str(e).lower() for e in errors) >= 2, REPLY_WAIT)
+    finally:
+        await gateway.close()
+        await payments.close()
+    assert "events" not in seen
+    assert transport.stats.events_total == 0 and transport.stats.requests_total == 1
+
+
+def test_logged_urls_keep_no_secret() -> None:
+    assert shown_url("nats://svc:pw@n1:4222") == "nats://svc:***@n1:4222"
+    assert shown_url("nats://s3cret-token@n1:4222") == "nats://***@n1:4222"
+    assert shown_url("nats://n1:4222") == "nats://n1:4222"
 
 
 async def test_shutdown_drains_in_flight_then_stops_taking_requests(
