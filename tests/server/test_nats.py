@@ -15,6 +15,7 @@ import orjson
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 
 from booking_rpc.devnats import NatsServer
@@ -123,6 +124,16 @@ def request(pattern: Any, data: Any, id: str = "r1") -> bytes:
     return orjson.dumps({"pattern": pattern, "data": data, "id": id})
 
 
+async def send_slow(nc: NatsClient, count: int) -> Subscription:
+    """`count` requests to "slow" (ids s0, s1, ...), each held until seen["release"]; their replies' inbox."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    for i in range(count):
+        await nc.publish("slow", request("slow", None, f"s{i}"), reply=inbox)
+    await nc.flush()
+    return sub
+
+
 async def test_request_gets_nestjs_reply_bytes_without_headers(make_transport: Any, peer: NatsClient) -> None:
     await make_transport()
     [reply] = await raw_request(peer, "echo", request("echo", {"note": "猫🐕", "n": 1.5}))
@@ -214,10 +225,7 @@ async def test_in_flight_cap_refuses_with_overloaded(
     make_transport: Any, peer: NatsClient, seen: dict[str, Any]
 ) -> None:
     transport = await make_transport(max_in_flight=2)
-    inbox = peer.new_inbox()
-    sub = await peer.subscribe(inbox)
-    for i in range(3):
-        await peer.publish("slow", request("slow", None, f"s{i}"), reply=inbox)
+    sub = await send_slow(peer, 3)
     first = await sub.next_msg(timeout=REPLY_WAIT)
     assert first.data, (first.headers, first.subject)
     refused = orjson.loads(first.data)
@@ -233,11 +241,7 @@ async def test_events_beyond_the_in_flight_cap_wait_their_turn_in_order(
     make_transport: Any, peer: NatsClient, seen: dict[str, Any]
 ) -> None:
     transport = await make_transport(max_in_flight=2)
-    inbox = peer.new_inbox()
-    sub = await peer.subscribe(inbox)
-    for i in range(2):
-        await peer.publish("slow", request("slow", None, f"s{i}"), reply=inbox)
-    await peer.flush()
+    sub = await send_slow(peer, 2)
     await wait_for(lambda: transport.stats.in_flight == 2, REPLY_WAIT)
     for i in range(5):
         await peer.publish("user.updated", orjson.dumps({"pattern": "user.updated", "data": {"id": i}}))
