@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,10 @@ class Round:
     server_cpu_s: float
     cpu_us_per_request: float
     shares: list[float] = field(default_factory=list)
+    # what the load generator (the NestJS ClientNats) and nats-server spent per request: req/s is bound by
+    # the sum on a shared machine
+    client_cpu_us_per_request: float = 0.0
+    nats_cpu_us_per_request: float = 0.0
 
 
 @dataclass
@@ -141,7 +146,9 @@ def client_nats_load(url: str, opts: argparse.Namespace) -> dict[str, Any]:
     raise RuntimeError("the NestJS client printed no result")
 
 
-def one_round(url: str, dsn: str, target: str, processes: int, round_no: int, opts: argparse.Namespace) -> Round:
+def one_round(
+    url: str, dsn: str, target: str, processes: int, round_no: int, opts: argparse.Namespace, nats_pid: int = 0
+) -> Round:
     queue = f"bench-{target.replace(' ', '-')}-{processes}-{round_no}"
     if target == "nestjs 12":
         nest = start_nest(url, queue)
@@ -154,13 +161,21 @@ def one_round(url: str, dsn: str, target: str, processes: int, round_no: int, op
         time.sleep(0.3)  # subscriptions registered everywhere in the server
         before = served() if served else []
         cpu0 = [cpu_seconds(pid) for pid in pids]
+        broker0 = cpu_seconds(nats_pid) if nats_pid else 0.0
+        client0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         stats = client_nats_load(url, opts)
+        client1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the client, reaped by now
+        broker1 = cpu_seconds(nats_pid) if nats_pid else 0.0
         cpu1 = [cpu_seconds(pid) for pid in pids]
         counts = [after - b for after, b in zip(served(), before, strict=True)] if served else []
     finally:
         stop()
     requests = int(stats["requests"])
-    cpu = sum(cpu1) - sum(cpu0)  # includes the warm-up: counted the same way for every target
+    # CPU is counted over the warm-up too, so per request it is over every request the client sent (its
+    # `requests` are the measured ones only): the same count for every target
+    sent = max(1, int(stats.get("sent", requests)))
+    cpu = sum(cpu1) - sum(cpu0)
+    client = (client1.ru_utime + client1.ru_stime) - (client0.ru_utime + client0.ru_stime)
     total = sum(counts)
     return Round(
         target=target,
@@ -170,8 +185,10 @@ def one_round(url: str, dsn: str, target: str, processes: int, round_no: int, op
         p50_ms=float(stats["p50_ms"]),
         p99_ms=float(stats["p99_ms"]),
         server_cpu_s=round(cpu, 3),
-        cpu_us_per_request=round(cpu / max(1, total or requests) * 1e6, 2),
+        cpu_us_per_request=round(cpu / sent * 1e6, 2),
         shares=[round(c / total, 3) for c in counts] if total else [],
+        client_cpu_us_per_request=round(client / sent * 1e6, 2),
+        nats_cpu_us_per_request=round((broker1 - broker0) / sent * 1e6, 2),
     )
 
 
@@ -226,20 +243,28 @@ def run(opts: argparse.Namespace) -> list[Round]:
         plan = [("booking-rpc", 1), ("nestjs 12", 1)] + ([("booking-rpc", 2)] if not opts.skip_two else [])
         for round_no in range(opts.rounds):
             for target, processes in plan:
-                result = one_round(nats.url, dsn, target, processes, round_no, opts)
+                assert nats.process is not None
+                result = one_round(nats.url, dsn, target, processes, round_no, opts, nats.process.pid)
                 rounds.append(result)
                 print(f"  round {round_no + 1}: {target} x{processes}: {result.rps:,.0f} req/s", file=sys.stderr)
     return rounds
 
 
 def print_table(rounds: list[Round], load: tuple[float, float]) -> None:
-    print(f"{'target':16} {'procs':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}  shares")
+    print(
+        f"{'target':16} {'procs':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"
+        f" {'client µs':>10} {'NATS µs':>8}  shares"
+    )
     for r in rounds:
         print(
             f"{r.target:16} {r.processes:>5} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-            f"{r.cpu_us_per_request:>11.1f}  {' / '.join(f'{s:.0%}' for s in r.shares)}"
+            f"{r.cpu_us_per_request:>11.1f} {r.client_cpu_us_per_request:>10.1f} {r.nats_cpu_us_per_request:>8.1f}"
+            f"  {' / '.join(f'{s:.0%}' for s in r.shares)}"
         )
-    print(f"\nload average (1 min) at the start and the end: {load[0]:.1f}, {load[1]:.1f} on {os.cpu_count()} cores")
+    print(
+        "\nCPU µs/req: the server's (every process of it), client µs: the load generator's, NATS µs: nats-server's;"
+        f"\nload average (1 min) at the start and the end: {load[0]:.1f}, {load[1]:.1f} on {os.cpu_count()} cores"
+    )
     lines = target_lines(rounds)
     if lines:
         print("\ntargets (medians over the rounds):")
