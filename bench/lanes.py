@@ -14,6 +14,7 @@ units are bytes. A lane refuses anything else rather than guess.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import select
 import socket
@@ -118,6 +119,61 @@ def closed_loop(lanes: list[Lane], request: Request, seconds: float) -> tuple[li
                     lane.send(*request())
                 else:
                     busy -= 1
+    finally:
+        poller.close()
+        for lane in lanes:
+            lane.sock.setblocking(True)
+    return latencies, errors, clock() - started
+
+
+def paced_loop(lanes: list[Lane], request: Request, rate: float, seconds: float) -> tuple[list[float], int, float]:
+    """Open loop: `rate` requests per second on a fixed schedule for `seconds`, each sent on an idle lane
+    (one waits for a lane when all are busy): (latencies in ms, errors, elapsed s).
+
+    A latency counts from when its request was due, not from when it left, so a stall that delays sending
+    counts too (no coordinated omission, as wrk2 measures). The wait between sends is epoll's, in whole
+    milliseconds rounded up, so a request leaves at most 1 ms late: counted in its latency, never hidden.
+    """
+    clock = time.perf_counter
+    interval = 1.0 / rate
+    total = max(1, int(rate * seconds))
+    latencies: list[float] = []
+    errors = 0
+    by_fd = {lane.sock.fileno(): lane for lane in lanes}
+    due_of: dict[int, float] = {}
+    idle = list(lanes)
+    waiting: collections.deque[float] = collections.deque()  # due times of requests without an idle lane yet
+    poller = select.epoll()
+    for fd in by_fd:
+        by_fd[fd].sock.setblocking(False)
+        poller.register(fd, select.EPOLLIN)
+    started = clock()
+    scheduled = 0
+    try:
+        while scheduled < total or waiting or len(idle) < len(lanes):
+            now = clock()
+            while scheduled < total and started + scheduled * interval <= now:
+                waiting.append(started + scheduled * interval)
+                scheduled += 1
+            while waiting and idle:
+                lane = idle.pop()
+                due_of[lane.sock.fileno()] = waiting.popleft()
+                lane.send(*request())
+            timeout = started + scheduled * interval - clock() if scheduled < total else -1.0
+            for fd, _ in poller.poll(max(0.0, timeout) if timeout >= 0 else -1):
+                lane = by_fd[fd]
+                chunk = lane.sock.recv(RECV_SIZE)
+                if not chunk:
+                    raise ConnectionError("connection lost")
+                lane.buffer += chunk
+                body = lane.reply()
+                if body is None:
+                    continue
+                if body.startswith(OK_PREFIX):
+                    latencies.append((clock() - due_of[fd]) * 1000)
+                else:
+                    errors += 1
+                idle.append(lane)
     finally:
         poller.close()
         for lane in lanes:

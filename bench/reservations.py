@@ -19,8 +19,17 @@ microsecond the service spends is taken from PostgreSQL, while pgbench's client 
 half, as when the database has a host of its own: both sides then get the same database capacity.
 
 Database: a fresh `bench_res_<hex>` database on $DATABASE_URL's server (or an embedded PostgreSQL when
-unset), dropped at the end. Targets (issue 4): create >= 0.8x pgbench, find >= 0.85x pgbench, find latency
-at 1M slots <= 1.5x the latency at 10k.
+unset), dropped at the end.
+
+Targets (issue 21; issue 4's c=1 throughput targets are retired, the ratios stay as figures):
+- the service's CPU per `reservation.create` <= 0.35x PostgreSQL's CPU for the same operations (each level's
+  rpc run, and the half-load run below);
+- p99 <= 10 ms for `reservation.create` at 50% of saturation: saturation is the highest `create` throughput
+  of the levels measured (closed loop), then an open-loop run offers half of it on a fixed schedule
+  (latency counted from when each request was due: bench/lanes.paced_loop);
+- with `--split-cores`: at the highest level (c=32) both patterns >= 0.95x pgbench, and at c=1 the p50 the
+  service adds over pgbench's (median of the rounds' pairs) <= 0.15 ms;
+- find latency at 1M slots <= 1.5x the latency at 10k.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ from typing import Any
 import asyncpg
 
 from bench.common import BENCH_SQL, cpu_seconds, database_on_own_cores, parent_of, tree_cpu_seconds
-from bench.lanes import Request, closed_loop, open_lanes
+from bench.lanes import Request, closed_loop, open_lanes, paced_loop
 from bench.report import target_lines
 from booking_rpc import jsonutil
 from booking_rpc.config import Settings
@@ -65,6 +74,8 @@ FIND_DAYS = 500  # x 20 slots a day = 10k slots per staff member
 CREATE_SLOTS = 64
 CREATE_CAPACITY = 10_000_000
 FIND_LIMIT = 100
+# lanes of the open-loop run: enough that requests at half of saturation rarely wait for one
+PACED_LANES = 64
 
 
 @dataclass
@@ -325,6 +336,40 @@ def run_load(
     )
 
 
+def run_paced(
+    name: str, service: Service, rate: float, seconds: float, request: Request, postmaster: int | None = None
+) -> Result:
+    """Open loop at `rate` requests per second over PACED_LANES connections (bench/lanes.paced_loop)."""
+    lanes = open_lanes("127.0.0.1", service.port, PACED_LANES)
+    try:
+        for lane in lanes:
+            lane.call(*request())
+        service_cpu, own_cpu, pg_cpu = cpu_seconds(service.pid), own_cpu_seconds(), postgres_cpu_seconds(postmaster)
+        latencies, errors, elapsed = paced_loop(lanes, request, rate, seconds)
+        service_cpu, own_cpu = cpu_seconds(service.pid) - service_cpu, own_cpu_seconds() - own_cpu
+        pg_cpu = postgres_cpu_seconds(postmaster) - pg_cpu
+    finally:
+        for lane in lanes:
+            lane.close()
+    p50, p95, p99 = percentiles(latencies)
+    ops = max(1, len(latencies) + errors)
+    return Result(
+        name,
+        PACED_LANES,
+        len(latencies),
+        elapsed,
+        len(latencies) / elapsed,
+        p50,
+        p95,
+        p99,
+        errors,
+        {"offered_rate": rate},
+        service_cpu_ms=service_cpu / ops * 1000,
+        client_cpu_ms=own_cpu / ops * 1000,
+        postgres_cpu_ms=pg_cpu / ops * 1000,
+    )
+
+
 def fast_uuid() -> str:
     """A random (version 4) UUID without a urandom syscall: bench ids need to be unique, not secret."""
     return str(uuid.UUID(int=random.getrandbits(128), version=4))
@@ -532,6 +577,17 @@ def line(r: Result) -> str:
     )
 
 
+def cpu_ratio(pattern: str, run: str, r: Result) -> dict[str, Any]:
+    """The service's CPU per operation over PostgreSQL's in the same run (issue 21's CPU target)."""
+    return {
+        "pattern": pattern,
+        "run": run,
+        "service_cpu_ms": r.service_cpu_ms,
+        "postgres_cpu_ms": r.postgres_cpu_ms,
+        "ratio": r.service_cpu_ms / r.postgres_cpu_ms if r.postgres_cpu_ms > 0 else float("nan"),
+    }
+
+
 def find_latency(service: Service, ds: Dataset, seconds: float) -> Result:
     return run_load("rpc slots.find (latency)", service, 1, seconds, find_request(ds))
 
@@ -543,7 +599,14 @@ def ping_request() -> tuple[str, Any]:
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     levels = [int(x) for x in args.concurrency.split(",")]
     sql = Queries.load()
-    report: dict[str, Any] = {"levels": levels, "duration": args.duration, "results": [], "ratios": []}
+    report: dict[str, Any] = {
+        "levels": levels,
+        "duration": args.duration,
+        "results": [],
+        "ratios": [],
+        "added_p50": [],
+        "cpu_ratios": [],
+    }
     with (
         server_dsn(args.database_url or os.environ.get("DATABASE_URL")) as admin,
         tempfile.TemporaryDirectory(prefix="bench-res-") as tmp,
@@ -610,6 +673,24 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         print(f"  {'ratio rpc/pgbench':<28} c={c:<3} {ratio:.2f}x (median of rounds: {rounds})")
                         report["results"] += [asdict(rpc), asdict(pg)]
                         report["ratios"].append({"pattern": label, "concurrency": c, "ratio": ratio, "rounds": pairs})
+                        added = [a.p50_ms - b.p50_ms for a, b in zip(rpc_runs, pg_runs, strict=True)]
+                        report["added_p50"].append(
+                            {"pattern": label, "concurrency": c, "ms": statistics.median(added), "rounds": added}
+                        )
+                        report["cpu_ratios"].append(cpu_ratio(label, f"c={c}", rpc))
+                # issue 21: half of saturation (the best closed-loop create throughput above), offered open loop
+                saturation = max(r["throughput"] for r in report["results"] if r["name"] == "rpc reservation.create")
+                half = run_paced(
+                    "rpc reservation.create 50%",
+                    service,
+                    saturation / 2,
+                    args.duration,
+                    create_request(ds),
+                    postmaster,
+                )
+                print(line(half) + f" (offered {saturation / 2:.0f}/s open loop over {PACED_LANES} connections)")
+                report["half_load"] = {"saturation": saturation, "result": asdict(half)}
+                report["cpu_ratios"].append(cpu_ratio("reservation.create", "half load", half))
                 if not args.skip_big:
                     small = find_latency(service, ds, args.duration)
                     plan_small = asyncio.run(explain_find(dsn, sql, ds))

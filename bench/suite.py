@@ -2,7 +2,7 @@
 
 The reservations bench runs twice: all on shared cores, then with PostgreSQL on cores of its own
 (`--split-cores`). Writes bench/results/latest.json and bench/results/latest.html (inline SVG) and prints a
-short table, ending with each issue-4 target and whether the run met it.
+short table, ending with each target and whether the run met it.
 `--full` runs each bench longer. Uses DATABASE_URL when set, else the embedded PostgreSQL.
 """
 
