@@ -449,7 +449,7 @@ def create_scripts(sql: Queries, ds: Dataset, ttl: int, folder: Path) -> list[Pa
                 5: "md5(random()::text)",
                 6: str(ttl),
                 7: "NULL",
-                8: lit("0" * 64, "text"),
+                8: "NULL",  # no idempotency key, so no fingerprint (as the handler)
                 9: str(Settings.model_fields["max_active_holds_per_user"].default),
                 10: str(Settings.model_fields["max_active_holds_per_pet"].default),
             },

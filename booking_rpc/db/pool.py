@@ -185,19 +185,30 @@ class Pool:
         """
         return _Acquire(self, first)
 
+    def _take_idle(self) -> asyncpg.Connection | None:
+        """The most recently used idle connection still fit to serve (stale ones dropped on the way), or None."""
+        idle = self._idle
+        if not idle or self._closing:
+            return None
+        now = time.monotonic()
+        while idle:
+            conn, since = idle.pop()
+            if conn.is_closed():
+                self._discard(conn)
+            elif now - since > self._max_idle:
+                self._retire(conn)
+            else:
+                return conn
+        return None
+
     async def _acquire(self, first: bool = False) -> asyncpg.Connection:
         while True:
             if self._closing:
                 raise asyncpg.InterfaceError("pool is closing")
+            conn = self._take_idle()
+            if conn is not None:
+                return conn
             now = time.monotonic()
-            while self._idle:
-                conn, since = self._idle.pop()
-                if conn.is_closed():
-                    self._discard(conn)
-                elif now - since > self._max_idle:
-                    self._retire(conn)
-                else:
-                    return conn
             if self._size < self._max_size:
                 self._size += 1
                 try:
@@ -321,8 +332,12 @@ class _Acquire:
         return self._pool._acquire(self._first).__await__()
 
     async def __aenter__(self) -> asyncpg.Connection:
-        self._conn = await self._pool._acquire(self._first)
-        return self._conn
+        # an idle connection without the coroutine of the waiting path: most acquires find one
+        conn = self._pool._take_idle()
+        if conn is None:
+            conn = await self._pool._acquire(self._first)
+        self._conn = conn
+        return conn
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         conn, self._conn = self._conn, None

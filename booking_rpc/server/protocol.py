@@ -65,6 +65,7 @@ class RpcProtocol(asyncio.Protocol):
         "_loop",
         "_outgoing",
         "_peer",
+        "_subject",
         "backlog",
         "codec",
         "ctx",
@@ -95,6 +96,7 @@ class RpcProtocol(asyncio.Protocol):
         # Messages decoded beyond the in-flight cap wait here (reading is paused meanwhile).
         self.backlog: deque[Any] | None = None
         self._peer: Any = _UNKNOWN
+        self._subject: Any = _UNKNOWN
         self._incomplete_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -209,7 +211,10 @@ class RpcProtocol(asyncio.Protocol):
         if not self.router.middleware:
             return None
         call = Call("tcp", metadata, self.peer)
-        subject = client_subject(self.transport.get_extra_info("peercert")) if self.transport is not None else None
+        subject = self._subject
+        if subject is _UNKNOWN:  # the certificate is the connection's: read it once, not per request
+            peercert = self.transport.get_extra_info("peercert") if self.transport is not None else None
+            subject = self._subject = client_subject(peercert)
         if subject is not None:
             call.attrs[CLIENT_SUBJECT] = subject
         return call

@@ -2,8 +2,8 @@
 
 -- name: reservations.hold
 -- A hold, as one statement (so one transaction and one round trip): $1 user, $2 pet, $3 service, $4 slot,
--- $5 lock_id, $6 TTL seconds, $7 idempotency key, $8 request fingerprint, $9 / $10 the most pending holds a
--- user / a pet may have (migration 0018's hold_quotas, kept by trigger).
+-- $5 lock_id, $6 TTL seconds, $7 idempotency key, $8 request fingerprint (NULL without a key), $9 / $10 the
+-- most pending holds a user / a pet may have (migration 0018's hold_quotas, kept by trigger).
 --   1. The slot's pending holds past their TTL are locked and counted (holds first, then the slot: the
 --      order the expiry job and cancel use); their units count as free, so a late expiry job never turns a
 --      customer away, unless someone waits for the slot: then they stay for the waiters (booking_free_stale).
