@@ -91,7 +91,9 @@ class Settings(BaseModel):
     db_pool_min_size: int = Field(
         2, ge=1, description="Connections the pool keeps open (at least 1, opened at start: a bad DSN stops the start)"
     )
-    db_pool_max_size: int = Field(10, gt=0, description="Most connections the pool opens")
+    # 20, not 10: with PostgreSQL on a core of its own, 10 left it idle at times at concurrency 32
+    # (bench.reservations --split-cores: slots.find 0.78-0.92x pgbench with 10, 0.97-1.06x with 20 or 32)
+    db_pool_max_size: int = Field(20, gt=0, description="Most connections the pool opens (opened as load needs them)")
     db_conn_max_lifetime: float = Field(
         600.0, gt=0, description="Seconds a pooled connection serves before it is replaced (renews cached plans)"
     )
