@@ -135,8 +135,11 @@ class RpcProtocol(asyncio.Protocol):
         self._cancel_timers()
         if self.flow is not None:
             self.flow.connection_lost()
+        # requests are cancelled (nobody is left to read their reply); events run on to their end or deadline
+        events = self.state.events
         for task in list(self.tasks):
-            task.cancel()
+            if task not in events:
+                task.cancel()
 
     def pause_writing(self) -> None:
         if self.flow is not None:
@@ -204,7 +207,7 @@ class RpcProtocol(asyncio.Protocol):
                 self.stats.unroutable_events += 1
                 log.debug("no handler for event", pattern=incoming.pattern)
                 return
-            self._start(self._consume(route, incoming.data, self._call(incoming.metadata)), route.eager)
+            self._start(self._consume(route, incoming.data, self._call(incoming.metadata)), route.eager, event=True)
 
     def _call(self, metadata: dict[str, Any] | None) -> Call | None:
         # Only middleware reads a Call: without any, none is built (the hot path stays as it was).
@@ -219,11 +222,13 @@ class RpcProtocol(asyncio.Protocol):
             call.attrs[CLIENT_SUBJECT] = subject
         return call
 
-    def _start(self, coro: Coroutine[Any, Any, None], eager: bool) -> None:
+    def _start(self, coro: Coroutine[Any, Any, None], eager: bool, *, event: bool = False) -> None:
         task = start_call(self._loop, coro, eager)  # eager: ping and echo answer here, with no Task
         if task is None:
             return
         self.tasks.add(task)
+        if event:
+            self.state.events.add(task)
         self.stats.in_flight += 1
         task.add_done_callback(self._task_done)
         if len(self.tasks) >= self.limits.max_in_flight and self.flow is not None:
@@ -231,6 +236,7 @@ class RpcProtocol(asyncio.Protocol):
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
+        self.state.events.discard(task)
         self.stats.in_flight -= 1
         limit = self.limits.max_in_flight
         backlog = self.backlog

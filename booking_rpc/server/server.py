@@ -135,8 +135,16 @@ class Server:
 
     # --- shutdown
 
+    def running(self) -> set[asyncio.Task[None]]:
+        """Every request and event being handled: those of open connections, and events whose connection
+        has closed (they run on: see ServerState.events)."""
+        tasks = set(self.state.events)
+        for conn in self.connections:
+            tasks |= conn.tasks
+        return tasks
+
     def in_flight(self) -> int:
-        return sum(len(c.tasks) for c in self.connections)
+        return len(self.running())
 
     async def shutdown(self, deadline: float = 10.0) -> None:
         """Stop accepting, give in-flight requests up to `deadline` seconds, then close everything."""
@@ -150,7 +158,7 @@ class Server:
             idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(idle.wait(), timeout=min(0.05, max(0.0, end - loop.time())))
-        leftover = [task for conn in self.connections for task in conn.tasks]
+        leftover = list(self.running())
         if leftover:
             log.warning("cancelling requests still running at the shutdown deadline", count=len(leftover))
             for task in leftover:

@@ -25,6 +25,10 @@ class ServerState:
     shutting_down: bool = False
     # Set when a connection finishes its last request while the server drains (shutdown waits on it).
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # Consumed events being handled, on every connection: an event has no reply to wait for, so its
+    # handling outlives the connection that brought it (it is not cancelled when the peer goes), and a
+    # graceful shutdown waits for it like for a request.
+    events: set[asyncio.Task[None]] = field(default_factory=set)
 
     def on_idle(self) -> None:
         if self.shutting_down:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -12,6 +14,8 @@ import asyncpg
 from booking_rpc.client import Client
 from booking_rpc.context import Context
 from booking_rpc.server.server import Server
+from tests.fixtures.app import serving
+from tests.helpers import wait_for
 
 
 async def eventually(conn: asyncpg.Connection, query: str, *args: Any, expect: Any, timeout: float = 3.0) -> None:
@@ -145,3 +149,84 @@ async def test_malformed_event_changes_nothing_and_is_counted(
     async with app_ctx.connection() as conn:
         assert await conn.fetchval("SELECT count(*) FROM pets") == 0
         assert await conn.fetchval("SELECT count(*) FROM services") == 0
+
+
+# --- an event outlives the connection that brought it ---------------------------------------------------
+
+
+def user_update(user: uuid.UUID, email: str, updated_at: str = "2026-11-02T00:00:00Z") -> dict[str, Any]:
+    return {"user_id": str(user), "email": email, "full_name": "N", "updated_at": updated_at}
+
+
+@contextlib.asynccontextmanager
+async def user_row_locked(db_url: str, user: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+    """The user's cache row (an old version) locked by a transaction of the test's own, until the block ends:
+    an update of it waits meanwhile."""
+    blocker = await asyncpg.connect(db_url)
+    try:
+        await blocker.execute(
+            "INSERT INTO users (id, email, full_name, updated_at) VALUES ($1, 'old@example.com', 'O', '2020-01-01')",
+            user,
+        )
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user)
+            yield blocker
+    finally:
+        await blocker.close()
+
+
+async def blocked_by(blocker: asyncpg.Connection) -> bool:
+    """Some backend waits for a lock the blocker holds (the event's handler, mid-statement)."""
+    waiting = await blocker.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", blocker.get_server_pid()
+    )
+    return bool(waiting)
+
+
+async def emitted_then_closed(server: Server, pattern: str, payloads: list[dict[str, Any]]) -> None:
+    """Emit over a fresh connection and close it at once; return once the server has seen it close."""
+    client = await Client.connect("127.0.0.1", server.port)
+    for payload in payloads:
+        await client.emit(pattern, payload)
+    await client.close()
+    await wait_for(lambda: server.stats.connections_open == 0, timeout=10)
+
+
+async def test_events_emitted_then_closed_at_once_are_all_applied(app_ctx: Context, app_server: Server) -> None:
+    users = [uuid.uuid4() for _ in range(20)]
+    await emitted_then_closed(app_server, "user.updated", [user_update(u, f"{u}@example.com") for u in users])
+
+    async def applied() -> bool:
+        async with app_ctx.connection() as conn:
+            return bool(await conn.fetchval("SELECT count(*) FROM users WHERE id = ANY($1)", users) == len(users))
+
+    await wait_for(applied, timeout=15)
+    assert app_server.stats.events_failed == 0
+
+
+async def test_an_event_handler_mid_statement_finishes_after_its_connection_closed(
+    app_ctx: Context, app_server: Server, db_url: str
+) -> None:
+    user = uuid.uuid4()
+    async with user_row_locked(db_url, user) as blocker:
+        await emitted_then_closed(app_server, "user.updated", [user_update(user, "new@example.com")])
+        # the handler's upsert waits on our lock with its connection gone: it is not cancelled
+        await wait_for(lambda: blocked_by(blocker), timeout=15)
+    async with app_ctx.connection() as conn:
+        await eventually(conn, "SELECT email FROM users WHERE id = $1", user, expect="new@example.com", timeout=15)
+    assert app_server.stats.events_failed == 0
+
+
+async def test_a_graceful_shutdown_waits_for_events_in_flight(app_ctx: Context, db_url: str) -> None:
+    user = uuid.uuid4()
+    async with serving(app_ctx) as server:
+        async with user_row_locked(db_url, user) as blocker:
+            await emitted_then_closed(server, "user.updated", [user_update(user, "new@example.com")])
+            await wait_for(lambda: blocked_by(blocker), timeout=15)
+            stopping = asyncio.create_task(server.shutdown(30.0))
+            await asyncio.sleep(0.3)
+            assert not stopping.done()  # the event's connection is gone, yet shutdown waits for it
+            assert server.in_flight() == 1
+        await asyncio.wait_for(stopping, 15)
+    async with app_ctx.connection() as conn:
+        assert await conn.fetchval("SELECT email FROM users WHERE id = $1", user) == "new@example.com"
