@@ -26,6 +26,7 @@ EVENTS_RATE_TARGET, EVENTS_LAG_TARGET_MS = 5000, 1000
 # request at most); issue 21 §1 over TCP (both patterns), issue 16 for slots.find over NATS
 PEER_TARGETS = {"TCP": (1.5, 0.4), "NATS": (1.2, 0.6)}
 PEER_TARGET_CONCURRENCY = 16
+DEADLINE_SHARE_TARGET = 0.05  # bench.deadline: of a slots.find's CPU per request
 RESERVATION_RUNS = (("reservations", "all on shared cores"), ("reservations_split", "PostgreSQL on its own cores"))
 
 
@@ -336,11 +337,27 @@ def summary_table(results: dict[str, Any]) -> str:
     tracing = tracing_target_lines(results.get("tracing") or {})
     if tracing:
         lines += ["", "tracing (service CPU per request, off vs on):", *tracing]
+    deadline = deadline_target_lines(results.get("deadline") or {})
+    if deadline:
+        lines += ["", "request deadline (bench.deadline):", *deadline]
     flows = results.get("flows") or {}
     if "ratio" in flows:
         lines += ["", f"targets, hold+confirm at concurrency {flows['concurrency']} (bench.flows):"]
         lines += flows_target_lines(flows)
     return "\n".join(lines)
+
+
+def deadline_target_lines(result: dict[str, Any]) -> list[str]:
+    """bench.deadline's target: the deadline middleware's own CPU per request <= 5% of a slots.find's."""
+    if not result:
+        return []
+    iso = result["isolated"]
+    share = iso["share_of_slots_find"]
+    return [
+        f"  deadline middleware <= {DEADLINE_SHARE_TARGET:.0%} of slots.find's CPU per request: {iso['cost_us']} µs of "
+        f"{result['summary']['booking.slots.find']['us_without']} µs, {share:.1%} "
+        + ("met" if share <= DEADLINE_SHARE_TARGET else "not met"),
+    ]
 
 
 def flows_target_lines(flows: dict[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""`python -m bench`: the transport, reservations, NestJS peer, events, NATS, tracing and flows benches in one run, a JSON file and a chart.
+"""`python -m bench`: the transport, reservations, NestJS peer, events, NATS, tracing, deadline and flows benches in one run, a JSON file and a chart.
 
 The reservations bench runs twice: all on shared cores, then with PostgreSQL on cores of its own
 (`--split-cores`). Writes bench/results/latest.json and bench/results/latest.html (inline SVG) and prints a
@@ -51,6 +51,8 @@ def steps(full: bool) -> list[tuple[str, list[str]]]:
         ("nats", ["-m", "bench.nats", "--duration", d, "--rounds", "3" if full else "2"]),
         ("events_jetstream", ["-m", "bench.events", "--sink", "jetstream", "--rate", "6000", "--duration", d]),
         ("tracing", ["-m", "bench.tracing", "--concurrency", "1,8", "--duration", d]),
+        # what the always-on request deadline costs per request
+        ("deadline", ["-m", "bench.deadline", "--rounds", "30" if full else "20"]),
         # hold+confirm with and without a NestJS subscriber: what events cost the writes
         ("flows", ["-m", "bench.flows", "--concurrency", "24", "--duration", d, "--rounds", "2"]),
     ]

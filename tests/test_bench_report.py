@@ -228,3 +228,14 @@ def test_nestjs_peer_targets_per_transport() -> None:
     assert "slots.find c=16 TCP (NestJS client)" in [
         r.scenario for r in rows_from_results({"peer": {"tcp": {"comparisons": tcp}}})
     ]
+
+
+def test_deadline_cost_says_met_or_not_met() -> None:
+    def result(cost_us: float) -> dict[str, Any]:
+        return {
+            "isolated": {"cost_us": cost_us, "share_of_slots_find": round(cost_us / 200.0, 4)},
+            "summary": {"booking.slots.find": {"us_without": 200.0}},
+        }
+
+    assert "5.0 µs of 200.0 µs, 2.5% met" in summary_table({"deadline": result(5.0)})
+    assert "12.0 µs of 200.0 µs, 6.0% not met" in summary_table({"deadline": result(12.0)})

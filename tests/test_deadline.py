@@ -145,3 +145,35 @@ async def test_waiting_for_a_pool_connection_is_503_before_the_deadline(
         assert await holder == "held"
         assert await client.send("test.pg_sleep", 0) == ""
     assert small_ctx.pool.timeouts == 2
+
+
+async def test_concurrent_requests_each_time_out_by_their_own_deadline(
+    app_ctx: Context, make_server: MakeServer
+) -> None:
+    server = await make_server(sleeper_router(0.6), app_ctx)
+    async with await Client.connect("127.0.0.1", server.port) as client:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def timed_out_after(delay: float) -> float:
+            await asyncio.sleep(delay)
+            err, _ = await error_of(client, "test.pg_sleep", 30)
+            assert err["code"] == "TIMEOUT"
+            return loop.time() - started
+
+        async def quick(delay: float) -> str:
+            await asyncio.sleep(delay)
+            return str(await client.send("test.pg_sleep", 0.05))
+
+        # two slow requests 0.3 s apart (the second's deadline is the queue's next once the first's fired),
+        # one with a caller's shorter timeout between them, and quick ones finishing before and after each
+        slow = [asyncio.create_task(timed_out_after(d)) for d in (0.0, 0.3)]
+        short = asyncio.create_task(
+            error_of(client, "test.pg_sleep", 30, metadata={"timeout": "150"}),
+        )
+        quick_ones = await asyncio.gather(*(quick(i * 0.05) for i in range(24)))
+        first, second = await asyncio.gather(*slow)
+        err, took = await short
+    assert quick_ones == [""] * 24  # none cancelled by a neighbour's deadline
+    assert err["code"] == "TIMEOUT" and err["details"] == {"timeout_ms": 150} and took < first
+    assert 0.55 < first < 3.0 and second - first > 0.2  # each at its own deadline, not the first's
