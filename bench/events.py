@@ -131,6 +131,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         *where,
         "--events",
         "reservation.cancelled",
+        "--stamp",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -157,7 +158,9 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
             assert nest.stdout is not None
             async for line in nest.stdout:
                 with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
-                    received[orjson.loads(line)["data"]["event_id"]] = time.perf_counter()
+                    event = orjson.loads(line)
+                    # when NestJS's handler ran (its CLOCK_MONOTONIC stamp), not when this loop read the line
+                    received[event["data"]["event_id"]] = float(event["at"])
 
         reader = asyncio.create_task(read())
         # the producer runs in its own process, as the service's handlers would: it does not share

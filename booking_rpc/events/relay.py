@@ -128,6 +128,7 @@ class _SubscriberLoop:
         )
         self.wake = asyncio.Event()
         self.busy = False  # the last batch found another replica serving this subscriber
+        self.more = False  # the last batch's window held more undelivered rows than it claimed
         self.task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -137,7 +138,9 @@ class _SubscriberLoop:
             self.wake.clear()
             self.busy = False
             try:
-                while await self.deliver_batch() > 0:
+                # again at once only while a batch may have left some behind (a full batch, later events of
+                # its aggregates): an empty claim after every batch cost as much as the batch's own claim
+                while await self.deliver_batch() > 0 and self.more:
                     pass
             except asyncio.CancelledError:
                 raise
@@ -161,14 +164,14 @@ class _SubscriberLoop:
         if self.jetstream is not None and not self.jetstream.ready:
             return 0  # NATS down: claim nothing and spend no attempt; its reconnect wakes this loop
         async with ctx.transaction() as conn:
-            if not await conn.fetchval(ctx.sql["outbox.try_subscriber_lock"], sub.name):
+            if not await conn.fetchval(ctx.sql["outbox.batch_start"], sub.name):
                 self.busy = True
                 return 0
-            await conn.execute(ctx.sql["outbox.batch_settings"])
             batch = ctx.settings.outbox_batch_size
             rows = await conn.fetch(
                 ctx.sql["outbox.claim_for_subscriber"], sub.name, sub.like_patterns(), batch, batch * SCAN_WINDOW
             )
+            self.more = bool(rows) and rows[0]["backlog"] > len(rows)
             if not rows:
                 return 0
             self.relay.stats.batches += 1
@@ -193,9 +196,8 @@ class _SubscriberLoop:
         sent, failures = await self.send(rows)
         delivered = [row["id"] for row in sent]
         if delivered:
-            await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered)
             names, patterns = self.relay.subscription_pairs()
-            await conn.execute(ctx.sql["outbox.publish_delivered"], names, patterns, delivered)
+            await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered, names, patterns)
             self.relay.stats.delivered[sub.name] += len(delivered)
         for row, error in failures:
             outcome = await conn.fetchrow(

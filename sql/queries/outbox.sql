@@ -5,7 +5,8 @@ VALUES ($1, $2, $3, $4, $5);
 
 -- name: outbox.claim_for_subscriber
 -- The next events a subscriber should get: per aggregate only the oldest it has not received (a failed
--- or dead one holds back the later events of its own aggregate only), due for (re)delivery, in seq order.
+-- or dead one holds back the later events of its own aggregate only), due for (re)delivery, in seq order;
+-- each row also says how many undelivered rows the window held (`backlog`).
 -- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size, $4 scan window. Only the oldest $4
 -- undelivered rows are looked at (an index scan on seq): an aggregate's oldest undelivered event is always
 -- older than its later ones, so heads found in the window are true heads.
@@ -30,7 +31,8 @@ WITH backlog AS (
     FROM pending
     ORDER BY aggregate_id, seq
 )
-SELECT o.id, o.aggregate_id, o.event_type, o.payload, o.trace_context, o.seq, coalesce(h.attempts, 0) AS attempts
+SELECT o.id, o.aggregate_id, o.event_type, o.payload, o.trace_context, o.seq, coalesce(h.attempts, 0) AS attempts,
+       (SELECT count(*) FROM backlog) AS backlog  -- more than the rows claimed: another batch may find some
 FROM heads h
 JOIN booking_events_outbox o ON o.id = h.id
 WHERE NOT coalesce(h.dead, FALSE)
@@ -39,11 +41,32 @@ ORDER BY h.seq
 LIMIT $3;
 
 -- name: outbox.mark_delivered
--- $1 subscriber, $2 event ids delivered to it.
-INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)
-SELECT unnest($2::uuid[]), $1, 1, now()
-ON CONFLICT (subscriber, event_id) DO UPDATE
-SET delivered_at = now(), attempts = outbox_deliveries.attempts + 1, last_error = NULL;
+-- Record a batch's deliveries and mark published those of its rows every matching subscriber now has, in one
+-- statement (one round trip per batch). The NOT EXISTS cannot see this statement's own inserts, so the
+-- subscriber itself ($1) counts as having its rows. $1 subscriber, $2 event ids delivered to it, $3 every
+-- subscriber's names and $4 their LIKE patterns (pairs).
+WITH recorded AS (
+    INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)
+    SELECT unnest($2::uuid[]), $1, 1, now()
+    ON CONFLICT (subscriber, event_id) DO UPDATE
+    SET delivered_at = now(), attempts = outbox_deliveries.attempts + 1, last_error = NULL
+    RETURNING event_id
+)
+UPDATE booking_events_outbox o
+SET published = TRUE, published_at = now()
+FROM recorded r
+WHERE o.id = r.event_id
+  AND NOT o.published
+  AND NOT EXISTS (
+    SELECT 1
+    FROM unnest($3::text[], $4::text[]) AS s(name, pattern)
+    WHERE s.name <> $1
+      AND o.event_type LIKE s.pattern
+      AND NOT EXISTS (
+        SELECT 1 FROM outbox_deliveries d
+        WHERE d.event_id = o.id AND d.subscriber = s.name AND d.delivered_at IS NOT NULL
+      )
+  );
 
 -- name: outbox.mark_failed
 -- One failed attempt: back off, or give up (dead) after the last allowed attempt.
@@ -88,23 +111,6 @@ SET published = TRUE, published_at = now()
 FROM candidates c
 WHERE o.id = c.id;
 
--- name: outbox.publish_delivered
--- After a batch: mark published those of its rows ($3 ids) that every matching subscriber now has.
--- $1 subscriber names, $2 their LIKE patterns (pairs).
-UPDATE booking_events_outbox o
-SET published = TRUE, published_at = now()
-WHERE o.id = ANY ($3::uuid[])
-  AND NOT o.published
-  AND NOT EXISTS (
-    SELECT 1
-    FROM unnest($1::text[], $2::text[]) AS s(name, pattern)
-    WHERE o.event_type LIKE s.pattern
-      AND NOT EXISTS (
-        SELECT 1 FROM outbox_deliveries d
-        WHERE d.event_id = o.id AND d.subscriber = s.name AND d.delivered_at IS NOT NULL
-      )
-  );
-
 -- name: outbox.retry_dead
 -- `booking-rpc outbox retry`: re-drive every dead delivery (and the rows they held back).
 WITH revived AS (
@@ -129,17 +135,16 @@ SELECT
 -- Dynamic subscribers (booking.subscriptions.create), re-read periodically by every replica.
 SELECT name, host, port, patterns, codec FROM event_subscriptions ORDER BY name;
 
--- name: outbox.try_subscriber_lock
--- One relay at a time serves a subscriber (replicas take the others): held until the batch commits.
-SELECT pg_try_advisory_xact_lock(hashtext('booking_outbox:' || $1));
-
--- name: outbox.batch_settings
--- The claim's best plan depends on its parameters (window size, patterns): a cached generic plan sorted the
--- whole backlog and made every batch slower as the backlog grew. Plan per execution, for this transaction.
--- And the batch's commit does not wait for its WAL flush: a crash can lose only the record of deliveries
--- just made, and those events are sent again (delivery is at least once), while every batch's fsync would
--- compete with the writers' commits for the WAL.
-SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL synchronous_commit = off;
+-- name: outbox.batch_start
+-- A batch's first statement (one round trip): one relay at a time serves a subscriber (replicas take the
+-- others), the lock held until the batch commits; and this transaction's settings. The claim's best plan
+-- depends on its parameters (window size, patterns): a cached generic plan sorted the whole backlog and made
+-- every batch slower as the backlog grew, so it is planned per execution. And the batch's commit does not
+-- wait for its WAL flush: a crash can lose only the record of deliveries just made, and those events are
+-- sent again (delivery is at least once), while every batch's fsync would compete with the writers' commits.
+SELECT pg_try_advisory_xact_lock(hashtext('booking_outbox:' || $1)) AS locked,
+       set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode,
+       set_config('synchronous_commit', 'off', true) AS synchronous_commit;
 
 -- name: outbox.listener_alive
 -- A round trip on the relay's LISTEN connection: it answers while the connection lives.

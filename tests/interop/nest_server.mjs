@@ -18,6 +18,9 @@ function arg(name, fallback) {
 const port = Number(arg('port', '0'));
 const events = (arg('events', '') || '').split(',').filter(Boolean);
 const useMsgpack = process.argv.includes('--msgpack');
+// --stamp: each event line also carries when the handler ran (CLOCK_MONOTONIC seconds, as Python's
+// time.perf_counter on Linux), so a bench's lag does not include its own reading of this output
+const stamp = process.argv.includes('--stamp');
 
 class AppController {
   echo(data) { return data; }
@@ -45,7 +48,10 @@ events.forEach((pattern, i) => {
   const name = `event${i}`;
   AppController.prototype[name] = function (data, context) {
     const metadata = context?.getMetadata?.();
-    process.stdout.write(JSON.stringify({ pattern, data, metadata }) + '\n');
+    const line = stamp
+      ? { pattern, data, metadata, at: Number(process.hrtime.bigint()) / 1e9 }
+      : { pattern, data, metadata };
+    process.stdout.write(JSON.stringify(line) + '\n');
   };
   // @Payload() data, @Ctx() context: the parameter decorators, applied as TypeScript would
   Payload()(AppController.prototype, name, 0);
