@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from booking_rpc.auth import require_actor
 from booking_rpc.context import Context
 from booking_rpc.errors import RpcError
-from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.bookings.access import lock_visible
+from booking_rpc.handlers.bookings.access import changing
+from booking_rpc.handlers.bookings.rows import publish
 from booking_rpc.handlers.effects import append_log
 from booking_rpc.models.bookings import ReviewCreateRequest, ReviewOut
 from booking_rpc.models.common import Role
@@ -39,11 +38,9 @@ def review_out(row: asyncpg.Record) -> ReviewOut:
 
 @router.message("booking.review.create")
 async def create_review(payload: ReviewCreateRequest, ctx: Context) -> ReviewOut:
-    actor = require_actor(payload.actor)
     details = {"booking_id": str(payload.booking_id)}
     try:
-        async with ctx.transaction() as conn:
-            b = await lock_visible(conn, ctx, payload.booking_id, actor)
+        async with changing(ctx, payload.actor, payload.booking_id) as (conn, b, actor):
             if actor.role != Role.USER or actor.id != b["user_id"]:
                 raise RpcError("FORBIDDEN", "Only the booking's user may review it", details)
             if b["status"] != "completed":
@@ -66,19 +63,14 @@ async def create_review(payload: ReviewCreateRequest, ctx: Context) -> ReviewOut
                 payload.ratings_breakdown,
             )
             assert row is not None
-            await enqueue(
+            await publish(
                 conn,
-                ctx.sql,
-                b["id"],
-                ReviewSubmitted(
-                    review_id=row["id"],
-                    booking_id=b["id"],
-                    user_id=b["user_id"],
-                    clinic_id=b["clinic_id"],
-                    service_id=b["service_id"],
-                    rating=row["rating"],
-                    submitted_at=row["created_at"],
-                ),
+                ctx,
+                b,
+                ReviewSubmitted,
+                review_id=row["id"],
+                rating=row["rating"],
+                submitted_at=row["created_at"],
             )
             await conn.execute(ctx.sql["bookings.cancel_reminders"], b["id"], ["review_request"])
             await append_log(conn, ctx, b["id"], "reviewed", b["status"], None, {"rating": payload.rating}, actor, None)

@@ -193,7 +193,9 @@ class ReviewSubmitted(EventPayload):
 
 
 class PaymentRefundRequested(EventPayload):
-    """A payment succeeded for a booking that was already cancelled: the money must go back (never re-booked)."""
+    """A refund is owed on a booking's payment: the booking was cancelled or rejected after it was paid, or a
+    payment succeeded for a booking already cancelled (never re-booked). The payment service pays it out and
+    reports back with payment.status_changed."""
 
     event_type = "payment.refund_requested"
     aggregate_type = "booking"

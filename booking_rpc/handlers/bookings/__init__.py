@@ -6,7 +6,9 @@ in handlers/reservations_confirm.py):
 - cancel.py: `booking.booking.cancel` (owner or staff, refund policy) and `booking.booking.reject` (staff, full
   refund of a booking awaiting approval)
 - approve.py: `booking.booking.approve`
-- rows.py (row -> reply model / event), access.py (who may see or change a booking).
+- reschedule.py: `booking.booking.reschedule` (owner or staff: another slot of the clinic, same price)
+- rows.py (row -> reply model; `publish`: an event about a booking; `notify_owner`: a notice to its user),
+  access.py (who may see or change a booking; `changing`: how every change of a booking opens).
 
 Services that `requires_approval`:
   * confirm creates the booking in `pending_approval`. The reservation becomes `confirmed` (the hold can no

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from booking_rpc.auth import require_actor
 from booking_rpc.context import Context
 from booking_rpc.domain.booking_states import check_transition
 from booking_rpc.errors import RpcError
 from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.bookings.access import lock_managed
-from booking_rpc.handlers.bookings.rows import confirmed_event, load_booking
-from booking_rpc.handlers.effects import append_log, notify, plan_reminders
+from booking_rpc.handlers.bookings.access import changing
+from booking_rpc.handlers.bookings.rows import confirmed_event, load_booking, notify_owner
+from booking_rpc.handlers.effects import append_log, plan_reminders
 from booking_rpc.models.bookings import BookingApproveRequest, BookingOut
 from booking_rpc.router import Router
 
@@ -18,9 +17,7 @@ router = Router()
 
 @router.message("booking.booking.approve")
 async def approve_booking(payload: BookingApproveRequest, ctx: Context) -> BookingOut:
-    actor = require_actor(payload.actor)
-    async with ctx.transaction() as conn:
-        b = await lock_managed(conn, ctx, payload.booking_id, actor, "approve a booking")
+    async with changing(ctx, payload.actor, payload.booking_id, manage="approve a booking") as (conn, b, actor):
         if b["status"] == "confirmed":
             return await load_booking(conn, ctx, b["id"])
         check_transition(b["status"], "confirmed", "approve")
@@ -45,14 +42,13 @@ async def approve_booking(payload: BookingApproveRequest, ctx: Context) -> Booki
         )
         full = await load_booking(conn, ctx, b["id"])
         await enqueue(conn, ctx.sql, b["id"], confirmed_event(full))
-        await notify(
+        await notify_owner(
             conn,
             ctx,
-            b["user_id"],
-            b["id"],
+            b,
             "booking_confirmed",
             "Booking confirmed",
             f"The clinic approved your booking {b['reference_code']}.",
-            {"booking_id": str(b["id"]), "reference_code": b["reference_code"], "status": "confirmed"},
+            status="confirmed",
         )
         return full

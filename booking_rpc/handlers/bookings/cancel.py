@@ -12,16 +12,14 @@ from decimal import Decimal
 
 import asyncpg
 
-from booking_rpc.auth import require_actor
 from booking_rpc.context import Context
 from booking_rpc.domain.booking_states import check_transition
 from booking_rpc.domain.changes import cancel_refusal
 from booking_rpc.domain.refunds import Refund, refund_for
 from booking_rpc.errors import RpcError
-from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.bookings.access import can_manage, lock_managed, lock_visible
-from booking_rpc.handlers.bookings.rows import load_booking
-from booking_rpc.handlers.effects import append_log, insert_entry, notify
+from booking_rpc.handlers.bookings.access import can_manage, changing
+from booking_rpc.handlers.bookings.rows import load_booking, notify_owner, publish
+from booking_rpc.handlers.effects import append_log, insert_entry
 from booking_rpc.handlers.waitlist import offer_freed
 from booking_rpc.models.bookings import BookingCancelRequest, BookingOut, BookingRejectRequest
 from booking_rpc.models.common import Actor
@@ -68,40 +66,32 @@ async def cancel_locked(
         assert rec is not None
         refund_status = rec["refund_status"]
         if refund.amount > 0:  # the payment service pays it out and reports back (payment.status_changed)
-            await enqueue(
+            await publish(
                 conn,
-                ctx.sql,
-                b["id"],
-                PaymentRefundRequested(
-                    payment_id=payment["id"],
-                    booking_id=b["id"],
-                    external_reference=payment["external_reference"],
-                    refund_amount=refund.amount,
-                    currency=payment["currency"],
-                    reason=reason,
-                    requested_at=rec["updated_at"],
-                ),
+                ctx,
+                b,
+                PaymentRefundRequested,
+                payment_id=payment["id"],
+                external_reference=payment["external_reference"],
+                refund_amount=refund.amount,
+                currency=payment["currency"],
+                reason=reason,
+                requested_at=rec["updated_at"],
             )
     await conn.execute(ctx.sql["bookings.cancel_reminders"], b["id"], None)
     await conn.execute(ctx.sql["bookings.reverse_entry"], b["id"])
     if refund.amount > 0:
         ref = payment["external_reference"] if payment is not None else None
         await insert_entry(conn, ctx, b["id"], b["clinic_id"], "refund", refund.amount, ref)
-    await enqueue(
+    await publish(
         conn,
-        ctx.sql,
-        b["id"],
-        BookingCancelled(
-            booking_id=b["id"],
-            reference_code=b["reference_code"],
-            user_id=b["user_id"],
-            pet_id=b["pet_id"],
-            clinic_id=b["clinic_id"],
-            cancellation_reason=reason,
-            refund_amount=refund.amount,
-            refund_status=refund_status,
-            cancelled_at=changed["updated_at"],
-        ),
+        ctx,
+        b,
+        BookingCancelled,
+        cancellation_reason=reason,
+        refund_amount=refund.amount,
+        refund_status=refund_status,
+        cancelled_at=changed["updated_at"],
     )
     await append_log(
         conn,
@@ -121,23 +111,20 @@ async def cancel_locked(
         reason,
     )
     title = "Booking cancelled" if action == "cancel" else "Booking request declined"
-    await notify(
+    await notify_owner(
         conn,
         ctx,
-        b["user_id"],
-        b["id"],
+        b,
         "booking_cancelled",
         title,
         f"Your booking {b['reference_code']} was cancelled. Refund: {refund.amount} {ctx.settings.currency}.",
-        {"booking_id": str(b["id"]), "reference_code": b["reference_code"], "refund_amount": str(refund.amount)},
+        refund_amount=str(refund.amount),
     )
 
 
 @router.message("booking.booking.cancel")
 async def cancel_booking(payload: BookingCancelRequest, ctx: Context) -> BookingOut:
-    actor = require_actor(payload.actor)
-    async with ctx.transaction() as conn:
-        b = await lock_visible(conn, ctx, payload.booking_id, actor)
+    async with changing(ctx, payload.actor, payload.booking_id) as (conn, b, actor):
         if b["status"] == "cancelled":
             return await load_booking(conn, ctx, b["id"])  # a double cancel is idempotent
         why = cancel_refusal(
@@ -154,9 +141,7 @@ async def cancel_booking(payload: BookingCancelRequest, ctx: Context) -> Booking
 
 @router.message("booking.booking.reject")
 async def reject_booking(payload: BookingRejectRequest, ctx: Context) -> BookingOut:
-    actor = require_actor(payload.actor)
-    async with ctx.transaction() as conn:
-        b = await lock_managed(conn, ctx, payload.booking_id, actor, "reject a booking")
+    async with changing(ctx, payload.actor, payload.booking_id, manage="reject a booking") as (conn, b, actor):
         if b["status"] == "cancelled":
             return await load_booking(conn, ctx, b["id"])
         await cancel_locked(conn, ctx, b, actor, payload.reason.strip(), "reject", full_refund=True)

@@ -27,14 +27,12 @@ from typing import Any
 
 import asyncpg
 
-from booking_rpc.auth import require_actor
 from booking_rpc.context import Context
 from booking_rpc.domain.changes import reschedule_refusal
 from booking_rpc.errors import RpcError, not_found
-from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.bookings.access import can_manage, lock_visible
-from booking_rpc.handlers.bookings.rows import load_booking
-from booking_rpc.handlers.effects import append_log, notify, plan_reminders
+from booking_rpc.handlers.bookings.access import can_manage, changing
+from booking_rpc.handlers.bookings.rows import load_booking, notify_owner, publish
+from booking_rpc.handlers.effects import append_log, plan_reminders
 from booking_rpc.handlers.reservations import hold_refusal
 from booking_rpc.handlers.waitlist import offer_freed
 from booking_rpc.models.bookings import BookingOut, BookingRescheduleRequest
@@ -62,10 +60,8 @@ def _place(slot_id: Any, service_id: Any, slot_date: Any, slot_time: Any, bookin
 
 
 async def _reschedule_once(payload: BookingRescheduleRequest, ctx: Context) -> BookingOut:
-    actor = require_actor(payload.actor)
     details = {"booking_id": str(payload.booking_id), "slot_id": str(payload.slot_id)}
-    async with ctx.transaction() as conn:
-        b = await lock_visible(conn, ctx, payload.booking_id, actor)
+    async with changing(ctx, payload.actor, payload.booking_id) as (conn, b, actor):
         if b["slot_id"] == payload.slot_id:
             return await load_booking(conn, ctx, b["id"])  # already there: a retried reschedule
         if payload.expected_slot_id is not None and b["slot_id"] != payload.expected_slot_id:
@@ -119,39 +115,33 @@ async def _reschedule_once(payload: BookingRescheduleRequest, ctx: Context) -> B
             payload.reason,
         )
         when = f"{new['slot_date'].isoformat()} {new['slot_start_time'].strftime('%H:%M')}"
-        await notify(
+        await notify_owner(
             conn,
             ctx,
-            b["user_id"],
-            b["id"],
+            b,
             "booking_status_changed",
             "Booking rescheduled",
             f"Your booking {b['reference_code']} is now on {when}.",
-            {"booking_id": str(b["id"]), "reference_code": b["reference_code"], "slot_id": str(new["id"])},
+            slot_id=str(new["id"]),
         )
-        await enqueue(
+        await publish(
             conn,
-            ctx.sql,
-            b["id"],
-            BookingRescheduled(
-                booking_id=b["id"],
-                reference_code=b["reference_code"],
-                user_id=b["user_id"],
-                clinic_id=b["clinic_id"],
-                previous_slot_id=b["slot_id"],
-                previous_service_id=b["service_id"],
-                previous_slot_date=b["slot_date"],
-                previous_slot_time=b["slot_start_time"],
-                new_slot_id=new["id"],
-                new_service_id=new["service_id"],
-                new_slot_date=new["slot_date"],
-                new_slot_time=new["slot_start_time"],
-                booking_time=moved["booking_time"],
-                reason=payload.reason,
-                rescheduled_by=actor.id,
-                rescheduled_by_role=actor.role.value,
-                rescheduled_at=moved["updated_at"],
-            ),
+            ctx,
+            b,
+            BookingRescheduled,
+            previous_slot_id=b["slot_id"],
+            previous_service_id=b["service_id"],
+            previous_slot_date=b["slot_date"],
+            previous_slot_time=b["slot_start_time"],
+            new_slot_id=new["id"],
+            new_service_id=new["service_id"],
+            new_slot_date=new["slot_date"],
+            new_slot_time=new["slot_start_time"],
+            booking_time=moved["booking_time"],
+            reason=payload.reason,
+            rescheduled_by=actor.id,
+            rescheduled_by_role=actor.role.value,
+            rescheduled_at=moved["updated_at"],
         )
         return await load_booking(conn, ctx, b["id"])
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from booking_rpc.auth import require_actor
 from booking_rpc.context import Context
 from booking_rpc.domain.booking_states import check_transition
 from booking_rpc.errors import RpcError
-from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.bookings.access import lock_managed
-from booking_rpc.handlers.bookings.rows import load_booking
-from booking_rpc.handlers.effects import append_log, notify
+from booking_rpc.handlers.bookings.access import changing
+from booking_rpc.handlers.bookings.rows import load_booking, notify_owner, publish
+from booking_rpc.handlers.effects import append_log
 from booking_rpc.models.bookings import BookingOut, BookingUpdateRequest
 from booking_rpc.models.events import BookingCompleted
 from booking_rpc.router import Router
@@ -26,9 +24,7 @@ CANCEL_REMINDERS: dict[str, list[str] | None] = {
 
 @router.message("booking.booking.update")
 async def update_booking(payload: BookingUpdateRequest, ctx: Context) -> BookingOut:
-    actor = require_actor(payload.actor)
-    async with ctx.transaction() as conn:
-        b = await lock_managed(conn, ctx, payload.booking_id, actor, "change a booking's status")
+    async with changing(ctx, payload.actor, payload.booking_id, manage="change a booking's status") as (conn, b, actor):
         current, target = b["status"], payload.status
         if current == target:
             return await load_booking(conn, ctx, b["id"])  # a retried change is a no-op
@@ -46,45 +42,35 @@ async def update_booking(payload: BookingUpdateRequest, ctx: Context) -> Booking
         )
         if target in CANCEL_REMINDERS:
             await conn.execute(ctx.sql["bookings.cancel_reminders"], b["id"], CANCEL_REMINDERS[target])
-        meta = {"booking_id": str(b["id"]), "reference_code": b["reference_code"], "status": target}
         if target == "completed":
             await conn.execute(ctx.sql["bookings.entry_ready_for_settlement"], b["id"])
             snapshot = b["service_snapshot"] or {}
             service_name = snapshot.get("name") or b["service_name"]
-            await enqueue(
-                conn,
-                ctx.sql,
-                b["id"],
-                BookingCompleted(
-                    booking_id=b["id"],
-                    reference_code=b["reference_code"],
-                    user_id=b["user_id"],
-                    pet_id=b["pet_id"],
-                    clinic_id=b["clinic_id"],
-                    service_id=b["service_id"],
-                    service_name=service_name,
-                    completed_at=changed["updated_at"],
-                ),
-            )
-            await notify(
+            await publish(
                 conn,
                 ctx,
-                b["user_id"],
-                b["id"],
+                b,
+                BookingCompleted,
+                service_name=service_name,
+                completed_at=changed["updated_at"],
+            )
+            await notify_owner(
+                conn,
+                ctx,
+                b,
                 "booking_completed",
                 "Visit completed",
                 f"Your booking {b['reference_code']} is completed. Tell us how it went!",
-                meta,
+                status=target,
             )
         else:
-            await notify(
+            await notify_owner(
                 conn,
                 ctx,
-                b["user_id"],
-                b["id"],
+                b,
                 "booking_status_changed",
                 "Booking updated",
                 f"Your booking {b['reference_code']} is now {target}.",
-                meta,
+                status=target,
             )
         return await load_booking(conn, ctx, b["id"])
