@@ -22,7 +22,7 @@ from booking_rpc.context import Context
 from booking_rpc.domain.availability import REASON_MESSAGES, unavailable_reason
 from booking_rpc.errors import RpcError, not_found
 from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.waitlist import offer_freed
+from booking_rpc.jobs.offers import offer_freed
 from booking_rpc.models.events import ReservationCancelled
 from booking_rpc.models.reservations import (
     ReservationCancelRequest,

@@ -15,7 +15,7 @@ from booking_rpc.context import Context
 from booking_rpc.domain.availability import REASON_MESSAGES, remaining_of, unavailable_reason
 from booking_rpc.domain.schedule import DailyWindow, generate_slots
 from booking_rpc.errors import RpcError, not_found
-from booking_rpc.handlers.waitlist import offer_freed
+from booking_rpc.jobs.offers import offer_freed
 from booking_rpc.models.catalog import (
     AvailabilityCheckRequest,
     AvailabilityReply,

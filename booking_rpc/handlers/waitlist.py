@@ -1,8 +1,7 @@
 """`booking.waitlist.join` / `.leave` / `.find`, and the offer made when a unit frees.
 
 Every path that frees a unit of a slot (cancelling a hold or a booking, rescheduling away, unblocking;
-the expiry job runs the same statement) calls `offer_freed` in its own transaction, right after the
-release: the first waiters get real holds (`waitlist.offer`, one statement) before the transaction
+the expiry job too) calls `offer_freed` (jobs/offers.py) in its own transaction, right after the release: the first waiters get real holds (`waitlist.offer`, one statement) before the transaction
 commits, so the unit is never free for someone who did not wait. While anyone waits for a slot, its holds
 past their TTL keep their units for the waiters (booking_free_stale, migration 0041) until the expiry job
 expires them and offers them on. An offer not confirmed in time expires like any hold, and the next
@@ -23,6 +22,7 @@ import asyncpg
 from booking_rpc.auth import is_privileged, is_staff_of, require_actor, require_self
 from booking_rpc.context import Context
 from booking_rpc.errors import RpcError, not_found
+from booking_rpc.jobs.offers import offer_freed
 from booking_rpc.models.common import Actor, Role
 from booking_rpc.models.waitlist import (
     WaitlistEntryOut,
@@ -34,15 +34,6 @@ from booking_rpc.models.waitlist import (
 from booking_rpc.router import Router
 
 router = Router()
-
-
-async def offer_freed(conn: asyncpg.Connection, ctx: Context, slot_id: UUID) -> int:
-    """Offer slot `slot_id`'s free units to its first waiters, in the caller's transaction; how many."""
-    s = ctx.settings
-    offer = ctx.sql["waitlist.offer"]
-    return len(
-        await conn.fetch(offer, slot_id, s.waitlist_hold_ttl, s.max_active_holds_per_user, s.max_active_holds_per_pet)
-    )
 
 
 def entry_out(row: asyncpg.Record, actor: Actor) -> WaitlistEntryOut:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncpg
 
 from booking_rpc.context import Context
+from booking_rpc.jobs.offers import offer_freed
 
 DEADLOCK_RETRIES = 3
 
@@ -27,14 +28,7 @@ async def _expire_once(ctx: Context, batch_size: int) -> int:
     async with ctx.transaction() as conn:
         rows = await conn.fetch(ctx.sql["reservations.expire_batch"], batch_size)
         for slot_id in sorted({r["slot_id"] for r in rows}):
-            s = ctx.settings
-            await conn.fetch(
-                ctx.sql["waitlist.offer"],
-                slot_id,
-                s.waitlist_hold_ttl,
-                s.max_active_holds_per_user,
-                s.max_active_holds_per_pet,
-            )
+            await offer_freed(conn, ctx, slot_id)
     return len(rows)
 
 

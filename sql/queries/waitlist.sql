@@ -86,6 +86,28 @@ WITH target AS MATERIALIZED (
 )
 SELECT entry_id, user_id, slot_id, reservation_id, lock_id, expires_at FROM marked;
 
+-- name: waitlist.unserved
+-- Whether slot $1 still has a free unit while someone under the hold quotas ($2 per user, $3 per pet, as
+-- waitlist.offer) waits for it: waitlist.offer passed them over because a concurrent offer or hold had
+-- their quota row locked (jobs/offers.py tries again). Reads without locking.
+SELECT EXISTS (
+    SELECT 1
+    FROM slots s
+    JOIN services sv ON sv.id = s.service_id
+    JOIN waitlist_entries e
+      ON e.slot_id = s.id OR (e.slot_id IS NULL AND e.service_id = s.service_id AND e.slot_date = s.slot_date)
+    JOIN hold_quotas qu ON qu.owner_kind = 'user' AND qu.owner_id = e.user_id
+    JOIN hold_quotas qp ON qp.owner_kind = 'pet' AND qp.owner_id = e.pet_id
+    WHERE s.id = $1
+      AND booking_unit_free(s.status, s.booked_count, s.capacity, 0)
+      AND booking_open_for_holds(sv, s.starts_at, s.slot_date)
+      AND e.status = 'waiting'
+      AND qu.pending < $2::int
+      AND qp.pending < $3::int
+      AND NOT EXISTS (SELECT 1 FROM reservations r
+                      WHERE r.slot_id = s.id AND r.user_id = e.user_id AND r.status = 'pending')
+);
+
 -- name: waitlist.join
 -- User $1 (pet $2) waits for slot $3 of service $4, or (slot NULL) for service $4 on date $5. Already
 -- waiting for that target: nothing is written and no row is returned (the caller reads the entry). The

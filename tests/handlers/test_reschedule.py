@@ -241,3 +241,38 @@ async def test_rescheduling_away_offers_the_old_slot_to_its_first_waiter(app_ctx
     assert await counts(pool, b.slot, new) == [1, 1]
     await assert_invariant(pool)
     await validate_outbox(pool)
+
+
+async def test_the_default_maximum_is_three_reschedules(app_ctx: Context, pool: Pool) -> None:
+    assert app_ctx.settings.max_reschedules == 3  # BOOKING_RPC_MAX_RESCHEDULES unset
+    b = await book(app_ctx, pool)
+    for day in (4, 5, 6):
+        slot = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=day))
+        assert (await call(app_ctx, "booking.booking.reschedule", body(b, slot))).reschedule_count == day - 3
+    fourth = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=7))
+    for actor in (user_actor(b.user), staff(b.cat.clinic_id)):  # the maximum binds staff too
+        err = await call_err(app_ctx, "booking.booking.reschedule", body(b, fourth, actor=actor))
+        assert err.code == "RESCHEDULE_NOT_ALLOWED" and "3 times (at most 3)" in err.details["reason"]
+    assert await counts(pool, fourth) == [0]
+    await assert_invariant(pool)
+
+
+async def test_two_unguarded_reschedules_run_one_after_the_other(app_ctx: Context, pool: Pool) -> None:
+    # without expected_slot_id the second waits on the booking's lock and moves the booking as the first left it
+    b = await book(app_ctx, pool)
+    x = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=4))
+    y = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=5))
+    results = await asyncio.gather(
+        outcome(call(app_ctx, "booking.booking.reschedule", body(b, x))),
+        outcome(call(app_ctx, "booking.booking.reschedule", body(b, y))),
+    )
+    assert results == ["ok", "ok"]
+    first, second = [r["payload"] for r in await outbox(pool, "booking.rescheduled")]
+    assert first["previous_slot_id"] == str(b.slot)
+    assert second["previous_slot_id"] == first["new_slot_id"]  # the second saw the moved booking
+    assert {first["new_slot_id"], second["new_slot_id"]} == {str(x), str(y)}
+    row = await fetchrow(pool, "SELECT slot_id, reschedule_count FROM bookings WHERE id = $1", b.booking.id)
+    assert (str(row["slot_id"]), row["reschedule_count"]) == (second["new_slot_id"], 2)
+    assert await counts(pool, b.slot) == [0] and sorted(await counts(pool, x, y)) == [0, 1]
+    await assert_invariant(pool)
+    await validate_outbox(pool)

@@ -301,3 +301,43 @@ async def test_concurrent_offers_and_a_hold_never_take_a_user_past_the_quota(app
     assert [await booked_count(pool, s) for s in full] == [1, 1]
     await assert_invariant(pool)
     await validate_outbox(pool)
+
+
+async def test_a_lapsed_offer_goes_to_the_next_waiter_while_newcomers_and_a_reschedule_fight_for_it(
+    app_ctx: Context, pool: Pool
+) -> None:
+    # the first waiter's offer lapses; the expiry job, 20 newcomers' holds and a booking rescheduled onto the
+    # slot all run at once: the unit goes to the second waiter, nobody else gets it, capacity stays exact
+    moving = await book(app_ctx, pool)
+    cat = moving.cat
+    slot = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=5))
+    taken = await hold(app_ctx, cat, slot, uuid.uuid4())
+    first, second = uuid.uuid4(), uuid.uuid4()
+    a = await join(app_ctx, cat, first, slot_id=slot)
+    b = await join(app_ctx, cat, second, slot_id=slot)
+    await cancel_hold(app_ctx, taken)
+    offer = await entry(app_ctx, first, a.id)
+    assert offer.status == "offered"
+    await expire_now(pool, offer.reservation_id)
+
+    async def attempt(pattern: str, data: dict[str, Any]) -> str:
+        try:
+            await call(app_ctx, pattern, data)
+        except RpcError as err:
+            return err.code
+        return "ok"
+
+    move = {"actor": user_actor(moving.user), "booking_id": str(moving.booking.id), "slot_id": str(slot)}
+    expired, moved, *held = await asyncio.gather(
+        expire_holds(app_ctx),
+        attempt("booking.booking.reschedule", move),
+        *[attempt("booking.reservation.create", hold_body(cat, slot)) for _ in range(20)],
+    )
+    assert expired == 1 and moved == "SLOT_FULL" and set(held) == {"SLOT_FULL"}
+    assert (await entry(app_ctx, first, a.id)).status == "expired"
+    assert (await entry(app_ctx, second, b.id)).status == "offered"
+    assert await booked_count(pool, slot) == 1
+    row = await fetchrow(pool, "SELECT slot_id FROM bookings WHERE id = $1", moving.booking.id)
+    assert row["slot_id"] == moving.slot
+    await assert_invariant(pool)
+    await validate_outbox(pool)

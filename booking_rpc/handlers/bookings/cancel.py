@@ -20,7 +20,7 @@ from booking_rpc.errors import RpcError
 from booking_rpc.handlers.bookings.access import can_manage, changing
 from booking_rpc.handlers.bookings.rows import load_booking, notify_owner, publish
 from booking_rpc.handlers.effects import append_log, insert_entry
-from booking_rpc.handlers.waitlist import offer_freed
+from booking_rpc.jobs.offers import offer_freed
 from booking_rpc.models.bookings import BookingCancelRequest, BookingOut, BookingRejectRequest
 from booking_rpc.models.common import Actor
 from booking_rpc.models.events import BookingCancelled, PaymentRefundRequested

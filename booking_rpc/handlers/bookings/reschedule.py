@@ -34,7 +34,7 @@ from booking_rpc.handlers.bookings.access import can_manage, changing
 from booking_rpc.handlers.bookings.rows import load_booking, notify_owner, publish
 from booking_rpc.handlers.effects import append_log, plan_reminders
 from booking_rpc.handlers.reservations import hold_refusal
-from booking_rpc.handlers.waitlist import offer_freed
+from booking_rpc.jobs.offers import offer_freed
 from booking_rpc.models.bookings import BookingOut, BookingRescheduleRequest
 from booking_rpc.models.events import BookingRescheduled
 from booking_rpc.router import Router
