@@ -284,11 +284,31 @@ def tracing_target_lines(report: dict[str, Any]) -> list[str]:
             f"{head} tracing on  {r['on_cpu_us']:.1f} µs CPU per request, {r['on_extra']:+.1%} over off "
             f"(target <= +{TRACING_CPU_TARGET:.0%}): {verdict}"
         )
+        sdk, spans = report.get("sdk"), r.get("spans_per_request")
+        if sdk and spans:  # why the target can or cannot be met: what the SDK's spans cost by themselves
+            export = sdk.get("http_export_us", sdk["encode_us"])
+            floor = spans * (sdk["span_us"] + export)
+            off = (r["off_cpu_us"] + r["off_again_cpu_us"]) / 2
+            lines.append(
+                f"{head} of that, the SDK alone: {spans:.1f} spans per request x ({sdk['span_us']:.1f} µs to start "
+                f"and end + {export:.1f} µs to export) = {floor:.1f} µs, {floor / off:+.1%} over off"
+            )
         if "sampled_cpu_us" in r:  # no target: what sampling buys
             lines.append(
                 f"{head} tracing on, {r['sampled']:.0%} sampled: {r['sampled_cpu_us']:.1f} µs CPU per request, "
                 f"{r['sampled_extra']:+.1%} over off (no target)"
             )
+    off_path = report.get("off_path")
+    if off_path:
+        costs_nothing = (
+            not off_path["tracing_enabled"] and not off_path["tracing_middleware"] and off_path["plain_connections"]
+        )
+        lines.append(
+            "tracing off costs nothing: no tracing middleware "
+            f"(the router's: {', '.join(off_path['middleware']) or 'none'}), "
+            f"{'asyncpg' if off_path['plain_connections'] else 'TRACED'} connections: "
+            f"{'met' if costs_nothing else 'NOT MET'}"
+        )
     default = report.get("column_default")
     if default:
         lines.append(
@@ -297,13 +317,20 @@ def tracing_target_lines(report: dict[str, Any]) -> list[str]:
         )
     sdk = report.get("sdk")
     if sdk:
+        export = f" ({sdk['http_export_us']:.1f} µs with the HTTP export)" if "http_export_us" in sdk else ""
         lines.append(
-            f"one SDK span: {sdk['span_us']:.1f} µs to start and end, {sdk['encode_us']:.1f} µs to encode for OTLP "
-            "(the bench process, same machine)"
+            f"one SDK span: {sdk['span_us']:.1f} µs to start and end, {sdk['encode_us']:.1f} µs to encode for OTLP"
+            f"{export} (the bench process, same machine)"
         )
-    if "exported" in report:
+    exported = report.get("exported")
+    if exported:
+        per_request = "; ".join(
+            f"{name} {count:.1f} ({', '.join(exported.get('child_spans', {}).get(name, [])) or 'no child'})"
+            for name, count in sorted(exported.get("spans_per_request", {}).items())
+        )
         lines.append(
-            f"OTLP sink received {report['exported']['requests']} exports, {report['exported']['bytes']:,} bytes"
+            f"OTLP sink received {exported['requests']} exports, {exported.get('spans', 0):,} spans, "
+            f"{exported['bytes']:,} bytes" + (f"; spans per trace: {per_request}" if per_request else "")
         )
     return lines
 

@@ -12,25 +12,31 @@ the rounds. The two "off" processes measure the noise on this machine (an A/A pa
 twice); "on" is compared with the mean of them. CPU per request is the
 service process's whole CPU (every thread, so the exporter's thread too) over the requests it answered.
 
-Then, in this process, what one SDK span costs to start and end and to encode for OTLP; and what the
-outbox column default (migration 0035, which reads the session's booking.trace_context)
-costs PostgreSQL when tracing is off: inserts into two copies of the outbox, with and without the
-default, interleaved.
+The sink decodes what it receives and counts the spans of each trace by its root's name: spans per
+request of each pattern. Then, in this process, what one SDK span costs to start and end, to encode for
+OTLP and to export over http/protobuf; times the spans per request, that is what the SDK alone adds to a
+request (printed beside each "on" figure: when it is already over the target, no change of ours can meet
+it). Then what the outbox column default (migration 0035, which reads the session's
+booking.trace_context) costs PostgreSQL when tracing is off: inserts into two copies of the outbox, with
+and without the default, interleaved.
 
-Targets (issue 19): off equals the A/A noise; on costs at most 20% more service CPU per request.
+Targets (issue 19): off installs no tracing middleware and keeps asyncpg's own connections (checked on what
+the service builds with the "off" environment) and equals the A/A noise; on costs at most 20% more
+service CPU per request, met or not per pattern and concurrency.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import os
 import secrets
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -59,15 +65,34 @@ from booking_rpc.db.queries import Queries
 
 
 @contextlib.contextmanager
-def otlp_sink() -> Iterator[tuple[int, dict[str, int]]]:
-    """An OTLP/HTTP endpoint that takes every export (200, empty body) and counts requests and bytes."""
-    seen = {"requests": 0, "bytes": 0}
+def otlp_sink() -> Iterator[tuple[int, Callable[[], dict[str, Any]]]]:
+    """An OTLP/HTTP endpoint that takes every export (200, empty body) and counts requests, bytes and the
+    spans of each trace by its root span's name (so: spans per request of each pattern); yields its port and
+    what it has seen so far."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    seen: dict[str, Any] = {"requests": 0, "bytes": 0, "spans": 0}
+    roots: dict[bytes, str] = {}
+    spans_by_trace: collections.Counter[bytes] = collections.Counter()
+    names_by_trace: dict[bytes, set[str]] = collections.defaultdict(set)
+    lock = threading.Lock()
 
     class Sink(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            seen["requests"] += 1
-            seen["bytes"] += len(body)
+            request = ExportTraceServiceRequest.FromString(body)
+            with lock:
+                seen["requests"] += 1
+                seen["bytes"] += len(body)
+                for resource_spans in request.resource_spans:
+                    for scope_spans in resource_spans.scope_spans:
+                        for span in scope_spans.spans:
+                            seen["spans"] += 1
+                            spans_by_trace[span.trace_id] += 1
+                            if span.parent_span_id:
+                                names_by_trace[span.trace_id].add(span.name)
+                            else:
+                                roots[span.trace_id] = span.name
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", "0")
@@ -79,8 +104,21 @@ def otlp_sink() -> Iterator[tuple[int, dict[str, int]]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+
+    def summary() -> dict[str, Any]:
+        per_root: dict[str, list[int]] = collections.defaultdict(list)
+        children: dict[str, set[str]] = collections.defaultdict(set)
+        with lock:
+            for trace_id, name in roots.items():
+                per_root[name].append(spans_by_trace[trace_id])
+                children[name] |= names_by_trace[trace_id]
+            return seen | {
+                "spans_per_request": {name: statistics.mean(counts) for name, counts in per_root.items()},
+                "child_spans": {name: sorted(names) for name, names in children.items()},
+            }
+
     try:
-        yield server.server_address[1], seen
+        yield server.server_address[1], summary
     finally:
         server.shutdown()
         server.server_close()
@@ -138,13 +176,21 @@ async def column_default_cost(dsn: str, rows: int, rounds: int) -> dict[str, Any
     }
 
 
-def sdk_costs(spans: int = 20_000) -> dict[str, float]:
-    """Where tracing's CPU goes, measured in this process: one SDK span started and ended (batch processor,
-    exporter that drops), and the OTLP protobuf encoding of one span (the exporter thread's work)."""
+def sdk_costs(sink_port: int, spans: int = 20_000) -> dict[str, float]:
+    """Where tracing's CPU goes, measured in this process: one SDK span started and ended as the service
+    makes them (half server spans with their four attributes, half statement spans with two, under a batch
+    processor with its default queue, exporter dropping), the OTLP protobuf encoding of one span, and one
+    span's share of an http/protobuf export to the sink (encoding, the HTTP client; this thread's CPU only,
+    not the sink's). The exporter thread does the last two for every span."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-    from opentelemetry.trace import SpanKind
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.trace import SpanKind, set_span_in_context
+
+    class Drop(SpanExporter):
+        def export(self, batch: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
 
     kept: list[ReadableSpan] = []
 
@@ -153,27 +199,72 @@ def sdk_costs(spans: int = 20_000) -> dict[str, float]:
             kept.extend(batch)
             return SpanExportResult.SUCCESS
 
+    server_attributes = {
+        "rpc.system": "nestjs",
+        "rpc.method": "booking.slots.find",
+        "network.transport": "tcp",
+        "booking.rpc.outcome": "ok",
+    }
+    statement_attributes = {"db.system.name": "postgresql", "db.query.summary": "slots.find"}
+
+    def make(provider: TracerProvider, pairs: int) -> None:
+        tracer = provider.get_tracer("bench")
+        for _ in range(pairs):
+            server = tracer.start_span("booking.slots.find", None, SpanKind.SERVER, server_attributes)
+            parent = set_span_in_context(server)
+            tracer.start_span("slots.find", parent, SpanKind.CLIENT, statement_attributes).end()
+            server.end()
+
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Keep(), max_queue_size=spans))
-    tracer = provider.get_tracer("bench")
-    attributes = {"rpc.system": "nestjs", "rpc.method": "booking.slots.find", "network.transport": "tcp"}
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    make(provider, 1000)  # warm
     started = time.process_time()
-    for _ in range(spans):
-        tracer.start_span("booking.slots.find", kind=SpanKind.SERVER, attributes=attributes).end()
+    make(provider, spans // 2)
     span_us = (time.process_time() - started) / spans * 1e6
     provider.shutdown()
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Keep()))
+    make(provider, 256)  # one default batch (512 spans)
+    batch = kept[:512]
+    rounds = max(1, spans // len(batch))
     started = time.process_time()
-    for i in range(0, len(kept), 512):
-        encode_spans(kept[i : i + 512]).SerializeToString()
-    encode_us = (time.process_time() - started) / max(1, len(kept)) * 1e6
-    return {"span_us": span_us, "encode_us": encode_us}
+    for _ in range(rounds):
+        encode_spans(batch).SerializeToString()
+    encode_us = (time.process_time() - started) / (rounds * len(batch)) * 1e6
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{sink_port}/v1/traces")
+    exporter.export(batch)  # connect
+    rounds = max(1, rounds // 4)
+    started = time.thread_time()
+    for _ in range(rounds):
+        exporter.export(batch)
+    export_us = (time.thread_time() - started) / (rounds * len(batch)) * 1e6
+    exporter.shutdown()  # type: ignore[no-untyped-call]
+    return {"span_us": span_us, "encode_us": encode_us, "http_export_us": export_us}
+
+
+def off_path(sql: Queries) -> dict[str, Any]:
+    """What the service builds with the "off" processes' environment: whether tracing is on, the router's
+    middleware, and the pool's connection class (off costs nothing: no tracing middleware, asyncpg's own)."""
+    from booking_rpc.app import service_router
+    from booking_rpc.tracing import Tracing, TracingConfig, connection_class
+
+    env = environment(None)
+    router = service_router(Settings(), None)
+    return {
+        "tracing_enabled": TracingConfig.from_env(env).enabled,
+        "middleware": [getattr(m, "__qualname__", type(m).__name__) for m in router.middleware],
+        "tracing_middleware": any(isinstance(getattr(m, "__self__", None), Tracing) for m in router.middleware),
+        "plain_connections": connection_class(None, sql) is asyncpg.Connection,
+    }
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     levels = [int(x) for x in args.concurrency.split(",")]
     sql = Queries.load()
     report: dict[str, Any] = {"levels": levels, "duration": args.duration, "rounds": args.rounds, "results": []}
-    with server_dsn(args.database_url or os.environ.get("DATABASE_URL")) as admin, otlp_sink() as (sink_port, seen):
+    report["off_path"] = off_path(sql)
+    with server_dsn(args.database_url or os.environ.get("DATABASE_URL")) as admin, otlp_sink() as (sink_port, exported):
         name = f"bench_trace_{secrets.token_hex(5)}"
         asyncio.run(admin_exec(admin, f"CREATE DATABASE {name}"))
         dsn = with_database(admin, name)
@@ -226,8 +317,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 "runs": {k: [asdict(x) for x in v] for k, v in runs.items()},
                             }
                         )
-            report["exported"] = dict(seen)
-            report["sdk"] = sdk_costs()
+            report["exported"] = exported()
+            for r in report["results"]:  # what the SDK alone must cost per request: its spans
+                r["spans_per_request"] = report["exported"]["spans_per_request"].get("booking." + r["pattern"])
+            report["sdk"] = sdk_costs(sink_port)
             report["column_default"] = asyncio.run(column_default_cost(dsn, args.default_rows, 5))
         finally:
             asyncio.run(admin_exec(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -174,11 +174,25 @@ def test_tracing_figures_say_met_or_not_met() -> None:
     tracing = {
         "results": [
             {"pattern": "slots.find", "concurrency": 1, "off_cpu_us": 100.0, "off_again_cpu_us": 103.0}
-            | {"on_cpu_us": 115.0, "noise": 0.03, "on_extra": 0.134},
+            | {"on_cpu_us": 115.0, "noise": 0.03, "on_extra": 0.134, "spans_per_request": 2.0},
             {"pattern": "reservation.create", "concurrency": 1, "off_cpu_us": 120.0, "off_again_cpu_us": 118.0}
             | {"on_cpu_us": 150.0, "noise": 0.017, "on_extra": 0.26},
         ],
         "column_default": {"with_default_us": 2.01, "without_default_us": 2.0, "non_null": 0},
+        "sdk": {"span_us": 5.0, "encode_us": 2.0},
+        "off_path": {
+            "tracing_enabled": False,
+            "middleware": ["authenticate", "deadline"],
+            "tracing_middleware": False,
+            "plain_connections": True,
+        },
+        "exported": {
+            "requests": 3,
+            "spans": 40,
+            "bytes": 1000,
+            "spans_per_request": {"booking.slots.find": 2.0},
+            "child_spans": {"booking.slots.find": ["slots.find"]},
+        },
     }
     table = summary_table({"tracing": tracing})
     assert (
@@ -188,6 +202,9 @@ def test_tracing_figures_say_met_or_not_met() -> None:
     assert "+26.0% over off (target <= +20%): NOT MET" in table
     assert "3.0% apart" in table
     assert "2.01 µs per row with the trace_context default, 2.00 without" in table
+    assert "2.0 spans per request x (5.0 µs to start and end + 2.0 µs to export) = 14.0 µs, +13.8% over off" in table
+    assert "tracing off costs nothing: no tracing middleware (the router's: authenticate, deadline), asyncpg" in table
+    assert "40 spans, 1,000 bytes; spans per trace: booking.slots.find 2.0 (slots.find)" in table
 
 
 def peer_comparison(pattern: str, concurrency: int, rps: tuple[float, float], cpu_ratio: float) -> dict[str, Any]:
