@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for_exit
@@ -37,7 +38,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from booking_rpc.app import App, open_database, serve, sql_folder
+from booking_rpc.app import App, StartupError, open_database, serve, sql_folder
 from booking_rpc.config import Settings
 from booking_rpc.db.migrations import migrate_dsn
 from booking_rpc.health import HealthServer
@@ -112,7 +113,11 @@ def _worker_main(settings: Settings, index: int, link: Connection) -> None:
         await serve(settings, migrate_first=False, signals=(signal.SIGTERM,), stop=stop, on_ready=ready)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    run(main())
+    try:
+        run(main())
+    except StartupError as exc:  # the operator's to fix (NATS refused the credentials, ...): the supervisor says it
+        link.send(("failed", str(exc)))
+        sys.exit(2)
 
 
 @dataclass
@@ -123,6 +128,7 @@ class Worker:
     started_at: float
     ready: bool = False
     metrics_port: int | None = None
+    failure: str = ""  # why it could not start, when it said so
     last_metrics: list[Metric] = field(default_factory=list)
 
     @property
@@ -211,7 +217,9 @@ class Supervisor:
         with contextlib.suppress(EOFError, OSError):
             while worker.link.poll():
                 kind, metrics_port = worker.link.recv()
-                if kind == "ready":
+                if kind == "failed":
+                    worker.failure = str(metrics_port)
+                elif kind == "ready":
                     worker.ready, worker.metrics_port = True, metrics_port
                     self.failures[worker.index] = 0
                     log.info("worker ready", worker=worker.index, pid=worker.pid, metrics_port=metrics_port)
@@ -229,7 +237,10 @@ class Supervisor:
                 assert worker is not None
                 self._read_link(worker)
                 if not worker.ready and not worker.process.is_alive():
-                    raise SupervisorError(f"worker {worker.index} exited during start (code {worker.process.exitcode})")
+                    self._read_link(worker)  # what it said before it exited
+                    raise SupervisorError(
+                        worker.failure or f"worker {worker.index} exited during start (code {worker.process.exitcode})"
+                    )
             if all(w is not None and w.ready for w in self.workers):
                 return
             if loop.time() > end:

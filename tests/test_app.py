@@ -97,10 +97,12 @@ async def test_nats_login_right_serves_wrong_stops_the_start(
         "BOOKING_RPC_PORT": "0",
         "BOOKING_RPC_METRICS_PORT": "0",
     }
-    done = await asyncio.to_thread(run_cli, "serve", env={**env, "BOOKING_RPC_NATS_PASSWORD": "wrong-pw"})
-    line = failed_start(done)
-    assert line.startswith("booking-rpc: the NATS server refused the credentials (authorization violation); check ")
-    assert "wrong-pw" not in done.stderr
+    for workers in ("1", "2"):  # the one process, or the supervisor saying what its workers met
+        wrong = {**env, "BOOKING_RPC_NATS_PASSWORD": "wrong-pw", "BOOKING_RPC_WORKERS": workers}
+        done = await asyncio.to_thread(run_cli, "serve", env=wrong)
+        line = failed_start(done)
+        assert line.startswith("booking-rpc: the NATS server refused the credentials (authorization violation); ")
+        assert "wrong-pw" not in done.stderr
     with running_service(db_url, **{**env, "BOOKING_RPC_NATS_PASSWORD": "right-pw"}) as service:
         async with asyncio.timeout(15):
             while http_get(service.metrics_port, "/readyz")[1] != "ready\nnats: connected\njetstream: connected\n":
