@@ -189,7 +189,10 @@ class NatsTransport:
             self._refused = "the NATS server refused the credentials (authorization violation)"
             self._first_outcome.set()
             return  # check_credentials raises it (serve stops): no warning per retry meanwhile
-        self._first_outcome.set()
+        if self._refused and not self.stats.connects:
+            return  # the server drops a refused login's connection: that reset says nothing new
+        if not isinstance(exc, ConnectionResetError):  # a reset may come before the refusal that explains it
+            self._first_outcome.set()
         log.warning("NATS connection error", error=self.stats.last_error)
 
     async def _on_disconnected(self) -> None:
