@@ -1,11 +1,13 @@
 """Writes that several aggregates' handlers make in their own transaction: the booking log (audit), the
-user's in-app notification, the reminders planned for a booking, the financial ledger entry.
+user's in-app notification, the reminders planned for a booking, the financial ledger entry, the
+`payment.processed` event of a payment that reached its final state.
 
 One function each, so a booking, a payment or a review writes them the same way.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -15,7 +17,9 @@ import asyncpg
 
 from booking_rpc.context import Context
 from booking_rpc.domain import money, reminders
+from booking_rpc.events.outbox import enqueue
 from booking_rpc.models.common import Actor
+from booking_rpc.models.events import PaymentProcessed
 
 
 async def append_log(
@@ -94,4 +98,25 @@ async def insert_entry(
         s.currency,
         "pending",
         reference,
+    )
+
+
+async def payment_processed(
+    conn: asyncpg.Connection, ctx: Context, payment: asyncpg.Record, status: str, processed_at: dt.datetime
+) -> None:
+    """`payment.processed` for `payment` (a payments row), which reached `status` (success or failed)."""
+    booking_id = payment["booking_id"]
+    await enqueue(
+        conn,
+        ctx.sql,
+        booking_id,
+        PaymentProcessed(
+            payment_id=payment["id"],
+            booking_id=booking_id,
+            amount=payment["amount"],
+            currency=payment["currency"],
+            payment_method=payment["payment_method"],
+            status=status,
+            processed_at=processed_at,
+        ),
     )

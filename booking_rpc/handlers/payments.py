@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import asyncpg
 import structlog
@@ -28,10 +29,10 @@ from booking_rpc.context import Context
 from booking_rpc.domain import refunds
 from booking_rpc.errors import RpcError
 from booking_rpc.events.outbox import enqueue
-from booking_rpc.handlers.effects import append_log, insert_entry, notify
+from booking_rpc.handlers.effects import append_log, insert_entry, notify, payment_processed
 from booking_rpc.models.bookings import PaymentPage, PaymentRecord, PaymentsFindRequest, PaymentStatusChanged
 from booking_rpc.models.common import Role, decode_cursor, encode_cursor
-from booking_rpc.models.events import PaymentProcessed, PaymentRefundProcessed, PaymentRefundRequested
+from booking_rpc.models.events import PaymentRefundProcessed, PaymentRefundRequested
 from booking_rpc.router import Router
 
 log = structlog.get_logger(__name__)
@@ -62,6 +63,28 @@ async def on_payment_status_changed(payload: PaymentStatusChanged, ctx: Context)
             await _move_refund(conn, ctx, p, refund_to, payload.changed_at)
 
 
+async def _log(
+    conn: asyncpg.Connection,
+    ctx: Context,
+    p: asyncpg.Record,
+    action: str,
+    previous: dict[str, Any] | None,
+    new: dict[str, Any],
+    *,
+    status: str | None = None,
+    notes: str | None = None,
+) -> None:
+    """An entry in the log of payment `p`'s booking; the payment service has no actor."""
+    await append_log(conn, ctx, p["booking_id"], action, status or p["booking_status"], previous, new, None, notes)
+
+
+async def _tell(
+    conn: asyncpg.Connection, ctx: Context, p: asyncpg.Record, title: str, content: str, meta: dict[str, Any]
+) -> None:
+    """A payment notification for the user of payment `p`'s booking."""
+    await notify(conn, ctx, p["user_id"], p["booking_id"], "payment", title, content, meta)
+
+
 async def _move_payment(
     conn: asyncpg.Connection, ctx: Context, p: asyncpg.Record, payload: PaymentStatusChanged
 ) -> None:
@@ -69,60 +92,28 @@ async def _move_payment(
     row = await conn.fetchrow(ctx.sql["payments.set_status"], p["id"], new, payload.changed_at)
     assert row is not None
     booking_id = p["booking_id"]
-    await append_log(
+    await _log(
         conn,
         ctx,
-        booking_id,
+        p,
         "payment_status_changed",
-        p["booking_status"],
         {"payment_status": current},
         {"payment_status": new, "external_reference": p["external_reference"]},
-        None,
-        None,
     )
     if new not in FINAL:
         return
-    processed_at = row["paid_at"] if new == "success" else row["updated_at"]
-    await enqueue(
-        conn,
-        ctx.sql,
-        booking_id,
-        PaymentProcessed(
-            payment_id=p["id"],
-            booking_id=booking_id,
-            amount=p["amount"],
-            currency=p["currency"],
-            payment_method=p["payment_method"],
-            status=new,
-            processed_at=processed_at,
-        ),
-    )
-    meta = {"booking_id": str(booking_id), "reference_code": p["reference_code"], "payment_status": new}
+    await payment_processed(conn, ctx, p, new, row["paid_at"] if new == "success" else row["updated_at"])
     if new == "success" and p["booking_status"] == "cancelled":
         await _refund_after_cancel(conn, ctx, p)
         return
-    if new == "success":
-        await notify(
-            conn,
-            ctx,
-            p["user_id"],
-            booking_id,
-            "payment",
-            "Payment received",
-            f"We received your payment for booking {p['reference_code']}.",
-            meta,
-        )
-    else:
-        await notify(
-            conn,
-            ctx,
-            p["user_id"],
-            booking_id,
-            "payment",
-            "Payment failed",
-            f"The payment for booking {p['reference_code']} failed.",
-            meta,
-        )
+    code = p["reference_code"]
+    title, content = (
+        ("Payment received", f"We received your payment for booking {code}.")
+        if new == "success"
+        else ("Payment failed", f"The payment for booking {code} failed.")
+    )
+    meta = {"booking_id": str(booking_id), "reference_code": code, "payment_status": new}
+    await _tell(conn, ctx, p, title, content, meta)
 
 
 async def _refund_after_cancel(conn: asyncpg.Connection, ctx: Context, p: asyncpg.Record) -> None:
@@ -145,23 +136,20 @@ async def _refund_after_cancel(conn: asyncpg.Connection, ctx: Context, p: asyncp
                 requested_at=rec["updated_at"],
             ),
         )
-    await append_log(
+    await _log(
         conn,
         ctx,
-        booking_id,
+        p,
         "refund_requested",
-        "cancelled",
         None,
         {"refund_amount": str(p["amount"]), "refund_status": rec["refund_status"]},
-        None,
-        "payment succeeded after cancellation; refunded in full",
+        status="cancelled",
+        notes="payment succeeded after cancellation; refunded in full",
     )
-    await notify(
+    await _tell(
         conn,
         ctx,
-        p["user_id"],
-        booking_id,
-        "payment",
+        p,
         "Refund on its way",
         f"Your payment for the cancelled booking {p['reference_code']} will be refunded in full.",
         {"booking_id": str(booking_id), "refund_amount": str(p["amount"])},
@@ -176,16 +164,13 @@ async def _move_refund(
     )
     assert row is not None  # the payment row is locked and the move was checked forward
     booking_id = p["booking_id"]
-    await append_log(
+    await _log(
         conn,
         ctx,
-        booking_id,
+        p,
         "refund_status_changed",
-        p["booking_status"],
         {"refund_status": p["refund_status"]},
         {"refund_status": target, "refund_amount": str(row["refund_amount"])},
-        None,
-        None,
     )
     if target not in refunds.REFUND_FINAL:
         return
@@ -205,12 +190,10 @@ async def _move_refund(
         ),
     )
     if target == "completed":
-        await notify(
+        await _tell(
             conn,
             ctx,
-            p["user_id"],
-            booking_id,
-            "payment",
+            p,
             "Refund completed",
             f"Your refund of {row['refund_amount']} {row['currency']} for booking {p['reference_code']} is done.",
             {"booking_id": str(booking_id), "refund_amount": str(row["refund_amount"]), "refund_status": target},

@@ -26,10 +26,9 @@ from booking_rpc.domain.reference_codes import MAX_ATTEMPTS, new_reference_code
 from booking_rpc.errors import RpcError, not_found
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.handlers.bookings.rows import confirmed_event, load_booking
-from booking_rpc.handlers.effects import append_log, insert_entry, notify, plan_reminders
+from booking_rpc.handlers.effects import append_log, insert_entry, notify, payment_processed, plan_reminders
 from booking_rpc.models.bookings import BookingOut, ConfirmRequest
 from booking_rpc.models.common import Actor
-from booking_rpc.models.events import PaymentProcessed
 from booking_rpc.router import Router
 
 router = Router()
@@ -145,48 +144,24 @@ async def _confirm_once(payload: ConfirmRequest, ctx: Context, actor: Actor) -> 
         full = await load_booking(conn, ctx, booking_id)
         code = full.reference_code
         when = f"{r['slot_date'].isoformat()} {r['slot_start_time'].strftime('%H:%M')}"
-        meta = {"booking_id": str(booking_id), "reference_code": code, "status": status}
-        if status == "confirmed":
-            await notify(
-                conn,
-                ctx,
-                r["user_id"],
-                booking_id,
-                "booking_confirmed",
-                "Booking confirmed",
-                f"Your booking {code} for {r['service_name']} on {when} is confirmed.",
-                meta,
-            )
-        else:
-            await notify(
-                conn,
-                ctx,
-                r["user_id"],
-                booking_id,
+        what = f"Your booking {code} for {r['service_name']} on {when}"
+        kind, title, content = (
+            ("booking_confirmed", "Booking confirmed", f"{what} is confirmed.")
+            if status == "confirmed"
+            else (
                 "booking_status_changed",
                 "Booking awaiting approval",
-                f"Your booking {code} for {r['service_name']} on {when} is waiting for the clinic's approval.",
-                meta,
+                f"{what} is waiting for the clinic's approval.",
             )
+        )
+        meta = {"booking_id": str(booking_id), "reference_code": code, "status": status}
+        await notify(conn, ctx, r["user_id"], booking_id, kind, title, content, meta)
         done = await conn.fetchrow(ctx.sql["bookings.confirm_reservation"], r["id"])
         assert done is not None
         if status == "confirmed":
             await enqueue(conn, ctx.sql, booking_id, confirmed_event(full))
         if pay_status == "success":
-            await enqueue(
-                conn,
-                ctx.sql,
-                booking_id,
-                PaymentProcessed(
-                    payment_id=prow["id"],
-                    booking_id=booking_id,
-                    amount=prow["amount"],
-                    currency=prow["currency"],
-                    payment_method=prow["payment_method"],
-                    status="success",
-                    processed_at=prow["paid_at"],
-                ),
-            )
+            await payment_processed(conn, ctx, prow, "success", prow["paid_at"])
         return full
 
 
