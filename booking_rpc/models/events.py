@@ -22,26 +22,47 @@ class EventPayload(BaseModel):
     aggregate_type: ClassVar[str]
 
 
-class ReservationCreated(EventPayload):
-    event_type = "reservation.created"
+class ReservationFacts(EventPayload):
+    """What reservation.created and reservation.expired start with (not an event of its own)."""
+
     aggregate_type = "reservation"
     reservation_id: UUID
     user_id: UUID
     pet_id: UUID
     service_id: UUID
     slot_id: UUID
+
+
+class BookingFacts(EventPayload):
+    """What the booking's lifecycle events start with (not an event of its own)."""
+
+    aggregate_type = "booking"
+    booking_id: UUID
+    reference_code: str
+    user_id: UUID
+    pet_id: UUID
+    clinic_id: UUID
+
+
+class RefundFacts(EventPayload):
+    """What the refund events start with (not an event of its own)."""
+
+    aggregate_type = "booking"  # ordered with the booking's other events
+    payment_id: UUID
+    booking_id: UUID
+    external_reference: str | None
+    refund_amount: Money
+    currency: str
+
+
+class ReservationCreated(ReservationFacts):
+    event_type = "reservation.created"
     expires_at: dt.datetime
     created_at: dt.datetime
 
 
-class ReservationExpired(EventPayload):
+class ReservationExpired(ReservationFacts):
     event_type = "reservation.expired"
-    aggregate_type = "reservation"
-    reservation_id: UUID
-    user_id: UUID
-    pet_id: UUID
-    service_id: UUID
-    slot_id: UUID
     expired_at: dt.datetime
 
 
@@ -74,14 +95,8 @@ class WaitlistOffered(EventPayload):
     offered_at: dt.datetime
 
 
-class BookingConfirmed(EventPayload):
+class BookingConfirmed(BookingFacts):
     event_type = "booking.confirmed"
-    aggregate_type = "booking"
-    booking_id: UUID
-    reference_code: str
-    user_id: UUID
-    pet_id: UUID
-    clinic_id: UUID
     service_id: UUID
     slot_date: dt.date
     slot_time: dt.time
@@ -89,28 +104,16 @@ class BookingConfirmed(EventPayload):
     created_at: dt.datetime
 
 
-class BookingCancelled(EventPayload):
+class BookingCancelled(BookingFacts):
     event_type = "booking.cancelled"
-    aggregate_type = "booking"
-    booking_id: UUID
-    reference_code: str
-    user_id: UUID
-    pet_id: UUID
-    clinic_id: UUID
     cancellation_reason: str
     refund_amount: Money
     refund_status: str | None
     cancelled_at: dt.datetime
 
 
-class BookingCompleted(EventPayload):
+class BookingCompleted(BookingFacts):
     event_type = "booking.completed"
-    aggregate_type = "booking"
-    booking_id: UUID
-    reference_code: str
-    user_id: UUID
-    pet_id: UUID
-    clinic_id: UUID
     service_id: UUID
     service_name: str
     completed_at: dt.datetime
@@ -152,16 +155,10 @@ class BookingStatusChanged(EventPayload):
     changed_at: dt.datetime
 
 
-class BookingCreated(EventPayload):
+class BookingCreated(BookingFacts):
     """Written by the bookings table trigger (sql/migrations); modelled here for the contract."""
 
     event_type = "booking.created"
-    aggregate_type = "booking"
-    booking_id: UUID
-    reference_code: str
-    user_id: UUID
-    pet_id: UUID
-    clinic_id: UUID
     service_id: UUID
     amount: Money
     status: str
@@ -192,33 +189,21 @@ class ReviewSubmitted(EventPayload):
     submitted_at: dt.datetime
 
 
-class PaymentRefundRequested(EventPayload):
+class PaymentRefundRequested(RefundFacts):
     """A refund is owed on a booking's payment: the booking was cancelled or rejected after it was paid, or a
     payment succeeded for a booking already cancelled (never re-booked). The payment service pays it out and
     reports back with payment.status_changed."""
 
     event_type = "payment.refund_requested"
-    aggregate_type = "booking"
-    payment_id: UUID
-    booking_id: UUID
-    external_reference: str | None
-    refund_amount: Money
-    currency: str
     reason: str
     requested_at: dt.datetime
 
 
-class PaymentRefundProcessed(EventPayload):
+class PaymentRefundProcessed(RefundFacts):
     """A requested refund reached its final state at the payment service: `completed` (money back,
     `refunded_at`) or `failed` (staff find it with booking.payments.find)."""
 
     event_type = "payment.refund_processed"
-    aggregate_type = "booking"
-    payment_id: UUID
-    booking_id: UUID
-    external_reference: str | None
-    refund_amount: Money
-    currency: str
     refund_status: str
     refunded_at: dt.datetime | None
     processed_at: dt.datetime
