@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from booking_rpc.jsonutil import default
 from booking_rpc.wire.errors import FrameError, corrupted_length, frame_too_large, invalid_json
+from booking_rpc.wire.framing import FrameBuffer
 from booking_rpc.wire.utf16 import js_parse_int, sequence_length, utf16_units
 
 DEFAULT_MAX_FRAME_UNITS: Final = 8 * 1024 * 1024
@@ -93,7 +94,7 @@ def _plain_key(key: Any) -> str:
 # --- decoding ---------------------------------------------------------------------------------------
 
 
-class JsonFrameDecoder:
+class JsonFrameDecoder(FrameBuffer):
     """Incremental `<len>#<json>` decoder for one connection.
 
     Keeps one bytearray and offsets into it, so a frame arriving in many small reads costs O(n): the '#'
@@ -103,68 +104,38 @@ class JsonFrameDecoder:
 
     __slots__ = (
         "_body_start",
-        "_buf",
         "_counted_pos",
         "_counted_units",
-        "_error",
         "_length",
         "_max",
         "_scan",
     )
 
     def __init__(self, max_frame_units: int = DEFAULT_MAX_FRAME_UNITS) -> None:
+        super().__init__()
         self._max = max_frame_units
-        self._buf = bytearray()
         self._scan = 0  # where the search for '#' resumes
         self._length = -1  # declared units of the frame being read; -1 while reading the prefix
         self._body_start = 0
         self._counted_pos = 0  # bytes of the body counted so far end here ...
         self._counted_units = 0  # ... and hold this many UTF-16 units
-        self._error: FrameError | None = None
 
-    @property
-    def has_partial(self) -> bool:
-        """True while bytes of an incomplete frame are buffered (the incomplete-message timeout)."""
-        return bool(self._buf)
-
-    @property
-    def buffered_bytes(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
-        """Messages completed by `data`, in order. Raises FrameError on a broken stream.
-
-        The error carries `messages`: the complete messages that preceded the failure in this chunk
-        (NestJS dispatches those before it closes the socket).
-        """
-        if self._error is not None:
-            self._error.messages = []
-            raise self._error
-        buf = self._buf
-        buf += data
-        messages: list[Any] = []
+    def _decode(self, buf: bytearray, messages: list[Any]) -> int:
         start = 0  # first byte not consumed yet
-        try:
-            while True:
-                if self._length < 0 and not self._read_prefix(start):
-                    break
-                end = self._find_end()
-                if end < 0:
-                    break
-                messages.append(_parse_body(buf[self._body_start : end]))
-                start = self._scan = end
-                self._length = -1
-        except FrameError as exc:
-            self._error = exc
-            exc.messages = messages
-            buf.clear()
-            raise
-        if start:
-            del buf[:start]
-            self._scan -= start
-            self._body_start -= start
-            self._counted_pos -= start
-        return messages
+        while True:
+            if self._length < 0 and not self._read_prefix(start):
+                return start
+            end = self._find_end()
+            if end < 0:
+                return start
+            messages.append(_parse_body(buf[self._body_start : end]))
+            start = self._scan = end
+            self._length = -1
+
+    def _consumed(self, count: int) -> None:
+        self._scan -= count
+        self._body_start -= count
+        self._counted_pos -= count
 
     def _read_prefix(self, start: int) -> bool:
         """Parse `<len>#` at `start`; False when the '#' has not arrived yet."""

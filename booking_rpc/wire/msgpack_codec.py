@@ -14,6 +14,7 @@ import msgpack
 
 from booking_rpc.jsonutil import json_form
 from booking_rpc.wire.errors import FrameError, frame_too_large
+from booking_rpc.wire.framing import FrameBuffer
 
 DEFAULT_MAX_FRAME_BYTES: Final = 8 * 1024 * 1024
 HEADER: Final = struct.Struct(">I")
@@ -32,60 +33,35 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
 
-class MsgpackFrameDecoder:
+class MsgpackFrameDecoder(FrameBuffer):
     """Incremental decoder for length-prefixed msgpack frames; same API as JsonFrameDecoder."""
 
-    __slots__ = ("_buf", "_error", "_length", "_max")
+    __slots__ = ("_length", "_max")
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        super().__init__()
         self._max = max_frame_bytes
-        self._buf = bytearray()
         self._length = -1  # body length of the frame being read; -1 while reading the header
-        self._error: FrameError | None = None
 
-    @property
-    def has_partial(self) -> bool:
-        return bool(self._buf)
-
-    @property
-    def buffered_bytes(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
-        """Messages completed by `data`, in order. Raises FrameError (with `.messages`) on a bad stream."""
-        if self._error is not None:
-            self._error.messages = []
-            raise self._error
-        buf = self._buf
-        buf += data
-        messages: list[Any] = []
+    def _decode(self, buf: bytearray, messages: list[Any]) -> int:
         start = 0
-        try:
-            while True:
-                if self._length < 0:
-                    if len(buf) - start < HEADER.size:
-                        break
-                    (length,) = HEADER.unpack_from(buf, start)
-                    if length > self._max:
-                        raise frame_too_large(length)
-                    if length == 0:
-                        raise FrameError("invalid_payload", "Empty msgpack frame")
-                    self._length = length
-                body_start = start + HEADER.size
-                end = body_start + self._length
-                if end > len(buf):
-                    break
-                messages.append(_unpack(buf[body_start:end]))
-                start = end
-                self._length = -1
-        except FrameError as exc:
-            self._error = exc
-            exc.messages = messages
-            buf.clear()
-            raise
-        if start:
-            del buf[:start]
-        return messages
+        while True:
+            if self._length < 0:
+                if len(buf) - start < HEADER.size:
+                    return start
+                (length,) = HEADER.unpack_from(buf, start)
+                if length > self._max:
+                    raise frame_too_large(length)
+                if length == 0:
+                    raise FrameError("invalid_payload", "Empty msgpack frame")
+                self._length = length
+            body_start = start + HEADER.size
+            end = body_start + self._length
+            if end > len(buf):
+                return start
+            messages.append(_unpack(buf[body_start:end]))
+            start = end
+            self._length = -1
 
 
 def _unpack(body: bytearray) -> Any:
