@@ -57,11 +57,7 @@ async def find_notifications(payload: NotificationFindRequest, ctx: Context) -> 
     after_at: dt.datetime | None = None
     after_id: UUID | None = None
     if payload.cursor:
-        values = decode_cursor(payload.cursor, 2)
-        try:
-            after_at, after_id = dt.datetime.fromisoformat(values[0]), UUID(values[1])
-        except (TypeError, ValueError) as exc:
-            raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
+        after_at, after_id = decode_cursor(payload.cursor, dt.datetime.fromisoformat, UUID)
     async with ctx.read_connection() as conn:
         rows = await conn.fetch(
             ctx.sql["notifications.find"], user_id, payload.unread_only, after_at, after_id, payload.limit + 1

@@ -214,11 +214,7 @@ async def find_payments(payload: PaymentsFindRequest, ctx: Context) -> PaymentPa
     after_at: dt.datetime | None = None
     after_id: uuid.UUID | None = None
     if payload.cursor is not None:
-        values = decode_cursor(payload.cursor, 2)
-        try:
-            after_at, after_id = dt.datetime.fromisoformat(str(values[0])), uuid.UUID(str(values[1]))
-        except ValueError as exc:
-            raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
+        after_at, after_id = decode_cursor(payload.cursor, dt.datetime.fromisoformat, uuid.UUID)
     async with ctx.connection() as conn:
         rows = await conn.fetch(
             ctx.sql["payments.find"],

@@ -50,11 +50,7 @@ def service_out(row: asyncpg.Record) -> ServiceOut:
 async def find_services(payload: ServicesFindRequest, ctx: Context) -> ServicesPage:
     after_name, after_id = "", NIL_UUID
     if payload.cursor is not None:
-        values = decode_cursor(payload.cursor, 2)
-        try:
-            after_name, after_id = str(values[0]), uuid.UUID(str(values[1]))
-        except ValueError as exc:
-            raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
+        after_name, after_id = decode_cursor(payload.cursor, str, uuid.UUID)
     async with ctx.read_connection() as conn:
         rows = await conn.fetch(
             ctx.sql["services.find"],

@@ -64,15 +64,8 @@ async def find_slots(payload: SlotsFindRequest, ctx: Context) -> dict[str, Any]:
     """
     after: tuple[dt.date, dt.time, uuid.UUID] = (payload.date_from, MIDNIGHT, NIL_UUID)
     if payload.cursor is not None:
-        values = decode_cursor(payload.cursor, 3)
-        try:
-            after = (
-                dt.date.fromisoformat(str(values[0])),
-                dt.time.fromisoformat(str(values[1])),
-                uuid.UUID(str(values[2])),
-            )
-        except ValueError as exc:
-            raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
+        day, time, slot_id = decode_cursor(payload.cursor, dt.date.fromisoformat, dt.time.fromisoformat, uuid.UUID)
+        after = (day, time, slot_id)
     async with ctx.read_connection() as conn:
         row = await conn.fetchrow(
             ctx.sql["slots.find"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Annotated, Any
@@ -61,12 +62,14 @@ def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values, default=str)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
+def decode_cursor(cursor: str, *fields: Callable[[str], Any]) -> tuple[Any, ...]:
+    """The values of a cursor made by encode_cursor, each read by its field's parser (`str`, `UUID`,
+    `dt.date.fromisoformat`, ...); a cursor that is not that many such values is BAD_REQUEST."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, orjson.JSONDecodeError) as exc:
+        if not isinstance(values, list) or len(values) != len(fields):
+            raise ValueError("not a cursor of this page")
+        return tuple(parse(str(value)) for parse, value in zip(fields, values, strict=True))
+    except (TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
-    if not isinstance(values, list) or len(values) != arity:
-        raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"})
-    return values

@@ -73,14 +73,9 @@ async def find_bookings(payload: BookingFindRequest, ctx: Context) -> BookingPag
     cursor_at: Any = None
     cursor_id: Any = None
     if payload.cursor:
-        values = decode_cursor(payload.cursor, 3)
-        if values[0] != payload.sort:
+        sort, cursor_at, cursor_id = decode_cursor(payload.cursor, str, dt.datetime.fromisoformat, UUID)
+        if sort != payload.sort:
             raise RpcError("BAD_REQUEST", "The cursor belongs to another sort order", {"field": "cursor"})
-        try:
-            cursor_at = dt.datetime.fromisoformat(values[1])
-            cursor_id = UUID(values[2])
-        except (TypeError, ValueError) as exc:
-            raise RpcError("BAD_REQUEST", "The cursor is not valid", {"field": "cursor"}) from exc
     args = (user_id, clinic_id, statuses, payload.date_from, payload.date_to, payload.upcoming_only)
     statement = "bookings.find_by_slot_time" if by_slot else "bookings.find_by_created"
     async with ctx.read_connection() as conn:
