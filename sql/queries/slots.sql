@@ -37,7 +37,7 @@ ORDER BY d.slot_date, d.slot_start_time, d.id;
 -- unreleased holds don't count against `remaining` (unless someone waits: booking_free_stale). The page
 -- leaves as one JSON array text (the reply's `items`, built here so the service never touches each row) plus
 -- the sort key of its last row when there is a next page. Instants are booking_iso_instant's (migrations
--- 0011, 0040), as the models write them: UTC, microseconds when there are some ("2030-01-01T09:30:00Z",
+-- 0011, 0017), as the models write them: UTC, microseconds when there are some ("2030-01-01T09:30:00Z",
 -- "...09:30:00.120000Z").
 WITH sv AS (
     SELECT v.min_notice_minutes, v.max_advance_days,
