@@ -13,25 +13,14 @@ from booking_rpc.errors import not_found
 from booking_rpc.handlers.bookings.access import can_see
 from booking_rpc.handlers.effects import append_log
 from booking_rpc.models.bookings import AttachmentAddRequest, AttachmentFindRequest, AttachmentList, AttachmentOut
-from booking_rpc.models.common import Actor
+from booking_rpc.models.common import Actor, from_row
 from booking_rpc.router import Router
 
 router = Router()
 
 
 def attachment_out(row: asyncpg.Record) -> AttachmentOut:
-    return AttachmentOut(
-        id=row["id"],
-        booking_id=row["booking_id"],
-        file_name=row["file_name"],
-        file_url=row["file_url"],
-        file_type=row["file_type"],
-        description=row["description"],
-        file_size=row["file_size"],
-        is_public=row["is_public"],
-        uploaded_at=row["uploaded_at"],
-        created_at=row["created_at"],
-    )
+    return from_row(AttachmentOut, row)
 
 
 async def _check(conn: asyncpg.Connection, ctx: Context, booking_id: object, actor: Actor) -> None:

@@ -20,7 +20,7 @@ from booking_rpc.models.bookings import (
     NotificationOut,
     NotificationPage,
 )
-from booking_rpc.models.common import Actor, decode_cursor, encode_cursor
+from booking_rpc.models.common import Actor, decode_cursor, encode_cursor, from_row
 from booking_rpc.router import Router
 
 router = Router()
@@ -35,19 +35,7 @@ def _target(actor: Actor, user_id: UUID | None) -> UUID:
 
 
 def notification_out(row: asyncpg.Record) -> NotificationOut:
-    return NotificationOut(
-        id=row["id"],
-        user_id=row["user_id"],
-        booking_id=row["booking_id"],
-        type=row["type"],
-        title=row["title"],
-        content=row["content"],
-        metadata=row["metadata"] or {},
-        is_read=row["is_read"],
-        read_at=row["read_at"],
-        delivery_status=row["delivery_status"],
-        created_at=row["created_at"],
-    )
+    return from_row(NotificationOut, row, metadata=row["metadata"] or {})
 
 
 @router.message("booking.notifications.find")

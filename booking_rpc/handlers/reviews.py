@@ -10,7 +10,7 @@ from booking_rpc.handlers.bookings.access import changing
 from booking_rpc.handlers.bookings.rows import publish
 from booking_rpc.handlers.effects import append_log
 from booking_rpc.models.bookings import ReviewCreateRequest, ReviewOut
-from booking_rpc.models.common import Role
+from booking_rpc.models.common import Role, from_row
 from booking_rpc.models.events import ReviewSubmitted
 from booking_rpc.router import Router
 
@@ -20,19 +20,8 @@ ONE_REVIEW_CONSTRAINT = "uq_reviews_booking"
 
 
 def review_out(row: asyncpg.Record) -> ReviewOut:
-    return ReviewOut(
-        id=row["id"],
-        booking_id=row["booking_id"],
-        user_id=row["user_id"],
-        clinic_id=row["clinic_id"],
-        service_id=row["service_id"],
-        rating=row["rating"],
-        comment=row["comment"],
-        attachments=row["attachments"] or [],
-        ratings_breakdown=row["ratings_breakdown"] or {},
-        is_verified=row["is_verified"],
-        is_published=row["is_published"],
-        created_at=row["created_at"],
+    return from_row(
+        ReviewOut, row, attachments=row["attachments"] or [], ratings_breakdown=row["ratings_breakdown"] or {}
     )
 
 

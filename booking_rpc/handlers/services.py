@@ -17,7 +17,7 @@ from booking_rpc.models.catalog import (
     ServicesPage,
     ServiceUpsertRequest,
 )
-from booking_rpc.models.common import NIL_UUID, decode_cursor, encode_cursor
+from booking_rpc.models.common import NIL_UUID, decode_cursor, encode_cursor, from_row
 from booking_rpc.router import Router
 
 router = Router()
@@ -28,22 +28,7 @@ def service_out(row: asyncpg.Record) -> ServiceOut:
     exceptions = (
         [AvailabilityException.model_validate(e) for e in raw if isinstance(e, dict)] if isinstance(raw, list) else []
     )
-    return ServiceOut(
-        id=row["id"],
-        clinic_id=row["clinic_id"],
-        name=row["name"],
-        description=row["description"],
-        price=row["price"],
-        duration_minutes=row["duration_minutes"],
-        requires_approval=row["requires_approval"],
-        is_available=row["is_available"],
-        availability_exceptions=exceptions,
-        min_notice_minutes=row["min_notice_minutes"],
-        max_advance_days=row["max_advance_days"],
-        cancel_cutoff_hours=row["cancel_cutoff_hours"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return from_row(ServiceOut, row, availability_exceptions=exceptions)
 
 
 @router.message("booking.services.find")

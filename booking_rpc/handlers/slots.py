@@ -28,26 +28,15 @@ from booking_rpc.models.catalog import (
     SlotsPage,
     UnavailableReason,
 )
-from booking_rpc.models.common import MIDNIGHT, NIL_UUID, decode_cursor, encode_cursor
+from booking_rpc.models.common import MIDNIGHT, NIL_UUID, decode_cursor, encode_cursor, from_row
 from booking_rpc.router import Router
 
 router = Router()
 
 
 def slot_out(row: asyncpg.Record) -> SlotOut:
-    return SlotOut(
-        id=row["id"],
-        service_id=row["service_id"],
-        staff_id=row["staff_id"],
-        slot_date=row["slot_date"],
-        slot_start_time=row["slot_start_time"],
-        slot_end_time=row["slot_end_time"],
-        starts_at=row["starts_at"],
-        ends_at=row["ends_at"],
-        status=row["status"],
-        capacity=row["capacity"],
-        booked_count=row["booked_count"],
-        remaining=row["remaining"] if "remaining" in row else row["capacity"] - row["booked_count"],
+    return from_row(
+        SlotOut, row, remaining=row["remaining"] if "remaining" in row else row["capacity"] - row["booked_count"]
     )
 
 

@@ -7,13 +7,15 @@ import datetime as dt
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import orjson
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from booking_rpc.errors import RpcError
+
+M = TypeVar("M", bound=BaseModel)
 
 # Money is exact: parsed from strings or numbers into Decimal, sent back as a string ("12.50").
 Money = Annotated[Decimal, PlainSerializer(lambda d: str(d), return_type=str, when_used="json")]
@@ -55,6 +57,12 @@ class ActorRequest(Model):
 # The keyset before every row: a first page starts after (…, MIDNIGHT, NIL_UUID).
 NIL_UUID = UUID(int=0)
 MIDNIGHT = dt.time(0, 0)
+
+
+def from_row(model: type[M], row: Any, **given: Any) -> M:
+    """`model` from a database row (asyncpg.Record or a mapping): each field from the column of its name,
+    unless `given` (a value the row holds in another form)."""
+    return model(**{name: given[name] if name in given else row[name] for name in model.model_fields})
 
 
 def encode_cursor(values: list[Any]) -> str:
