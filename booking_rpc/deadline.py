@@ -6,7 +6,8 @@ milliseconds (a numeric string, as `setOnDispatchHook` writes `Record<string, st
 relative, not an instant, so the caller's and the service's clocks need not agree (gRPC's `grpc-timeout`
 does the same). A value that is not a positive number, or is above the service's own limit, is ignored.
 
-The deadline middleware sets `call.deadline` and runs the route under `asyncio.timeout_at`: out of time,
+The deadline middleware sets `call.deadline` and runs the route under a timer that cancels it at that
+time (what `asyncio.timeout_at` does, without its context manager's cost per request): out of time,
 the handler is cancelled (asyncpg stops its query; the pool terminates that connection, and PostgreSQL's
 `client_connection_check_interval` ends the backend's work) and the caller gets `TIMEOUT` (504). The pool
 reads the same deadline (`remaining`) so that waiting for a connection, or opening one, never outlives
