@@ -260,6 +260,11 @@ def target_lines(reservations: dict[str, Any]) -> list[str]:
             f"open loop): p50 {half['result']['p50_ms']:.2f} ms, p99 {p99:.2f} ms "
             f"(target <= {HALF_LOAD_P99_TARGET_MS:g} ms): {met_or_not(p99 <= HALF_LOAD_P99_TARGET_MS)}"
         )
+        if "pgbench" in half:  # no target: what the database alone does at that rate
+            lines.append(
+                f"pgbench reservation.create at the same rate (-R): p50 {half['pgbench']['p50_ms']:.2f} ms, "
+                f"p99 {half['pgbench']['p99_ms']:.2f} ms"
+            )
     scaling = reservations.get("find_scaling")
     if scaling:
         growth = scaling["growth_p50"]

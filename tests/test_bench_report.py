@@ -126,7 +126,11 @@ def test_summary_says_which_targets_are_met() -> None:
                 "ratio": 0.2,
             },
         ],
-        "half_load": {"saturation": 2000.0, "result": {"p50_ms": 1.5, "p99_ms": 4.25}},
+        "half_load": {
+            "saturation": 2000.0,
+            "result": {"p50_ms": 1.5, "p99_ms": 4.25},
+            "pgbench": {"p50_ms": 1.0, "p99_ms": 3.5},
+        },
         "find_scaling": {"growth_p50": 1.18, "big_slots": 1_000_000},
     }
     split = {
@@ -167,6 +171,7 @@ def test_summary_says_which_targets_are_met() -> None:
         "reservation.create at 50% of saturation (1000 of 2000 ops/s, open loop): p50 1.50 ms, p99 4.25 ms "
         "(target <= 10 ms): met" in text
     )
+    assert "pgbench reservation.create at the same rate (-R): p50 1.00 ms, p99 3.50 ms" in text
     assert "slots.find 10k -> 1000000 slots: p50 x1.18 (target <= 1.5x): met" in text
 
 
