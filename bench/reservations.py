@@ -219,8 +219,9 @@ async def explain_find(dsn: str, sql: Queries, ds: Dataset) -> str:
 # --- the service under test (subprocess) ---------------------------------------------------------------
 
 
-async def serve(dsn: str, pool_size: int) -> None:
-    """`--serve`: run booking-rpc on an ephemeral port, print it, serve until stdin closes."""
+async def serve(dsn: str, pool_size: int, nats: str = "", queue: str = "booking-rpc") -> None:
+    """`--serve`: run booking-rpc on an ephemeral port (and over NATS when `nats` is a URL, in `queue`),
+    print the port once it serves, serve until stdin closes."""
     from booking_rpc.app import running_app
 
     settings = Settings(
@@ -231,8 +232,12 @@ async def serve(dsn: str, pool_size: int) -> None:
         db_pool_min_size=pool_size,
         db_pool_max_size=pool_size,
         shutdown_timeout=2.0,
+        nats_url=nats,
+        nats_queue=queue,
     )
     async with running_app(settings, migrate_first=False) as app:
+        if app.nats is not None:
+            await app.nats.wait_ready(30)  # every pattern subscribed before the load starts
         print(f"PORT {app.server.port}", flush=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
@@ -245,11 +250,14 @@ class Service:
 
 
 @contextlib.contextmanager
-def server_process(dsn: str, pool_size: int, env: dict[str, str] | None = None) -> Iterator[Service]:
+def server_process(
+    dsn: str, pool_size: int, env: dict[str, str] | None = None, nats: str = "", queue: str = "booking-rpc"
+) -> Iterator[Service]:
     """The service in a subprocess; `env`: its whole environment (default: ours; OTEL_* there turn tracing
-    on, as for `booking-rpc serve`), log level warning."""
+    on, as for `booking-rpc serve`), log level warning; `nats`: a URL to serve over NATS too, in `queue`."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.reservations", "--serve", dsn, "--pool", str(pool_size)],
+        [sys.executable, "-m", "bench.reservations", "--serve", dsn, "--pool", str(pool_size)]
+        + (["--serve-nats", nats, "--serve-queue", queue] if nats else []),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -755,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
         "(as when the database has its own host); needs a local server",
     )
     p.add_argument("--serve", metavar="DSN", help=argparse.SUPPRESS)
+    p.add_argument("--serve-nats", default="", help=argparse.SUPPRESS)
+    p.add_argument("--serve-queue", default="booking-rpc", help=argparse.SUPPRESS)
     p.add_argument(
         "--pool",
         type=int,
@@ -763,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     if args.serve:
-        run_on_service_loop(serve(args.serve, args.pool))
+        run_on_service_loop(serve(args.serve, args.pool, args.serve_nats, args.serve_queue))
         return 0
     report = bench(args)
     if args.json:

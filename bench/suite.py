@@ -53,6 +53,11 @@ def steps(full: bool) -> list[tuple[str, list[str]]]:
         ("tracing", ["-m", "bench.tracing", "--concurrency", "1,8", "--duration", d]),
         # what the always-on request deadline costs per request
         ("deadline", ["-m", "bench.deadline", "--rounds", "30" if full else "20"]),
+        # hold -> confirm -> find end to end with a NestJS subscriber, booking-rpc beside the NestJS peer
+        (
+            "flow_peer",
+            ["-m", "bench.flow_peer", "--concurrency", "1,16,64", "--duration", d, "--rounds", "2"],
+        ),
         # hold+confirm with and without a NestJS subscriber: what events cost the writes
         ("flows", ["-m", "bench.flows", "--concurrency", "24", "--duration", d, "--rounds", "2"]),
     ]

@@ -261,3 +261,23 @@ def test_deadline_cost_says_met_or_not_met() -> None:
 
     assert "5.0 µs of 200.0 µs, 2.5% met" in summary_table({"deadline": result(5.0)})
     assert "12.0 µs of 200.0 µs, 6.0% not met" in summary_table({"deadline": result(12.0)})
+
+
+def test_flow_beside_the_peer_is_a_row_per_level_and_target() -> None:
+    side = {"p50_ms": 10.0, "p99_ms": 30.0, "server_cpu_us": 900.0, "relay_cpu_us": 50.0, "postgres_cpu_us": 2000.0}
+    summary = [
+        {
+            "concurrency": 16,
+            "booking-rpc": {**side, "bookings_per_s": 120.0, "relay_cpu_us": 0.0, "delivered": "400/400"},
+            "nestjs peer": {**side, "bookings_per_s": 100.0, "delivered": "330/330"},
+            "ratio": 1.2,
+        }
+    ]
+    results = {**RESULTS, "flow_peer": {"summary": summary}}
+    text = summary_table(results)
+    assert "the peer's events are delivered by booking-rpc's relay" in text
+    assert "- c=16  booking-rpc    120.0 bookings/s, flow p50 10.0 ms, p99 30.0 ms, subscriber got 400/400" in text
+    assert "(CPU µs/booking: server 900, relay 50, PostgreSQL 2000)" in text
+    assert "- c=16  booking-rpc 1.2x the peer's bookings/s" in text
+    scenarios = [(r.scenario, r.target, r.throughput) for r in rows_from_results(results)]
+    assert ("hold+confirm+find c=16 (bookings/s)", "nestjs peer", 100.0) in scenarios
