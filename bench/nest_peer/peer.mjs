@@ -137,7 +137,8 @@ const q = (name, values) => ({ name, text: SQL.get(name), values });
 
 // --- waking the relays ---------------------------------------------------------------------------------
 
-// What booking-rpc does after each commit that wrote outbox rows (booking_rpc/events/relay.py, OutboxSignal):
+// What booking-rpc does after each transaction that may have written outbox rows (confirm's; a hold is one
+// statement outside a transaction and signals nothing) (booking_rpc/events/relay.py, OutboxSignal):
 // one NOTIFY per 50 ms at most, outside the writers' transactions, so relays elsewhere (here: booking-rpc's,
 // which delivers the peer's events) hear of them at once instead of at their next poll.
 const NOTIFY_COALESCE_MS = 50;
@@ -255,10 +256,7 @@ function unavailableReason(row) {
 }
 
 class ReservationsService {
-  constructor(pool, signal) {
-    this.pool = pool;
-    this.signal = signal;
-  }
+  constructor(pool) { this.pool = pool; }
 
   async create(dto) {
     requireSelf(dto.actor, dto.user_id);
@@ -275,10 +273,7 @@ class ReservationsService {
           dto.user_id, dto.pet_id, dto.service_id, dto.slot_id, randomBytes(24).toString('base64url'),
           HOLD_TTL_SECONDS, key, fp, MAX_HOLDS_PER_USER, MAX_HOLDS_PER_PET,
         ]));
-        if (row) {
-          this.signal.committed(); // the hold wrote reservation.created
-          return reservationOut(row);
-        }
+        if (row) return reservationOut(row); // no NOTIFY: booking-rpc signals after transactions, not holds
         if (key !== null) { // a racing twin with this key may have taken the last unit
           const { rows: [first] } = await client.query(q('reservations.get_by_idempotency', [dto.user_id, key]));
           if (first) return replay(first, fp);
@@ -327,8 +322,7 @@ class ReservationsService {
     throw rpcError('SLOT_FULL', REASON_MESSAGES.SLOT_FULL, details);
   }
 }
-Inject(PG_POOL)(ReservationsService, undefined, 0); // constructor(@Inject(PG_POOL) pool, signal: OutboxSignal)
-Reflect.defineMetadata('design:paramtypes', [Object, OutboxSignalProvider], ReservationsService);
+Inject(PG_POOL)(ReservationsService, undefined, 0); // constructor(@Inject(PG_POOL) pool)
 const ReservationsServiceProvider = Reflect.decorate([Injectable()], ReservationsService);
 
 class ReservationsController {
@@ -430,7 +424,8 @@ function referenceCode() {
 }
 
 // an instant of now as pydantic writes one (microseconds): what booking-rpc's event envelopes carry
-const nowInstant = () => new Date().toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+const nowInstant = () =>
+  new Date().toISOString().replace(/\.(\d{3})Z$/, (_, ms) => (ms === '000' ? 'Z' : `.${ms}000Z`));
 
 function bookingOut(row) {
   return {
@@ -445,6 +440,7 @@ function bookingOut(row) {
       payment_method: row.p_payment_method, status: row.p_status, paid_at: row.p_paid_at,
       refund_status: row.p_refund_status, refund_amount: row.p_refund_amount, refunded_at: row.p_refunded_at,
     },
+    reschedule_count: row.reschedule_count,
     created_at: row.created_at, updated_at: row.updated_at,
   };
 }
