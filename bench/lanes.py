@@ -27,12 +27,29 @@ from booking_rpc.wire.messages import request_message
 
 OK_PREFIX = b'{"response":'
 RECV_SIZE = 1 << 18
+# No reply on any busy lane for this long: the service's own deadline (10 s by default) would have answered
+# a stuck request by now, so a reply was lost; the run fails saying so instead of waiting for ever.
+STALL_SECONDS = 30.0
 
 Request = Callable[[], tuple[str, Any]]
 
 
 class ReplyError(Exception):
     """The service answered with an error (or something a lane cannot read)."""
+
+
+class LostReply(Exception):
+    """Busy lanes got no reply within STALL_SECONDS."""
+
+
+def poll_or_stall(poller: select.epoll, timeout: float, busy: int, stall: float) -> list[tuple[int, int]]:
+    """epoll's ready lanes, waiting at most `timeout` s (< 0: until one is ready, at most `stall` s);
+    LostReply when a wait with replies outstanding ends with none."""
+    wait = stall if timeout < 0 else min(timeout, stall)
+    events = poller.poll(wait)
+    if not events and busy and (timeout < 0 or timeout >= stall):
+        raise LostReply(f"no reply on {busy} busy lane(s) for {stall:.0f} s")
+    return events
 
 
 class Lane:
@@ -84,7 +101,9 @@ def open_lanes(host: str, port: int, n: int) -> list[Lane]:
     return [Lane(host, port) for _ in range(n)]
 
 
-def closed_loop(lanes: list[Lane], request: Request, seconds: float) -> tuple[list[float], int, float]:
+def closed_loop(
+    lanes: list[Lane], request: Request, seconds: float, stall: float = STALL_SECONDS
+) -> tuple[list[float], int, float]:
     """Every lane sends `request()` back to back for `seconds`: (latencies in ms, errors, elapsed s)."""
     clock = time.perf_counter
     latencies: list[float] = []
@@ -101,7 +120,7 @@ def closed_loop(lanes: list[Lane], request: Request, seconds: float) -> tuple[li
             lane.send(*request())
         busy = len(lanes)
         while busy:
-            for fd, _ in poller.poll():
+            for fd, _ in poll_or_stall(poller, -1.0, busy, stall):
                 lane = by_fd[fd]
                 chunk = lane.sock.recv(RECV_SIZE)
                 if not chunk:
@@ -126,7 +145,9 @@ def closed_loop(lanes: list[Lane], request: Request, seconds: float) -> tuple[li
     return latencies, errors, clock() - started
 
 
-def paced_loop(lanes: list[Lane], request: Request, rate: float, seconds: float) -> tuple[list[float], int, float]:
+def paced_loop(
+    lanes: list[Lane], request: Request, rate: float, seconds: float, stall: float = STALL_SECONDS
+) -> tuple[list[float], int, float]:
     """Open loop: `rate` requests per second on a fixed schedule for `seconds`, each sent on an idle lane
     (one waits for a lane when all are busy): (latencies in ms, errors, elapsed s).
 
@@ -160,7 +181,9 @@ def paced_loop(lanes: list[Lane], request: Request, rate: float, seconds: float)
                 due_of[lane.sock.fileno()] = waiting.popleft()
                 lane.send(*request())
             timeout = started + scheduled * interval - clock() if scheduled < total else -1.0
-            for fd, _ in poller.poll(max(0.0, timeout) if timeout >= 0 else -1):
+            for fd, _ in poll_or_stall(
+                poller, max(0.0, timeout) if timeout >= 0 else -1.0, len(lanes) - len(idle), stall
+            ):
                 lane = by_fd[fd]
                 chunk = lane.sock.recv(RECV_SIZE)
                 if not chunk:

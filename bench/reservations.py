@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -60,7 +60,7 @@ from typing import Any
 import asyncpg
 
 from bench.common import BENCH_SQL, cpu_seconds, database_on_own_cores, parent_of, tree_cpu_seconds
-from bench.lanes import Request, closed_loop, open_lanes, paced_loop
+from bench.lanes import Lane, Request, closed_loop, open_lanes, paced_loop
 from bench.report import target_lines
 from booking_rpc import jsonutil
 from booking_rpc.config import Settings
@@ -315,45 +315,36 @@ def run_load(
     name: str, service: Service, concurrency: int, seconds: float, request: Request, postmaster: int | None = None
 ) -> Result:
     """`concurrency` lanes, each its own connection with one request in flight (bench/lanes.py)."""
-    lanes = open_lanes("127.0.0.1", service.port, concurrency)
-    try:
-        for lane in lanes:  # warm-up: connections, prepared statements
-            lane.call(*request())
-        service_cpu, own_cpu, pg_cpu = cpu_seconds(service.pid), own_cpu_seconds(), postgres_cpu_seconds(postmaster)
-        latencies, errors, elapsed = closed_loop(lanes, request, seconds)
-        service_cpu, own_cpu = cpu_seconds(service.pid) - service_cpu, own_cpu_seconds() - own_cpu
-        pg_cpu = postgres_cpu_seconds(postmaster) - pg_cpu
-    finally:
-        for lane in lanes:
-            lane.close()
-    p50, p95, p99 = percentiles(latencies)
-    ops = max(1, len(latencies) + errors)
-    return Result(
-        name,
-        concurrency,
-        len(latencies),
-        elapsed,
-        len(latencies) / elapsed,
-        p50,
-        p95,
-        p99,
-        errors,
-        service_cpu_ms=service_cpu / ops * 1000,
-        client_cpu_ms=own_cpu / ops * 1000,
-        postgres_cpu_ms=pg_cpu / ops * 1000,
-    )
+    return measure(name, service, concurrency, request, postmaster, lambda lanes: closed_loop(lanes, request, seconds))
 
 
 def run_paced(
     name: str, service: Service, rate: float, seconds: float, request: Request, postmaster: int | None = None
 ) -> Result:
     """Open loop at `rate` requests per second over PACED_LANES connections (bench/lanes.paced_loop)."""
-    lanes = open_lanes("127.0.0.1", service.port, PACED_LANES)
+    result = measure(
+        name, service, PACED_LANES, request, postmaster, lambda lanes: paced_loop(lanes, request, rate, seconds)
+    )
+    result.extra["offered_rate"] = rate
+    return result
+
+
+def measure(
+    name: str,
+    service: Service,
+    n_lanes: int,
+    request: Request,
+    postmaster: int | None,
+    load: Callable[[list[Lane]], tuple[list[float], int, float]],
+) -> Result:
+    """Warm `n_lanes` lanes up (connections, prepared statements), run `load` on them, and count the CPU the
+    service, this process and PostgreSQL spent meanwhile."""
+    lanes = open_lanes("127.0.0.1", service.port, n_lanes)
     try:
         for lane in lanes:
             lane.call(*request())
         service_cpu, own_cpu, pg_cpu = cpu_seconds(service.pid), own_cpu_seconds(), postgres_cpu_seconds(postmaster)
-        latencies, errors, elapsed = paced_loop(lanes, request, rate, seconds)
+        latencies, errors, elapsed = load(lanes)
         service_cpu, own_cpu = cpu_seconds(service.pid) - service_cpu, own_cpu_seconds() - own_cpu
         pg_cpu = postgres_cpu_seconds(postmaster) - pg_cpu
     finally:
@@ -363,7 +354,7 @@ def run_paced(
     ops = max(1, len(latencies) + errors)
     return Result(
         name,
-        PACED_LANES,
+        n_lanes,
         len(latencies),
         elapsed,
         len(latencies) / elapsed,
@@ -371,7 +362,6 @@ def run_paced(
         p95,
         p99,
         errors,
-        {"offered_rate": rate},
         service_cpu_ms=service_cpu / ops * 1000,
         client_cpu_ms=own_cpu / ops * 1000,
         postgres_cpu_ms=pg_cpu / ops * 1000,
