@@ -335,9 +335,15 @@ class NatsTransport:
             log.error("reply could not be serialised", error=str(exc))
             body = encode_json(error_reply(reply.get("id"), INTERNAL_ERROR.to_wire()))
         if len(body) > self.nc.max_payload:
+            # the NATS server would refuse it and the caller wait out its timeout: answer with an error
             self.stats.reply_errors += 1
-            log.warning("NATS reply not sent: larger than the server's max_payload", size=len(body))
-            return 0
+            log.warning("NATS reply too large for the server's max_payload", size=len(body))
+            err = RpcError(
+                "PAYLOAD_TOO_LARGE",
+                f"The reply is larger than the NATS server's max_payload ({self.nc.max_payload} bytes)",
+                {"size": len(body)},
+            )
+            body = encode_json(error_reply(reply.get("id"), err.to_wire()))
         self._outgoing.append(pub_command(subject, body))
         if not self._flush_scheduled:
             self._flush_scheduled = True

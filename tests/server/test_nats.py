@@ -62,6 +62,10 @@ def build_router(seen: dict[str, Any]) -> Router:
         for i in range(payload):
             yield i
 
+    @router.message("big")
+    async def big(payload: int, ctx: Any) -> str:
+        return "x" * payload
+
     @router.message("slow")
     async def slow(payload: Any, ctx: Any) -> str:
         await seen["release"].wait()
@@ -219,6 +223,24 @@ async def test_oversize_and_invalid_json_get_a_structured_error(make_transport: 
     [reply] = await raw_request(peer, "echo", b'{"pattern":"echo",')
     assert orjson.loads(reply.data)["err"]["code"] == "BAD_REQUEST"
     assert (transport.stats.too_large, transport.stats.invalid_json) == (1, 1)
+
+
+async def test_a_reply_beyond_the_nats_max_payload_is_a_structured_error(make_transport: Any, peer: NatsClient) -> None:
+    transport = await make_transport()
+    limit = peer.max_payload
+    [reply] = await raw_request(peer, "big", request("big", limit + 1))
+    assert orjson.loads(reply.data) == {
+        "err": {
+            "status": "error",
+            "statusCode": 413,
+            "code": "PAYLOAD_TOO_LARGE",
+            "message": f"The reply is larger than the NATS server's max_payload ({limit} bytes)",
+            "details": {"size": limit + 1 + len(b'{"response":"","isDisposed":true,"id":"r1"}')},
+        },
+        "isDisposed": True,
+        "id": "r1",
+    }
+    assert transport.stats.reply_errors == 1
 
 
 async def test_in_flight_cap_refuses_with_overloaded(
