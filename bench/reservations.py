@@ -450,6 +450,7 @@ def create_scripts(sql: Queries, ds: Dataset, ttl: int, folder: Path) -> list[Pa
                 8: "NULL",  # no idempotency key, so no fingerprint (as the handler)
                 9: str(Settings.model_fields["max_active_holds_per_user"].default),
                 10: str(Settings.model_fields["max_active_holds_per_pet"].default),
+                11: "NULL",  # no trace context (as the handler with tracing off)
             },
         )
         path = folder / f"create_{i}.sql"

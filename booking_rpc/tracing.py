@@ -17,8 +17,10 @@ On, `Tracing.install` puts it in three places:
   the current trace is not the one the session already holds, it sets the session's
   `booking.trace_context`, which the outbox's `trace_context` column defaults to (migration 0035): events
   written by handlers, by the bookings trigger and by the hold statements alike carry the trace of the
-  request (or job) that wrote them, at one round trip per request that writes and none for reads. The
-  relay sends it on as the event's `metadata` (NestJS: `TcpContext.getMetadata()`).
+  request (or job) that wrote them, at one round trip per request that writes and none for reads. A
+  statement that takes the trace context as a parameter (`TRACE_PARAMETER`: the one-statement hold) gets
+  it there instead, with no round trip of its own. The relay sends it on as the event's `metadata`
+  (NestJS: `TcpContext.getMetadata()`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ TRANSACTION_SETTING = "booking.trace_context"
 BIND_STATEMENT = "tracing.bind_context"
 # A statement that may write events (directly, or through the bookings trigger): it gets the trace first.
 WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+# A writing statement that takes its events' trace context as parameter $N (reservations.hold): the traced
+# connection fills that parameter in when the caller passes NULL, instead of setting the session's first.
+TRACE_PARAMETER = re.compile(r"coalesce\(\$(\d+)::text, current_setting\('booking\.trace_context', true\)\)")
 OUTCOME = "booking.rpc.outcome"
 ERROR_CODE = "booking.rpc.error_code"
 # Variables shown by `booking-rpc config` (the SDK and exporters read these and the other OTEL_* ones).
@@ -358,14 +363,31 @@ class Tracing:
 
     def connection_class(self, sql: Queries) -> type[asyncpg.Connection]:
         """An asyncpg Connection class whose named statements each run in a span of their own, and whose
-        writing statements first make sure the session's booking.trace_context is the current trace."""
+        writing statements first make sure the session's booking.trace_context is the current trace (or,
+        taking it as a parameter, get it there)."""
         names = sql.names_by_text()
         bind_sql = sql[BIND_STATEMENT]
         names.pop(bind_sql, None)  # bookkeeping, not one of the request's own statements
-        writers = {text for text in names if WRITES.search(text)}
+        carried = {text: int(m.group(1)) - 1 for text in names if (m := TRACE_PARAMETER.search(text))}
+        binders = {text for text in names if WRITES.search(text) and text not in carried}
         attributes = {text: {"db.system.name": "postgresql", "db.query.summary": n} for text, n in names.items()}
         tracer = self.tracer
         propagator = self.propagator
+
+        def context_text(current: trace.Span) -> str:
+            """The current trace context as the JSON text the outbox stores ("" when there is none)."""
+            if not current.get_span_context().is_valid:
+                return ""
+            carrier: dict[str, str] = {}
+            propagator.inject(carrier)
+            return jsonutil.dumps(carrier).decode()
+
+        def carry(query: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            """`args` with the statement's trace-context parameter filled in, when the caller left it NULL."""
+            index = carried[query]
+            if index >= len(args) or args[index] is not None:
+                return args
+            return (*args[:index], context_text(trace.get_current_span()), *args[index + 1 :])
 
         class TracedConnection(asyncpg.Connection):
             # the span whose context the session setting holds, and that setting's text ("" = none)
@@ -373,11 +395,7 @@ class Tracing:
             _bound_text = ""
 
             async def _bind(self, current: trace.Span) -> None:
-                text = ""
-                if current.get_span_context().is_valid:
-                    carrier: dict[str, str] = {}
-                    propagator.inject(carrier)
-                    text = jsonutil.dumps(carrier).decode()
+                text = context_text(current)
                 if text != self._bound_text:
                     await asyncpg.Connection.execute(self, bind_sql, text)
                     self._bound_text = text
@@ -391,7 +409,7 @@ class Tracing:
                     return await run
                 current = trace.get_current_span()
                 try:
-                    if query in writers and current is not self._bound_span:
+                    if query in binders and current is not self._bound_span:
                         await self._bind(current)
                 except BaseException:
                     run.close()
@@ -411,6 +429,8 @@ class Tracing:
                     span.end()
 
             async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+                if query in carried:
+                    args = carry(query, args)
                 status: str = await self._traced(query, super().execute(query, *args, timeout=timeout))
                 return status
 
@@ -418,12 +438,18 @@ class Tracing:
                 await self._traced(command, super().executemany(command, args, timeout=timeout))
 
             async def fetch(self, query: str, *args: Any, timeout: float | None = None, **kw: Any) -> Any:
+                if query in carried:
+                    args = carry(query, args)
                 return await self._traced(query, super().fetch(query, *args, timeout=timeout, **kw))
 
             async def fetchrow(self, query: str, *args: Any, timeout: float | None = None, **kw: Any) -> Any:
+                if query in carried:
+                    args = carry(query, args)
                 return await self._traced(query, super().fetchrow(query, *args, timeout=timeout, **kw))
 
             async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any:
+                if query in carried:
+                    args = carry(query, args)
                 return await self._traced(query, super().fetchval(query, *args, column=column, timeout=timeout))
 
         return TracedConnection

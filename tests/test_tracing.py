@@ -253,6 +253,35 @@ async def test_an_unsampled_request_makes_no_statement_spans_and_passes_its_trac
     assert stored["traceparent"].startswith(f"00-{TRACE_ID}-") and stored["traceparent"].endswith("-00")
 
 
+async def test_the_hold_takes_its_trace_as_a_parameter_not_a_session_setting(traced: Traced) -> None:
+    """reservations.hold gets the trace context as $11 from the traced connection (no set_config round
+    trip first): the session's setting stays as it was; a stale one is never used for a hold with no trace,
+    and a value the caller passes is kept."""
+    cat = await make_service(traced.ctx)
+    slots = [await make_slot(traced.pool, cat.service_id, capacity=3)] * 3
+    hold = traced.ctx.sql["reservations.hold"]
+
+    async def held(conn: asyncpg.Connection, slot: uuid.UUID, trace_context: str | None) -> Any:
+        row = await conn.fetchrow(
+            hold, uuid.uuid4(), uuid.uuid4(), cat.service_id, slot, "lock", 60, None, None, 5, 5, trace_context
+        )
+        assert row is not None
+        return await conn.fetchval("SELECT trace_context FROM booking_events_outbox WHERE aggregate_id = $1", row["id"])
+
+    stale = '{"traceparent": "00-' + "1" * 32 + "-" + "2" * 16 + '-01"}'
+    async with traced.pool.acquire() as conn:
+        await conn.execute("SELECT set_config('booking.trace_context', $1, false)", stale)
+        with traced.tracing.tracer.start_as_current_span("caller") as caller:
+            stored = await held(conn, slots[0], None)
+        span = caller.get_span_context()
+        assert stored["traceparent"] == f"00-{span.trace_id:032x}-{span.span_id:016x}-{span.trace_flags:02x}"
+        assert traced.one("reservations.hold").parent == span
+        assert await conn.fetchval("SELECT current_setting('booking.trace_context', true)") == stale
+        assert await held(conn, slots[1], None) is None  # no trace: none, not the session's stale one
+        given = '{"traceparent": "00-' + "3" * 32 + "-" + "4" * 16 + '-00"}'
+        assert await held(conn, slots[2], given) == orjson.loads(given)
+
+
 async def test_outgoing_calls_carry_the_current_trace(traced: Traced) -> None:
     client = await Client.connect("127.0.0.1", traced.server.port)  # the default dispatch hook
     try:

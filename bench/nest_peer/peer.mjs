@@ -271,7 +271,7 @@ class ReservationsService {
         }
         const { rows: [row] } = await client.query(q('reservations.hold', [
           dto.user_id, dto.pet_id, dto.service_id, dto.slot_id, randomBytes(24).toString('base64url'),
-          HOLD_TTL_SECONDS, key, fp, MAX_HOLDS_PER_USER, MAX_HOLDS_PER_PET,
+          HOLD_TTL_SECONDS, key, fp, MAX_HOLDS_PER_USER, MAX_HOLDS_PER_PET, null, // null: no trace context
         ]));
         if (row) return reservationOut(row); // no NOTIFY: booking-rpc signals after transactions, not holds
         if (key !== null) { // a racing twin with this key may have taken the last unit

@@ -123,6 +123,7 @@ async def create_reservation(payload: ReservationCreateRequest, ctx: Context) ->
                 fp,
                 ctx.settings.max_active_holds_per_user,
                 ctx.settings.max_active_holds_per_pet,
+                None,  # the events' trace context: the traced connection's, when tracing is on
             )
             if row is not None:
                 return reservation_out(row)

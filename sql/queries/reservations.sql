@@ -3,7 +3,10 @@
 -- name: reservations.hold
 -- A hold, as one statement (so one transaction and one round trip): $1 user, $2 pet, $3 service, $4 slot,
 -- $5 lock_id, $6 TTL seconds, $7 idempotency key, $8 request fingerprint (NULL without a key), $9 / $10 the
--- most pending holds a user / a pet may have (migration 0018's hold_quotas, kept by trigger).
+-- most pending holds a user / a pet may have (migration 0018's hold_quotas, kept by trigger), $11 the trace
+-- context its events carry (JSON text, '' for none; NULL, as callers pass it: the session's
+-- booking.trace_context, the column's own default, migration 0035). With tracing on, the traced connection
+-- fills $11 in, so a hold sets no session setting first: no extra round trip per hold.
 --   1. The slot's pending holds past their TTL are locked and counted (holds first, then the slot: the
 --      order the expiry job and cancel use); their units count as free, so a late expiry job never turns a
 --      customer away, unless someone waits for the slot: then they stay for the waiters (booking_free_stale).
@@ -76,8 +79,9 @@ WITH stale AS (
                                        i.created_at)
     FROM inserted i
 ), announced AS (
-    INSERT INTO booking_events_outbox (id, aggregate_type, aggregate_id, event_type, payload)
-    SELECT id, 'reservation', aggregate_id, event_type, booking_event_envelope(body, event_type, id)
+    INSERT INTO booking_events_outbox (id, aggregate_type, aggregate_id, event_type, payload, trace_context)
+    SELECT id, 'reservation', aggregate_id, event_type, booking_event_envelope(body, event_type, id),
+           nullif(coalesce($11::text, current_setting('booking.trace_context', true)), '')::jsonb
     FROM events
 )
 SELECT id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at, idempotency_key,
