@@ -44,7 +44,10 @@ class LostReply(Exception):
 
 def poll_or_stall(poller: select.epoll, timeout: float, busy: int, stall: float) -> list[tuple[int, int]]:
     """epoll's ready lanes, waiting at most `timeout` s (< 0: until one is ready, at most `stall` s);
-    LostReply when a wait with replies outstanding ends with none."""
+    LostReply when a wait with replies outstanding ends with none. A wait until a reply with none
+    outstanding could only end by the stall limit: that is the loop's own bookkeeping gone wrong, said at once."""
+    if timeout < 0 and not busy:
+        raise RuntimeError("waiting for a reply with no request outstanding")
     wait = stall if timeout < 0 else min(timeout, stall)
     events = poller.poll(wait)
     if not events and busy and (timeout < 0 or timeout >= stall):
@@ -180,10 +183,10 @@ def paced_loop(
                 lane = idle.pop()
                 due_of[lane.sock.fileno()] = waiting.popleft()
                 lane.send(*request())
-            timeout = started + scheduled * interval - clock() if scheduled < total else -1.0
-            for fd, _ in poll_or_stall(
-                poller, max(0.0, timeout) if timeout >= 0 else -1.0, len(lanes) - len(idle), stall
-            ):
+            # until the next request is due (0 when it is due already: sending ran past it), or, once all
+            # are scheduled, until a reply comes; a late due time is not "no time limit"
+            timeout = max(0.0, started + scheduled * interval - clock()) if scheduled < total else -1.0
+            for fd, _ in poll_or_stall(poller, timeout, len(lanes) - len(idle), stall):
                 lane = by_fd[fd]
                 chunk = lane.sock.recv(RECV_SIZE)
                 if not chunk:
