@@ -44,17 +44,28 @@ from booking_rpc.events.subscribers import Subscriber
 from booking_rpc.loop import new_event_loop
 from booking_rpc.models.events import ReservationCancelled
 
+_start_together: Any = None  # the producers' barrier (a spawned worker's global, set by _join)
+
+
+def _join(barrier: Any) -> None:
+    global _start_together
+    _start_together = barrier
+
 
 def produce(dsn: str, rate: float, duration: float) -> dict[str, float]:
     """Write `rate` events per second for `duration` seconds; the commit time of each event id.
 
     Each 10 ms tick commits its events in one transaction, the rows sent in one round trip (executemany),
     as a handler's statement writes its event; the commits tell the relay (another process) by the
-    service's own coalesced NOTIFY, as another replica's would.
+    service's own coalesced NOTIFY, as another replica's would. Every producer starts writing when all of
+    them are ready (a barrier): spawned one after another, each importing the service, they started up to a
+    second apart, so the run's window held less than the offered rate at its ends.
     """
 
     async def go() -> dict[str, float]:
         pool = await create_pool(dsn, min_size=1, max_size=2)
+        if _start_together is not None:
+            _start_together.wait()  # blocks only this producer, before it writes
         ctx = build_context(Settings(), pool)
         signal = OutboxSignal(ctx)
         ctx.after_commit = signal
@@ -168,8 +179,9 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         # several producers when one process cannot offer the rate (the bench measures the relay, not them)
         producers = opts.producers
+        spawn = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(
-            producers, mp_context=multiprocessing.get_context("spawn")
+            producers, mp_context=spawn, initializer=_join, initargs=(spawn.Barrier(producers),)
         ) as pool_exec:
             parts = await asyncio.gather(
                 *(
@@ -203,6 +215,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         print(f"delivery failures (retried with backoff): {failures}")
     first = min(committed.values())
     last = max(received.values()) if received else first
+    print(f"producers wrote from {first:.3f} to {max(committed.values()):.3f} (perf_counter), last received {last:.3f}")
     return {
         "bench": "events",
         "sink": opts.sink,

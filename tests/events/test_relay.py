@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -269,3 +270,49 @@ async def test_other_processes_hear_of_commits_by_one_coalesced_notify(
         await relay.stop()
         assert isinstance(writer.after_commit, OutboxSignal)
         await writer.after_commit.stop()
+
+
+def plan_work(node: dict[str, Any]) -> int:
+    """Rows every node of an EXPLAIN ANALYZE plan read (produced or filtered out), over all its loops."""
+    rows = node["Actual Rows"] + node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Join Filter", 0)
+    own = int(rows * node["Actual Loops"])
+    return own + sum(plan_work(child) for child in node.get("Plans", []))
+
+
+async def test_a_claim_costs_its_window_not_the_delivery_history(relay_ctx: Context) -> None:
+    """On fresh tables (no statistics yet: a new deployment, the bench) the claim's work follows its window.
+
+    Every delivered event keeps its delivery row. Planned as a join, the claim read all of this subscriber's
+    delivery rows for each row of its window: each batch cost more than the one before (bench.events --sink
+    jetstream fell behind its producers).
+    """
+    ctx = relay_ctx
+    claim = ctx.sql["outbox.claim_for_subscriber"]
+
+    async def write(count: int, *, delivered: bool) -> None:
+        async with ctx.transaction() as conn:
+            ids = await conn.fetchval(
+                "WITH o AS (INSERT INTO booking_events_outbox (aggregate_type, aggregate_id, event_type, payload,"
+                " published) SELECT 'reservation', gen_random_uuid(), 'reservation.cancelled', '{}', $2"
+                " FROM generate_series(1, $1) RETURNING id) SELECT array_agg(id) FROM o",
+                count,
+                delivered,
+            )
+            if delivered:
+                await conn.execute(
+                    "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
+                    " SELECT unnest($1::uuid[]), 'rec', 1, now()",
+                    ids,
+                )
+
+    async def work() -> int:
+        async with ctx.transaction() as conn:
+            await conn.fetchval(ctx.sql["outbox.batch_start"], "rec")  # the batch's own planner settings
+            plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {claim}", "rec", ["%"], 500, 2000)
+        return plan_work(plan[0]["Plan"])  # the pool decodes json
+
+    await write(3000, delivered=False)
+    before = await work()
+    await write(6000, delivered=True)  # the history of what this subscriber already has
+    after = await work()
+    assert after < 2 * before, (before, after)
