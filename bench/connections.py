@@ -87,8 +87,9 @@ async def idle(connections: int) -> dict[str, Any]:
 async def flood(requests: int, connections: int) -> dict[str, Any]:
     import os
 
-    from bench.flows import make_template, server_dsn, start_service
+    from bench.flows import make_template, start_service
     from booking_rpc.db.pool import with_database
+    from booking_rpc.db.scratch import drop_database, server_dsn
 
     with server_dsn(os.environ.get("DATABASE_URL")) as base:
         name = f"bench_flood_{uuid.uuid4().hex[:8]}"
@@ -154,9 +155,7 @@ async def flood(requests: int, connections: int) -> dict[str, Any]:
         finally:
             service.stop()
             with contextlib.suppress(Exception):
-                from bench.flows import admin
-
-                await admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await drop_database(base, name)
     refused_after.sort()
     return {
         "requests": requests,

@@ -34,12 +34,12 @@ from typing import Any
 
 from bench.common import write_json
 from bench.report import deadline_target_lines
-from bench.reservations import admin_exec, find_request, seed, server_dsn
+from bench.reservations import find_request, seed
 from booking_rpc.app import build_context, service_router
 from booking_rpc.config import Settings
-from booking_rpc.db.migrations import migrate_dsn
-from booking_rpc.db.pool import create_pool, with_database
+from booking_rpc.db.pool import create_pool
 from booking_rpc.db.queries import Queries
+from booking_rpc.db.scratch import create_database, drop_database, server_dsn
 from booking_rpc.deadline import deadline_middleware
 from booking_rpc.loop import new_event_loop
 from booking_rpc.router import Call, Route, Router
@@ -108,10 +108,8 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
     isolated = await isolated_cost(opts.rounds, opts.requests * 10)
     with server_dsn(os.environ.get("DATABASE_URL")) as base:
         name = f"bench_deadline_{uuid.uuid4().hex[:8]}"
-        await admin_exec(base, f'CREATE DATABASE "{name}"')
-        dsn = with_database(base, name)
+        dsn = await create_database(base, name, migrated=True)
         try:
-            await migrate_dsn(dsn)
             sql = Queries.load()
             ds = await seed(dsn, sql)
             settings = Settings()
@@ -137,7 +135,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await pool.close()
         finally:
-            await admin_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await drop_database(base, name)
     summary: dict[str, Any] = {}
     for pattern, by_variant in samples.items():
         med = {v: statistics.median(xs) for v, xs in by_variant.items()}

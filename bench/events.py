@@ -28,7 +28,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 
 from bench.common import INTEROP, ensure_node_modules, percentile
@@ -36,7 +35,8 @@ from bench.report import events_target_lines
 from booking_rpc.app import build_context
 from booking_rpc.config import Settings
 from booking_rpc.db.migrations import migrate_dsn
-from booking_rpc.db.pool import create_pool, with_database
+from booking_rpc.db.pool import create_pool
+from booking_rpc.db.scratch import create_database, drop_database
 from booking_rpc.devnats import running_nats_server
 from booking_rpc.events.outbox import event_body
 from booking_rpc.events.relay import OutboxRelay, OutboxSignal
@@ -102,24 +102,6 @@ def produce(dsn: str, rate: float, duration: float) -> dict[str, float]:
     return asyncio.run(go())
 
 
-async def fresh_database(base_dsn: str) -> tuple[str, str]:
-    name = f"booking_rpc_bench_events_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(base_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name, with_database(base_dsn, name)
-
-
-async def drop_database(base_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(base_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def run(opts: argparse.Namespace) -> dict[str, Any]:
     embedded = None
     base = os.environ.get("DATABASE_URL")
@@ -128,7 +110,8 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
 
         embedded = await asyncio.to_thread(start_embedded, Path(tempfile.mkdtemp(prefix="bench-events-")))
         base = embedded.admin_dsn
-    name, dsn = await fresh_database(base)
+    name = f"booking_rpc_bench_events_{uuid.uuid4().hex[:8]}"
+    dsn = await create_database(base, name)
     ensure_node_modules()
     jetstream = opts.sink == "jetstream"
     nats_server = contextlib.ExitStack()

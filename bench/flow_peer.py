@@ -36,12 +36,12 @@ from typing import Any
 import asyncpg
 
 from bench.common import backends_cpu_since, cpu_seconds, database_backends_cpu, write_json
-from bench.flows import Dataset, admin, make_template, nest_subscriber, server_dsn, start_service
+from bench.flows import Dataset, make_template, nest_subscriber, start_service
 from bench.peer import TARGETS, nest_load, start_peer
 from bench.report import flow_peer_lines
 from bench.reservations import postmaster_pid
 from booking_rpc.config import Settings
-from booking_rpc.db.pool import with_database
+from booking_rpc.db.scratch import create_database, drop_database, server_dsn
 from booking_rpc.loop import new_event_loop
 
 
@@ -79,8 +79,7 @@ async def one_run(
     base: str, template: str, ds: Dataset, target: str, c: int, round_no: int, opts: argparse.Namespace
 ) -> FlowRun:
     name = f"bench_flowpeer_{uuid.uuid4().hex[:8]}"
-    await admin(base, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    dsn = with_database(base, name)
+    dsn = await create_database(base, name, template=template)
     try:
         async with contextlib.AsyncExitStack() as stack:
             sub = await stack.enter_async_context(nest_subscriber())
@@ -105,7 +104,7 @@ async def one_run(
                 await asyncio.sleep(0.05)
             delivered = len(sub.received)
     finally:
-        await admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(base, name)
     per = 1e6 / max(1, committed)  # the CPU window covers the warm-up's bookings too
     return FlowRun(
         target=target,
@@ -166,7 +165,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
                         runs.append(r)
                         print(line(r), flush=True)
         finally:
-            await admin(base, f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+            await drop_database(base, template)
     return {
         "bench": "flow_peer",
         "duration": opts.duration,

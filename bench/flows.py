@@ -25,11 +25,10 @@ import contextlib
 import datetime as dt
 import os
 import subprocess
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,43 +46,16 @@ from bench.common import (
     write_json,
 )
 from bench.report import flows_target_lines
+from booking_rpc.app import build_context, service_router
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.config import Settings
-from booking_rpc.context import Context
-from booking_rpc.db.migrations import migrate_dsn
-from booking_rpc.db.pool import create_pool, with_database
-from booking_rpc.db.queries import Queries
-from booking_rpc.handlers import build_router
+from booking_rpc.db.pool import create_pool
+from booking_rpc.db.scratch import admin, create_database, drop_database, server_dsn
 from booking_rpc.loop import new_event_loop
 
 VARIANTS = ("none", "nest", "none-nonotify", "nest-nonotify")
 SLOTS, CAPACITY = 64, 100_000
 CONNECTIONS = 4
-
-
-@contextlib.contextmanager
-def server_dsn(url: str | None) -> Iterator[str]:
-    """The admin DSN of $DATABASE_URL's server, or of an embedded server started for the bench."""
-    if url:
-        yield url
-        return
-    from booking_rpc.db.embedded import start_embedded
-
-    with tempfile.TemporaryDirectory(prefix="bench-flows-pg-") as tmp:
-        server = start_embedded(Path(tmp))
-        try:
-            yield server.admin_dsn
-        finally:
-            server.stop()
-
-
-async def admin(dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @dataclass(frozen=True)
@@ -95,16 +67,13 @@ class Dataset:
 
 async def make_template(base: str, name: str) -> Dataset:
     """A migrated database with one service and SLOTS slots of room for every flow (cloned per run)."""
-    await admin(base, f'CREATE DATABASE "{name}"')
-    dsn = with_database(base, name)
-    await migrate_dsn(dsn)
-    sql = Queries.load()
+    dsn = await create_database(base, name, migrated=True)
     clinic = uuid.uuid4()
     pool = await create_pool(dsn, min_size=1, max_size=1)
     try:
         # through the handler, as the gateway would create it
-        ctx = Context(pool=pool, sql=sql, settings=Settings())
-        route = build_router().lookup("booking.services.upsert")
+        ctx = build_context(Settings(), pool)
+        route = service_router().lookup("booking.services.upsert")
         assert route is not None
         body = {"actor": {"id": str(uuid.uuid4()), "role": "admin"}, "clinic_id": str(clinic), "name": "Bench flows"}
         service = (await route.invoke({**body, "price": "100.00"}, ctx)).id
@@ -271,8 +240,7 @@ async def flows(port: int, ds: Dataset, concurrency: int, warmup: float, duratio
 
 async def one_run(base: str, template: str, ds: Dataset, variant: str, opts: argparse.Namespace) -> dict[str, Any]:
     name = f"bench_flows_{uuid.uuid4().hex[:8]}"
-    await admin(base, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    dsn = with_database(base, name)
+    dsn = await create_database(base, name, template=template)
     try:
         if variant.endswith("-nonotify"):
             await admin(dsn, "ALTER TABLE booking_events_outbox DISABLE TRIGGER booking_outbox_notify")
@@ -298,7 +266,7 @@ async def one_run(base: str, template: str, ds: Dataset, variant: str, opts: arg
             samples = max(1, waits.pop("samples", 1))
             result["waits_per_sample"] = {w: round(n / samples, 2) for w, n in waits.most_common(6)}
     finally:
-        await admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(base, name)
     result["variant"] = variant
     return result
 
@@ -316,7 +284,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"unknown variants: {sorted(unknown)} (known: {', '.join(VARIANTS)})")
-    with server_dsn(os.environ.get("DATABASE_URL")) as base:
+    with server_dsn(os.environ.get("DATABASE_URL"), "bench-flows-pg-") as base:
         template = f"bench_flows_tpl_{uuid.uuid4().hex[:8]}"
         ds = await make_template(base, template)
         runs: list[dict[str, Any]] = []
@@ -329,7 +297,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
                     runs.append(r)
                     print(line(r), flush=True)
         finally:
-            await admin(base, f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+            await drop_database(base, template)
     summary: dict[str, Any] = {}
     for variant in variants:
         mine = [r for r in runs if r["variant"] == variant]

@@ -45,6 +45,7 @@ from bench.common import (
     stop_process,
 )
 from booking_rpc.db.pool import with_database
+from booking_rpc.db.scratch import drop_database, server_dsn
 from booking_rpc.devnats import running_nats_server
 
 # issue 16, with 1 worker: booking-rpc's req/s over NestJS's, its CPU per request over NestJS's
@@ -226,7 +227,7 @@ def target_lines(rounds: list[Round]) -> list[str]:
 @contextlib.contextmanager
 def bench_database() -> Iterator[str]:
     """A migrated database of the bench's own (with the flows bench's catalog), dropped at the end."""
-    from bench.flows import admin, make_template, server_dsn  # bench.flows imports bench.report, which imports us
+    from bench.flows import make_template  # bench.flows imports bench.report, which imports us
 
     with server_dsn(os.environ.get("DATABASE_URL")) as base:
         name = f"bench_nats_{uuid.uuid4().hex[:8]}"
@@ -234,7 +235,7 @@ def bench_database() -> Iterator[str]:
         try:
             yield with_database(base, name)
         finally:
-            asyncio.run(admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            asyncio.run(drop_database(base, name))
 
 
 def run(opts: argparse.Namespace) -> list[Round]:

@@ -56,15 +56,12 @@ from bench.reservations import (
     FIND_DAYS,
     FIND_LIMIT,
     Dataset,
-    admin_exec,
     postmaster_pid,
     seed,
-    server_dsn,
     server_process,
 )
 from booking_rpc.config import Settings
-from booking_rpc.db.migrations import migrate_dsn
-from booking_rpc.db.pool import with_database
+from booking_rpc.db import scratch
 from booking_rpc.db.queries import Queries
 from booking_rpc.devnats import running_nats_server
 
@@ -214,14 +211,12 @@ def compare(runs: list[Run], pattern: str, concurrency: int) -> Comparison:
 def bench_database(admin: str) -> Iterator[BenchDatabase]:
     """A fresh migrated database seeded as bench.reservations seeds it; dropped after."""
     name = f"bench_peer_{secrets.token_hex(5)}"
-    asyncio.run(admin_exec(admin, f"CREATE DATABASE {name}"))
-    dsn = with_database(admin, name)
+    dsn = asyncio.run(scratch.create_database(admin, name, migrated=True))
     try:
-        asyncio.run(migrate_dsn(dsn))
         ds = asyncio.run(seed(dsn, Queries.load()))
         yield BenchDatabase(dsn, name, ds, asyncio.run(postmaster_pid(dsn)))
     finally:
-        asyncio.run(admin_exec(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        asyncio.run(scratch.drop_database(admin, name))
 
 
 def warm_up(ds: Dataset, ports: dict[str, int], dsn: str) -> None:
@@ -230,7 +225,7 @@ def warm_up(ds: Dataset, ports: dict[str, int], dsn: str) -> None:
     for port in ports.values():
         for pattern in PATTERNS:
             nest_load(generator(pattern, ds), 8, 1.0, 0.0, port=port)
-    asyncio.run(admin_exec(dsn, "ANALYZE reservations, booking_events_outbox"))
+    asyncio.run(scratch.admin(dsn, "ANALYZE reservations, booking_events_outbox"))
 
 
 def run_tcp(db: BenchDatabase, opts: argparse.Namespace) -> dict[str, Any]:
@@ -355,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.database_url = opts.database_url or os.environ.get("DATABASE_URL")
     transports = opts.transports.split(",")
     result: dict[str, Any] = {"bench": "peer", "duration": opts.duration, "rounds": opts.rounds, "pool": opts.pool}
-    with server_dsn(opts.database_url) as admin, bench_database(admin) as db:
+    with scratch.server_dsn(opts.database_url) as admin, bench_database(admin) as db:
         if "tcp" in transports:
             result["tcp"] = run_tcp(db, opts)
         if "nats" in transports:

@@ -64,7 +64,7 @@ from bench.lanes import Lane, Request, closed_loop, open_lanes, paced_loop
 from bench.report import target_lines
 from booking_rpc import jsonutil
 from booking_rpc.config import Settings
-from booking_rpc.db.pool import with_database
+from booking_rpc.db import scratch
 from booking_rpc.db.queries import Queries
 from booking_rpc.loop import run as run_on_service_loop
 from booking_rpc.models.common import NIL_UUID
@@ -110,30 +110,6 @@ def percentiles(samples_ms: list[float]) -> tuple[float, float, float]:
 
 
 # --- database ------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def server_dsn(url: str | None) -> Iterator[str]:
-    """The admin DSN of $DATABASE_URL's server, or of an embedded server started for the bench."""
-    if url:
-        yield url
-        return
-    from booking_rpc.db.embedded import start_embedded
-
-    with tempfile.TemporaryDirectory(prefix="bench-res-pg-") as tmp:
-        server = start_embedded(Path(tmp))
-        try:
-            yield server.admin_dsn
-        finally:
-            server.stop()
-
-
-async def admin_exec(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @dataclass
@@ -613,17 +589,13 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_ratios": [],
     }
     with (
-        server_dsn(args.database_url or os.environ.get("DATABASE_URL")) as admin,
+        scratch.server_dsn(args.database_url or os.environ.get("DATABASE_URL"), "bench-res-pg-") as admin,
         tempfile.TemporaryDirectory(prefix="bench-res-") as tmp,
     ):
         folder = Path(tmp)
         name = f"bench_res_{secrets.token_hex(5)}"
-        asyncio.run(admin_exec(admin, f"CREATE DATABASE {name}"))
-        dsn = with_database(admin, name)
+        dsn = asyncio.run(scratch.create_database(admin, name, migrated=True))
         try:
-            from booking_rpc.db.migrations import migrate_dsn
-
-            asyncio.run(migrate_dsn(dsn))
             ds = asyncio.run(seed(dsn, sql))
             postmaster = asyncio.run(postmaster_pid(dsn))
             ttl = 600
@@ -650,7 +622,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 # Warm-up, then the ANALYZE autovacuum runs in production within a minute of the first holds:
                 # the plans measured are made on a table that has rows (pgbench, reconnecting, replans anyway).
                 warm = run_load("warm-up", service, 8, 2.0, create_request(ds))
-                asyncio.run(admin_exec(dsn, "ANALYZE reservations, booking_events_outbox"))
+                asyncio.run(scratch.admin(dsn, "ANALYZE reservations, booking_events_outbox"))
                 print(f"warm-up: {warm.ops} holds, then ANALYZE reservations, booking_events_outbox")
                 for c in levels:
                     for label, op, scripts in (
@@ -734,7 +706,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "explain_big": plan_big,
                     }
         finally:
-            asyncio.run(admin_exec(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            asyncio.run(scratch.drop_database(admin, name))
     return report
 
 

@@ -49,18 +49,16 @@ from bench.report import tracing_target_lines
 from bench.reservations import (
     Result,
     Service,
-    admin_exec,
     create_request,
     find_request,
     line,
     median_of,
     run_load,
     seed,
-    server_dsn,
     server_process,
 )
 from booking_rpc.config import Settings
-from booking_rpc.db.pool import with_database
+from booking_rpc.db import scratch
 from booking_rpc.db.queries import Queries
 
 
@@ -264,14 +262,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     sql = Queries.load()
     report: dict[str, Any] = {"levels": levels, "duration": args.duration, "rounds": args.rounds, "results": []}
     report["off_path"] = off_path(sql)
-    with server_dsn(args.database_url or os.environ.get("DATABASE_URL")) as admin, otlp_sink() as (sink_port, exported):
+    database_url = args.database_url or os.environ.get("DATABASE_URL")
+    with scratch.server_dsn(database_url) as admin, otlp_sink() as (sink_port, exported):
         name = f"bench_trace_{secrets.token_hex(5)}"
-        asyncio.run(admin_exec(admin, f"CREATE DATABASE {name}"))
-        dsn = with_database(admin, name)
+        dsn = asyncio.run(scratch.create_database(admin, name, migrated=True))
         try:
-            from booking_rpc.db.migrations import migrate_dsn
-
-            asyncio.run(migrate_dsn(dsn))
             ds = asyncio.run(seed(dsn, sql))
             with contextlib.ExitStack() as stack:
                 services: dict[str, Service] = {
@@ -284,7 +279,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 for service in services.values():  # connections, plans, a table with rows
                     run_load("warm-up", service, 4, 1.0, create_request(ds))
-                asyncio.run(admin_exec(dsn, "ANALYZE reservations, booking_events_outbox"))
+                asyncio.run(scratch.admin(dsn, "ANALYZE reservations, booking_events_outbox"))
                 print(f"tracing bench: database {name}, {args.duration}s per run, {args.rounds} rounds, OTLP sink")
                 for c in levels:
                     for label, request in (
@@ -323,7 +318,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             report["sdk"] = sdk_costs(sink_port)
             report["column_default"] = asyncio.run(column_default_cost(dsn, args.default_rows, 5))
         finally:
-            asyncio.run(admin_exec(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            asyncio.run(scratch.drop_database(admin, name))
     for text in tracing_target_lines(report):
         print(text)
     return report

@@ -97,8 +97,8 @@ SQL_TEXT = re.compile(
     r"^\s*(SELECT\s|INSERT\s+INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s|WITH\s+\w+\s+AS\s|CREATE\s|ALTER\s|DROP\s)"
 )
 # The database layer's own bookkeeping, which runs before any file of sql/ is read: the migrations table
-# and its advisory lock, and creating the embedded server's database.
-SQL_ALLOWED = ("booking_rpc.db.migrations", "booking_rpc.db.embedded")
+# and its advisory lock, and creating the embedded server's database and the scratch databases.
+SQL_ALLOWED = ("booking_rpc.db.migrations", "booking_rpc.db.embedded", "booking_rpc.db.scratch")
 
 
 def _module_name(root: Path, path: Path) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from tests.fixtures.db import create_database, drop_database
+from booking_rpc.db.scratch import admin, create_database, drop_database
 
 SERVICE = "00000000-0000-0000-0000-0000000000a1"
 SLOT = "00000000-0000-0000-0000-0000000000b1"
@@ -348,20 +348,12 @@ CASES = [
 @pytest.fixture(scope="module")
 def graph_db(pg_base_dsn: str, template_db: str) -> Iterator[str]:
     name = f"booking_rpc_t_{secrets.token_hex(6)}"
-    dsn = create_database(pg_base_dsn, name, template=template_db)
-
-    async def seed() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(BASE)
-        finally:
-            await conn.close()
-
+    dsn = asyncio.run(create_database(pg_base_dsn, name, template=template_db))
     try:
-        asyncio.run(seed())
+        asyncio.run(admin(dsn, BASE))
         yield dsn
     finally:
-        drop_database(pg_base_dsn, name)
+        asyncio.run(drop_database(pg_base_dsn, name))
 
 
 @pytest.fixture
