@@ -18,7 +18,7 @@ import asyncpg
 from booking_rpc.context import Context
 from booking_rpc.domain import money, reminders
 from booking_rpc.events.outbox import enqueue
-from booking_rpc.models.common import Actor
+from booking_rpc.models.common import Actor, from_row
 from booking_rpc.models.events import PaymentProcessed
 
 
@@ -105,18 +105,5 @@ async def payment_processed(
     conn: asyncpg.Connection, ctx: Context, payment: asyncpg.Record, status: str, processed_at: dt.datetime
 ) -> None:
     """`payment.processed` for `payment` (a payments row), which reached `status` (success or failed)."""
-    booking_id = payment["booking_id"]
-    await enqueue(
-        conn,
-        ctx.sql,
-        booking_id,
-        PaymentProcessed(
-            payment_id=payment["id"],
-            booking_id=booking_id,
-            amount=payment["amount"],
-            currency=payment["currency"],
-            payment_method=payment["payment_method"],
-            status=status,
-            processed_at=processed_at,
-        ),
-    )
+    event = from_row(PaymentProcessed, payment, payment_id=payment["id"], status=status, processed_at=processed_at)
+    await enqueue(conn, ctx.sql, payment["booking_id"], event)

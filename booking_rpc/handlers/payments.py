@@ -31,7 +31,7 @@ from booking_rpc.errors import RpcError
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.handlers.effects import append_log, insert_entry, notify, payment_processed
 from booking_rpc.models.bookings import PaymentPage, PaymentRecord, PaymentsFindRequest, PaymentStatusChanged
-from booking_rpc.models.common import Role, decode_cursor, encode_cursor
+from booking_rpc.models.common import Role, decode_cursor, encode_cursor, from_row
 from booking_rpc.models.events import PaymentRefundProcessed, PaymentRefundRequested
 from booking_rpc.router import Router
 
@@ -122,20 +122,15 @@ async def _refund_after_cancel(conn: asyncpg.Connection, ctx: Context, p: asyncp
     booking_id = p["booking_id"]
     if p["amount"] > 0:
         await insert_entry(conn, ctx, booking_id, p["clinic_id"], "refund", p["amount"], p["external_reference"])
-        await enqueue(
-            conn,
-            ctx.sql,
-            booking_id,
-            PaymentRefundRequested(
-                payment_id=p["id"],
-                booking_id=booking_id,
-                external_reference=p["external_reference"],
-                refund_amount=p["amount"],
-                currency=p["currency"],
-                reason="payment succeeded after the booking was cancelled",
-                requested_at=rec["updated_at"],
-            ),
+        requested = from_row(
+            PaymentRefundRequested,
+            p,
+            payment_id=p["id"],
+            refund_amount=p["amount"],
+            reason="payment succeeded after the booking was cancelled",
+            requested_at=rec["updated_at"],
         )
+        await enqueue(conn, ctx.sql, booking_id, requested)
     await _log(
         conn,
         ctx,
@@ -174,21 +169,10 @@ async def _move_refund(
     )
     if target not in refunds.REFUND_FINAL:
         return
-    await enqueue(
-        conn,
-        ctx.sql,
-        booking_id,
-        PaymentRefundProcessed(
-            payment_id=row["id"],
-            booking_id=booking_id,
-            external_reference=row["external_reference"],
-            refund_amount=row["refund_amount"],
-            currency=row["currency"],
-            refund_status=target,
-            refunded_at=row["refunded_at"],
-            processed_at=row["updated_at"],
-        ),
+    processed = from_row(
+        PaymentRefundProcessed, row, payment_id=row["id"], refund_status=target, processed_at=row["updated_at"]
     )
+    await enqueue(conn, ctx.sql, booking_id, processed)
     if target == "completed":
         await _tell(
             conn,

@@ -23,6 +23,7 @@ from booking_rpc.domain.availability import REASON_MESSAGES, unavailable_reason
 from booking_rpc.errors import RpcError, not_found
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.jobs.offers import offer_freed
+from booking_rpc.models.common import from_row
 from booking_rpc.models.events import ReservationCancelled
 from booking_rpc.models.reservations import (
     ReservationCancelRequest,
@@ -175,15 +176,6 @@ async def cancel_reservation(payload: ReservationCancelRequest, ctx: Context) ->
             raise RpcError("RESERVATION_EXPIRED", "The reservation has expired", details)
         await conn.execute(ctx.sql["slots.release_unit"], row["slot_id"], 1)
         await offer_freed(conn, ctx, row["slot_id"])
-        await enqueue(
-            conn,
-            ctx.sql,
-            row["id"],
-            ReservationCancelled(
-                reservation_id=row["id"],
-                user_id=row["user_id"],
-                slot_id=row["slot_id"],
-                cancelled_at=row["updated_at"],
-            ),
-        )
+        cancelled = from_row(ReservationCancelled, row, reservation_id=row["id"], cancelled_at=row["updated_at"])
+        await enqueue(conn, ctx.sql, row["id"], cancelled)
         return reservation_out(row)

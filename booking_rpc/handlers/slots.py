@@ -80,15 +80,9 @@ async def find_slots(payload: SlotsFindRequest, ctx: Context) -> dict[str, Any]:
 
 def _slot_availability(row: asyncpg.Record) -> SlotAvailability:
     reason = unavailable_reason(row)
-    return SlotAvailability(
-        slot_id=row["id"],
-        slot_date=row["slot_date"],
-        slot_start_time=row["slot_start_time"],
-        slot_end_time=row["slot_end_time"],
-        starts_at=row["starts_at"],
-        available=reason is None,
-        reason=reason,
-        remaining=0 if reason is not None else remaining_of(row),
+    remaining = 0 if reason is not None else remaining_of(row)
+    return from_row(
+        SlotAvailability, row, slot_id=row["id"], available=reason is None, reason=reason, remaining=remaining
     )
 
 

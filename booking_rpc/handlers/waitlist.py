@@ -23,7 +23,7 @@ from booking_rpc.auth import is_privileged, is_staff_of, require_actor, require_
 from booking_rpc.context import Context
 from booking_rpc.errors import RpcError, not_found
 from booking_rpc.jobs.offers import offer_freed
-from booking_rpc.models.common import Actor, Role
+from booking_rpc.models.common import Actor, Role, from_row
 from booking_rpc.models.waitlist import (
     WaitlistEntryOut,
     WaitlistFindRequest,
@@ -38,21 +38,7 @@ router = Router()
 
 def entry_out(row: asyncpg.Record, actor: Actor) -> WaitlistEntryOut:
     own = actor.id == row["user_id"] or is_privileged(actor)
-    return WaitlistEntryOut(
-        id=row["id"],
-        user_id=row["user_id"],
-        pet_id=row["pet_id"],
-        service_id=row["service_id"],
-        slot_id=row["slot_id"],
-        date=row["slot_date"],
-        status=row["status"],
-        position=row["position"],
-        reservation_id=row["reservation_id"],
-        lock_id=row["lock_id"] if own else None,
-        expires_at=row["expires_at"],
-        offered_at=row["offered_at"],
-        created_at=row["created_at"],
-    )
+    return from_row(WaitlistEntryOut, row, date=row["slot_date"], lock_id=row["lock_id"] if own else None)
 
 
 async def _entry(conn: asyncpg.Connection, ctx: Context, entry_id: UUID) -> asyncpg.Record | None:

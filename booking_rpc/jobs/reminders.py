@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from booking_rpc.context import Context
 from booking_rpc.events.outbox import enqueue
+from booking_rpc.models.common import from_row
 from booking_rpc.models.events import ReminderDue
 
 TITLES = {
@@ -36,20 +37,7 @@ async def send_due_reminders(ctx: Context, *, batch_size: int = 200) -> int:
                     f"{title}: {service} (booking {r['reference_code']})",
                     {"reminder_id": str(r["id"]), "reminder_type": r["reminder_type"]},
                 )
-                await enqueue(
-                    conn,
-                    ctx.sql,
-                    r["booking_id"],
-                    ReminderDue(
-                        reminder_id=r["id"],
-                        booking_id=r["booking_id"],
-                        reference_code=r["reference_code"],
-                        user_id=r["user_id"],
-                        reminder_type=r["reminder_type"],
-                        booking_time=r["booking_time"],
-                        scheduled_time=r["scheduled_time"],
-                    ),
-                )
+                await enqueue(conn, ctx.sql, r["booking_id"], from_row(ReminderDue, r, reminder_id=r["id"]))
                 await conn.execute(ctx.sql["jobs.mark_reminder_sent"], r["id"])
         total += len(rows)
         if len(rows) < batch_size:

@@ -59,10 +59,11 @@ NIL_UUID = UUID(int=0)
 MIDNIGHT = dt.time(0, 0)
 
 
-def from_row(model: type[M], row: Any, **given: Any) -> M:
-    """`model` from a database row (asyncpg.Record or a mapping): each field from the column of its name,
-    unless `given` (a value the row holds in another form)."""
-    return model(**{name: given[name] if name in given else row[name] for name in model.model_fields})
+def from_row(model: type[M], row: Any, prefix: str = "", **given: Any) -> M:
+    """`model` from a database row (asyncpg.Record or a mapping): each field from the column of its name
+    (after `prefix`: "p_" reads `p_amount` for `amount`), unless `given` (a value the row holds in another
+    form)."""
+    return model(**{name: given[name] if name in given else row[prefix + name] for name in model.model_fields})
 
 
 def encode_cursor(values: list[Any]) -> str:

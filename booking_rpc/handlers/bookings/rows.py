@@ -12,6 +12,7 @@ from booking_rpc.context import Context
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.handlers.effects import notify
 from booking_rpc.models.bookings import BookingOut, PaymentOut
+from booking_rpc.models.common import from_row
 from booking_rpc.models.events import BookingConfirmed, EventPayload
 
 # An event's fields that name the booking it is about, and the booking row's columns they come from.
@@ -26,48 +27,17 @@ BOOKING_KEYS = {
 
 
 def payment_out(row: asyncpg.Record) -> PaymentOut | None:
-    if row["p_id"] is None:
-        return None
-    return PaymentOut(
-        id=row["p_id"],
-        external_reference=row["p_external_reference"],
-        amount=row["p_amount"],
-        currency=row["p_currency"],
-        payment_method=row["p_payment_method"],
-        status=row["p_status"],
-        paid_at=row["p_paid_at"],
-        refund_status=row["p_refund_status"],
-        refund_amount=row["p_refund_amount"],
-        refunded_at=row["p_refunded_at"],
-    )
+    """The payment columns of a booking row (`p_id`, `p_amount`, ...), or None without a payment."""
+    return None if row["p_id"] is None else from_row(PaymentOut, row, prefix="p_")
 
 
 def booking_out(row: asyncpg.Record) -> BookingOut:
-    return BookingOut(
-        id=row["id"],
-        reservation_id=row["reservation_id"],
-        reference_code=row["reference_code"],
-        user_id=row["user_id"],
-        pet_id=row["pet_id"],
-        clinic_id=row["clinic_id"],
-        service_id=row["service_id"],
-        slot_id=row["slot_id"],
-        payment_id=row["payment_id"],
-        amount=row["amount"],
-        status=row["status"],
-        cancellation_reason=row["cancellation_reason"],
-        notes=row["notes"],
+    return from_row(
+        BookingOut,
+        row,
         pet_snapshot=row["pet_snapshot"] or {},
         service_snapshot=row["service_snapshot"] or {},
-        booking_time=row["booking_time"],
-        slot_date=row["slot_date"],
-        slot_start_time=row["slot_start_time"],
-        slot_end_time=row["slot_end_time"],
-        ends_at=row["ends_at"],
         payment=payment_out(row),
-        reschedule_count=row["reschedule_count"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
     )
 
 
