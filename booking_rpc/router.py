@@ -272,14 +272,14 @@ class Router:
         self.error_mappers: dict[type[BaseException], ErrorMapper] = {ValidationError: _validation_failed}
 
     def _register(
-        self, pattern: Any, kind: Kind, eager: bool = False, reply: Any = None
+        self, pattern: Any, kind: Kind, eager: bool = False, reply: Any = None, payload: Any = None
     ) -> Callable[[Handler], Handler]:
         route = route_for_registration(pattern)
 
         def decorate(handler: Handler) -> Handler:
             if route in self.routes:
                 raise ValueError(f"pattern {route!r} is registered twice")
-            payload_type = _payload_type(handler)
+            payload_type = payload if payload is not None else _payload_type(handler)
             model: type[BaseModel] | None = None
             adapter: TypeAdapter[Any] | None = None
             if isinstance(payload_type, type) and issubclass(payload_type, BaseModel):
@@ -312,9 +312,10 @@ class Router:
         """
         return self._register(pattern, "message", eager, reply)
 
-    def event(self, pattern: Any) -> Callable[[Handler], Handler]:
-        """An event pattern (`ClientProxy.emit`): the result is dropped."""
-        return self._register(pattern, "event")
+    def event(self, pattern: Any, *, payload: Any = None) -> Callable[[Handler], Handler]:
+        """An event pattern (`ClientProxy.emit`): the result is dropped. `payload=Model` validates the data
+        as `Model` when the handler serves several events and is annotated with their common base."""
+        return self._register(pattern, "event", payload=payload)
 
     def include(self, other: Router) -> None:
         for route, entry in other.routes.items():

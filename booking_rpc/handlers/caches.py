@@ -8,12 +8,12 @@ past bookings keep the snapshot they were made with.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from booking_rpc.context import Context
-from booking_rpc.models.consumed import ClinicUpdated, PetUpdated, ServiceUpdated, UserUpdated
+from booking_rpc.models.consumed import CONSUMED_EVENTS, ConsumedEvent
 from booking_rpc.router import Router
 
 router = Router()
@@ -23,73 +23,47 @@ log = structlog.get_logger(__name__)
 CONSUMED: Counter[tuple[str, str]] = Counter()
 
 
-async def _upsert(ctx: Context, event_type: str, statement: str, *args: Any) -> None:
-    """Run one upsert of newer data and count the event applied or stale: the statement returns no row, or a
-    row whose `applied` is false, when what we hold is newer."""
-    async with ctx.transaction() as conn:
-        row = await conn.fetchrow(ctx.sql[statement], *args)
-    applied = row is not None and row.get("applied", True)
-    CONSUMED[(event_type, "applied" if applied else "stale")] += 1
-
-
-@router.event("user.updated")
-async def user_updated(event: UserUpdated, ctx: Context) -> None:
-    await _upsert(
-        ctx,
-        "user.updated",
-        "caches.upsert_user",
-        event.user_id,
-        event.email,
-        event.full_name,
-        event.phone_number,
-        event.updated_at,
-    )
-
-
-@router.event("pet.updated")
-async def pet_updated(event: PetUpdated, ctx: Context) -> None:
-    await _upsert(
-        ctx,
-        "pet.updated",
-        "caches.upsert_pet",
-        event.pet_id,
-        event.name,
-        event.species,
-        event.breed,
-        event.owner_id,
-        event.updated_at,
-    )
-
-
-@router.event("clinic.updated")
-async def clinic_updated(event: ClinicUpdated, ctx: Context) -> None:
-    await _upsert(
-        ctx,
-        "clinic.updated",
+# Each consumed event (models.consumed.CONSUMED_EVENTS): the statement that applies it and the event's
+# fields that are the statement's parameters, in their order.
+APPLIED_BY: dict[str, tuple[str, tuple[str, ...]]] = {
+    "user.updated": ("caches.upsert_user", ("user_id", "email", "full_name", "phone_number", "updated_at")),
+    "pet.updated": ("caches.upsert_pet", ("pet_id", "name", "species", "breed", "owner_id", "updated_at")),
+    "clinic.updated": (
         "caches.upsert_clinic",
-        event.clinic_id,
-        event.name,
-        event.address,
-        event.phone_number,
-        event.timezone,
-        event.updated_at,
-    )
-
-
-@router.event("service.updated")
-async def service_updated(event: ServiceUpdated, ctx: Context) -> None:
-    await _upsert(
-        ctx,
-        "service.updated",
+        ("clinic_id", "name", "address", "phone_number", "timezone", "updated_at"),
+    ),
+    "service.updated": (
         "caches.upsert_service",
-        event.service_id,
-        event.clinic_id,
-        event.name,
-        event.price,
-        event.duration_minutes,
-        event.is_available,
-        event.updated_at,
-        event.min_notice_minutes,
-        event.max_advance_days,
-        event.cancel_cutoff_hours,
-    )
+        (
+            "service_id",
+            "clinic_id",
+            "name",
+            "price",
+            "duration_minutes",
+            "is_available",
+            "updated_at",
+            "min_notice_minutes",
+            "max_advance_days",
+            "cancel_cutoff_hours",
+        ),
+    ),
+}
+
+
+def _applier(event_type: str) -> Callable[[ConsumedEvent, Context], Awaitable[None]]:
+    statement, fields = APPLIED_BY[event_type]
+
+    async def apply(event: ConsumedEvent, ctx: Context) -> None:
+        """Run the event's upsert of newer data and count it applied or stale: the statement returns no row,
+        or a row whose `applied` is false, when what we hold is newer."""
+        async with ctx.transaction() as conn:
+            row = await conn.fetchrow(ctx.sql[statement], *[getattr(event, name) for name in fields])
+        applied = row is not None and row.get("applied", True)
+        CONSUMED[(event_type, "applied" if applied else "stale")] += 1
+
+    apply.__name__ = apply.__qualname__ = event_type.replace(".", "_")
+    return apply
+
+
+for _event_type, _model in CONSUMED_EVENTS.items():
+    router.event(_event_type, payload=_model)(_applier(_event_type))
