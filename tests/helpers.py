@@ -162,6 +162,22 @@ async def make_slot(
     return slot_id
 
 
+async def generate_slots(
+    ctx: Context, cat: Catalog, date_from: str, date_to: str, start: str, end: str, **fields: Any
+) -> Any:
+    """booking.slots.generate (as an admin) for `cat`'s service: one daily window start-end from date_from to
+    date_to (ISO dates and times); `fields` the request's others (capacity, slot_minutes, ...)."""
+    body = {
+        "actor": admin(),
+        "service_id": str(cat.service_id),
+        "date_from": date_from,
+        "date_to": date_to,
+        "windows": [{"start": start, "end": end}],
+        **fields,
+    }
+    return await call(ctx, "booking.slots.generate", body)
+
+
 async def shift_slot(pool: Pool, slot_id: uuid.UUID, starts_in: dt.timedelta) -> None:
     """Move a slot's instants relative to the database clock (the local DATE/TIME stay as they are)."""
     async with pool.acquire() as conn:

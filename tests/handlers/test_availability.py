@@ -13,6 +13,7 @@ from tests.helpers import (
     call_err,
     expire_now,
     find_slots,
+    generate_slots,
     hold_body,
     insert_booking,
     make_service,
@@ -84,18 +85,7 @@ async def test_ttl_on_the_database_clock(app_ctx: Context, pool: Pool) -> None:
 
 async def test_by_date(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
-    await call(
-        app_ctx,
-        "booking.slots.generate",
-        {
-            "actor": admin(),
-            "service_id": str(cat.service_id),
-            "date_from": "2030-02-01",
-            "date_to": "2030-02-01",
-            "windows": [{"start": "09:00", "end": "10:00"}],
-            "capacity": 2,
-        },
-    )
+    await generate_slots(app_ctx, cat, "2030-02-01", "2030-02-01", "09:00", "10:00", capacity=2)
     q = {"service_id": str(cat.service_id), "date": "2030-02-01"}
     r = await call(app_ctx, "booking.availability.check", q)
     assert (r.available, r.reason, r.remaining, len(r.slots or [])) == (True, None, 4, 2)

@@ -55,6 +55,19 @@ async def outcome(coro: Any) -> str:
     return "ok"
 
 
+async def two_reschedules(
+    ctx: Context, pool: Pool, guarded: bool = False
+) -> tuple[Booked, uuid.UUID, uuid.UUID, list[str]]:
+    """A booking and two new slots x and y, and the outcomes of moving it to each at once (`guarded`: both
+    expect the booking on its first slot, expected_slot_id)."""
+    b = await book(ctx, pool)
+    x = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=4))
+    y = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=5))
+    extra = {"expected_slot_id": b.slot} if guarded else {}
+    moves = (call(ctx, "booking.booking.reschedule", body(b, slot, **extra)) for slot in (x, y))
+    return b, x, y, list(await asyncio.gather(*(outcome(move) for move in moves)))
+
+
 async def test_reschedule_moves_unit_booking_reminders_audit_and_one_event(app_ctx: Context, pool: Pool) -> None:
     b = await book(app_ctx, pool)
     new = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=5))
@@ -149,13 +162,7 @@ async def test_policy_cutoff_staff_override_and_maximum(app_ctx: Context, pool: 
 
 
 async def test_two_reschedules_of_one_booking_one_wins(app_ctx: Context, pool: Pool) -> None:
-    b = await book(app_ctx, pool)
-    x = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=4))
-    y = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=5))
-    results = await asyncio.gather(
-        outcome(call(app_ctx, "booking.booking.reschedule", body(b, x, expected_slot_id=b.slot))),
-        outcome(call(app_ctx, "booking.booking.reschedule", body(b, y, expected_slot_id=b.slot))),
-    )
+    b, x, y, results = await two_reschedules(app_ctx, pool, guarded=True)
     assert sorted(results) == ["CONFLICT", "ok"]
     row = await fetchrow(pool, "SELECT slot_id, reschedule_count FROM bookings WHERE id = $1", b.booking.id)
     assert row["slot_id"] == (x if results[0] == "ok" else y) and row["reschedule_count"] == 1
@@ -259,13 +266,7 @@ async def test_the_default_maximum_is_three_reschedules(app_ctx: Context, pool: 
 
 async def test_two_unguarded_reschedules_run_one_after_the_other(app_ctx: Context, pool: Pool) -> None:
     # without expected_slot_id the second waits on the booking's lock and moves the booking as the first left it
-    b = await book(app_ctx, pool)
-    x = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=4))
-    y = await make_slot(pool, b.cat.service_id, starts_in=dt.timedelta(days=5))
-    results = await asyncio.gather(
-        outcome(call(app_ctx, "booking.booking.reschedule", body(b, x))),
-        outcome(call(app_ctx, "booking.booking.reschedule", body(b, y))),
-    )
+    b, x, y, results = await two_reschedules(app_ctx, pool)
     assert results == ["ok", "ok"]
     first, second = [r["payload"] for r in await outbox(pool, "booking.rescheduled")]
     assert first["previous_slot_id"] == str(b.slot)

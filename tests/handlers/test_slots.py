@@ -19,6 +19,7 @@ from tests.helpers import (
     call,
     call_err,
     find_slots,
+    generate_slots,
     hold_body,
     make_service,
     make_slot,
@@ -138,18 +139,7 @@ async def test_generate_defaults_weekdays_staff_and_auth(app_ctx: Context, pool:
 
 async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
-    await call(
-        app_ctx,
-        "booking.slots.generate",
-        {
-            "actor": admin(),
-            "service_id": str(cat.service_id),
-            "date_from": "2030-03-01",
-            "date_to": "2030-03-03",
-            "windows": [{"start": "09:00", "end": "12:00"}],
-            "capacity": 3,
-        },
-    )
+    await generate_slots(app_ctx, cat, "2030-03-01", "2030-03-03", "09:00", "12:00", capacity=3)
     rows = await stored(pool, cat.service_id)
     assert len(rows) == 18
     # take one unit of the first slot and block the second
