@@ -198,7 +198,7 @@ async def explain_find(dsn: str, sql: Queries, ds: Dataset) -> str:
 async def serve(dsn: str, pool_size: int, nats: str = "", queue: str = "booking-rpc") -> None:
     """`--serve`: run booking-rpc on an ephemeral port (and over NATS when `nats` is a URL, in `queue`),
     print the port once it serves, serve until stdin closes."""
-    from booking_rpc.app import running_app
+    from booking_rpc.app import freeze_startup_heap, running_app
 
     settings = Settings(
         database_url=dsn,
@@ -214,6 +214,7 @@ async def serve(dsn: str, pool_size: int, nats: str = "", queue: str = "booking-
     async with running_app(settings, migrate_first=False) as app:
         if app.nats is not None:
             await app.nats.wait_ready(30)  # every pattern subscribed before the load starts
+        freeze_startup_heap()  # as `booking-rpc serve` does
         print(f"PORT {app.server.port}", flush=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin

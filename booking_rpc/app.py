@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -353,6 +354,18 @@ async def running_service(settings: Settings, migrate_first: bool, tracing: Trac
                     await component.stop()
 
 
+def freeze_startup_heap() -> None:
+    """Move what starting the service made (modules, schemas, the router, the pool's connections) out of the
+    cyclic GC's reach: a full collection, which walks every tracked object with the event loop stopped, then
+    walks only what serving made since. Measured in a service that had served 800 creates (62,848 tracked
+    objects): a full gc.collect() took 54-78 ms on the shared 2-core VM, and the bench's service ran such
+    collections while serving (45 and 71 ms); after the freeze, 0.001 ms. Garbage is collected first, so only
+    live objects are frozen; for a process that serves until it exits (serve, a supervisor's worker).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     settings: Settings,
     *,
@@ -379,6 +392,7 @@ async def serve(
     for sig in signals:
         loop.add_signal_handler(sig, on_signal)
     async with running_app(settings, migrate_first=migrate_first) as app:
+        freeze_startup_heap()
         log.info("booking-rpc ready", host=settings.host, port=app.server.port, msgpack_port=app.server.msgpack_port)
         if settings.auth == "none" and not authentication.loopback_only(settings.host):
             log.warning(

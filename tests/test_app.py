@@ -217,3 +217,28 @@ def test_events_on_nats_without_a_nats_url_is_refused() -> None:
     done = run_cli("config", env={"BOOKING_RPC_EVENTS_NATS": "true", "BOOKING_RPC_NATS_URL": ""})
     assert done.returncode == 2
     assert "BOOKING_RPC_EVENTS_NATS=true needs BOOKING_RPC_NATS_URL" in done.stderr
+
+
+def test_freeze_startup_heap_collects_garbage_then_leaves_full_collections_nothing_to_walk() -> None:
+    """In a process of its own (it freezes that process's heap for good): what starting made is frozen, its
+    garbage collected first, and a full collection afterwards walks only what was made since."""
+    script = """
+import gc, weakref
+from booking_rpc import app
+
+class Node:
+    pass
+
+garbage = Node(); garbage.me = garbage; dead = weakref.ref(garbage); del garbage
+live = [{"n": i} for i in range(1000)]
+app.freeze_startup_heap()
+assert dead() is None, "a startup cycle was frozen instead of collected"
+assert gc.get_freeze_count() > 1000, gc.get_freeze_count()
+made_since = [[i] for i in range(10)]
+tracked = len(gc.get_objects())
+assert tracked < 100, tracked
+print("ok", gc.get_freeze_count(), tracked)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ")
