@@ -197,7 +197,8 @@ class _SubscriberLoop:
         delivered = [row["id"] for row in sent]
         if delivered:
             names, patterns = self.relay.subscription_pairs()
-            await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered, names, patterns)
+            last = max(row["seq"] for row in sent)
+            await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered, names, patterns, last)
             self.relay.stats.delivered[sub.name] += len(delivered)
         for row, error in failures:
             outcome = await conn.fetchrow(

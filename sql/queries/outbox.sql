@@ -50,32 +50,49 @@ JOIN booking_events_outbox o ON o.id = h.id
 ORDER BY h.seq;
 
 -- name: outbox.mark_delivered
--- Record a batch's deliveries and mark published those of its rows every matching subscriber now has, in one
--- statement (one round trip per batch). The NOT EXISTS cannot see this statement's own inserts, so the
--- subscriber itself ($1) counts as having its rows. $1 subscriber, $2 event ids delivered to it, $3 every
--- subscriber's names and $4 their LIKE patterns (pairs). The update finds its rows by $2 (the ids the insert
--- records, one primary-key lookup each): joined to the insert's RETURNING instead, it was planned as a hash of
--- the whole unpublished backlog, which made every batch slower as the backlog grew.
-WITH recorded AS (
+-- Record a batch's deliveries, in one statement (one round trip per batch). $1 subscriber, $2 event ids
+-- delivered to it, $3 every subscriber's names and $4 their LIKE patterns (pairs), $5 the highest seq delivered.
+-- A row every matching subscriber now has (`complete`; the NOT EXISTS cannot see this statement's own
+-- inserts, so the subscriber itself counts as having it) is marked published and its delivery records go:
+-- the claim reads only unpublished rows, so they would only make its lookups (and the table) grow with the
+-- history. Only a row another subscriber still awaits gets this subscriber's record. And the rows up to $5 that
+-- no subscriber wants are published now (publish_done would, seconds later): left unpublished, every claim
+-- until then scanned them again. The rows are found by $2, one primary-key lookup each (joined to an insert's
+-- RETURNING, the update was planned as a hash of the whole unpublished backlog).
+WITH delivered AS (
+    SELECT o.id, NOT EXISTS (
+        SELECT 1
+        FROM unnest($3::text[], $4::text[]) AS s(name, pattern)
+        WHERE s.name <> $1
+          AND o.event_type LIKE s.pattern
+          AND NOT EXISTS (
+            SELECT 1 FROM outbox_deliveries d
+            WHERE d.event_id = o.id AND d.subscriber = s.name AND d.delivered_at IS NOT NULL
+          )
+    ) AS complete
+    FROM booking_events_outbox o
+    WHERE o.id = ANY ($2::uuid[])
+), recorded AS (
     INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)
-    SELECT unnest($2::uuid[]), $1, 1, now()
+    SELECT id, $1, 1, now() FROM delivered WHERE NOT complete
     ON CONFLICT (subscriber, event_id) DO UPDATE
     SET delivered_at = now(), attempts = outbox_deliveries.attempts + 1, last_error = NULL
+), forgotten AS (
+    DELETE FROM outbox_deliveries d
+    USING delivered x
+    WHERE x.complete AND d.event_id = x.id
+), unwanted AS (
+    SELECT o.id
+    FROM booking_events_outbox o
+    WHERE NOT o.published
+      AND o.seq <= $5
+      AND NOT EXISTS (SELECT 1 FROM unnest($4::text[]) AS s(pattern) WHERE o.event_type LIKE s.pattern)
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE booking_events_outbox o
 SET published = TRUE, published_at = now()
-WHERE o.id = ANY ($2::uuid[])
-  AND NOT o.published
-  AND NOT EXISTS (
-    SELECT 1
-    FROM unnest($3::text[], $4::text[]) AS s(name, pattern)
-    WHERE s.name <> $1
-      AND o.event_type LIKE s.pattern
-      AND NOT EXISTS (
-        SELECT 1 FROM outbox_deliveries d
-        WHERE d.event_id = o.id AND d.subscriber = s.name AND d.delivered_at IS NOT NULL
-      )
-  );
+WHERE o.id IN (SELECT id FROM delivered WHERE complete UNION ALL SELECT id FROM unwanted)
+  AND NOT o.published;
 
 -- name: outbox.mark_failed
 -- One failed attempt: back off, or give up (dead) after the last allowed attempt.
@@ -97,7 +114,9 @@ WHERE id = $1;
 
 -- name: outbox.publish_done
 -- Mark published the rows every matching subscriber has received; rows no subscriber wants are
--- published at once. A dead delivery keeps its row unpublished, so it keeps holding back its aggregate. $1 subscriber names, $2 their LIKE patterns (pairs), $3 batch size.
+-- published at once. A dead delivery keeps its row unpublished, so it keeps holding back its aggregate; a
+-- published row's delivery records go (as in mark_delivered). $1 subscriber names, $2 their LIKE patterns
+-- (pairs), $3 batch size.
 WITH candidates AS (
     SELECT o.id
     FROM booking_events_outbox o
@@ -114,6 +133,8 @@ WITH candidates AS (
     ORDER BY o.seq
     LIMIT $3
     FOR UPDATE SKIP LOCKED
+), forgotten AS (
+    DELETE FROM outbox_deliveries d USING candidates c WHERE d.event_id = c.id
 )
 UPDATE booking_events_outbox o
 SET published = TRUE, published_at = now()
@@ -151,9 +172,17 @@ SELECT name, host, port, patterns, codec FROM event_subscriptions ORDER BY name;
 -- every batch slower as the backlog grew, so it is planned per execution. And the batch's commit does not
 -- wait for its WAL flush: a crash can lose only the record of deliveries just made, and those events are
 -- sent again (delivery is at least once), while every batch's fsync would compete with the writers' commits.
+-- And plain index scans only: the relay's statements read the unpublished rows (partial indexes, in seq order)
+-- and look rows up by key. On a table that grew since its last ANALYZE (a new database, the first minute
+-- after a deploy: autovacuum analyzes once a minute at best) the planner took the outbox for small and
+-- read all of it every batch, or bitmap-scanned the partial index, whose entries of rows published since the
+-- last VACUUM it then visited again every batch (an index scan marks them dead once, and skips them after):
+-- costs growing with the delivery history (bench/flows.py, EXPLAIN ANALYZE).
 SELECT pg_try_advisory_xact_lock(hashtext('booking_outbox:' || $1)) AS locked,
        set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode,
-       set_config('synchronous_commit', 'off', true) AS synchronous_commit;
+       set_config('synchronous_commit', 'off', true) AS synchronous_commit,
+       set_config('enable_seqscan', 'off', true) AS enable_seqscan,
+       set_config('enable_bitmapscan', 'off', true) AS enable_bitmapscan;
 
 -- name: outbox.listener_alive
 -- A round trip on the relay's LISTEN connection: it answers while the connection lives.

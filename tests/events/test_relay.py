@@ -316,3 +316,83 @@ async def test_a_claim_costs_its_window_not_the_delivery_history(relay_ctx: Cont
     await write(6000, delivered=True)  # the history of what this subscriber already has
     after = await work()
     assert after < 2 * before, (before, after)
+
+
+async def write_unwanted(ctx: Context) -> uuid.UUID:
+    """An event of a type no test subscriber takes (`audit.noted`), committed on its own; its id."""
+    event_id = uuid.uuid4()
+    async with ctx.transaction() as conn:
+        await conn.execute(ctx.sql["outbox.enqueue"], event_id, "audit", uuid.uuid4(), "audit.noted", {"n": 1})
+    return event_id
+
+
+async def published(ctx: Context, *ids: uuid.UUID | str) -> list[bool]:
+    async with ctx.connection() as conn:
+        rows = await conn.fetch(
+            "SELECT id, published FROM booking_events_outbox WHERE id = ANY($1::uuid[])", [str(i) for i in ids]
+        )
+    by_id = {str(r["id"]): r["published"] for r in rows}
+    return [by_id[str(i)] for i in ids]
+
+
+async def test_a_batch_publishes_the_rows_nobody_wants_up_to_its_last_event(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    recorder = Recorder(RECORDED)
+    server = await make_server(recorder.router)
+    aggregate = uuid.uuid4()
+    before = await write_unwanted(relay_ctx)
+    wanted = await write_events(relay_ctx, aggregate, 1)
+    between = await write_unwanted(relay_ctx)
+    wanted += await write_events(relay_ctx, uuid.uuid4(), 1)
+    after = await write_unwanted(relay_ctx)
+    relay = OutboxRelay(relay_ctx, [Subscriber("rec", "127.0.0.1", server.port, ("reservation.*",))])
+    try:
+        await relay.sync_loops(start_tasks=False)
+        (loop,) = relay.loops.values()
+        assert await loop.deliver_batch() == 2
+        # published by the batch itself, not seconds later by the sweep: later claims do not scan them again
+        assert await published(relay_ctx, *wanted, before, between, after) == [True, True, True, True, False]
+        async with relay_ctx.connection() as conn:
+            # a single subscriber's deliveries leave no records behind: the rows are published
+            assert await conn.fetchval("SELECT count(*) FROM outbox_deliveries") == 0
+        assert await relay.run_once() == 0
+        assert await published(relay_ctx, after) == [True]  # the sweep takes the rest
+    finally:
+        await relay.stop()
+    await wait_for(lambda: len(recorder.events) == 2)
+    assert [p["event_id"] for _, p in recorder.events] == wanted
+
+
+async def test_delivery_records_live_until_every_subscriber_has_the_row(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    first, second = Recorder(RECORDED), Recorder(RECORDED)
+    first_server, second_server = await make_server(first.router), await make_server(second.router)
+    ids = await write_events(relay_ctx, uuid.uuid4(), 2)
+    subs = [
+        Subscriber("all", "127.0.0.1", first_server.port, ("*",)),
+        Subscriber("some", "127.0.0.1", second_server.port, ("reservation.*",)),
+    ]
+    relay = OutboxRelay(relay_ctx, subs)
+    try:
+        await relay.sync_loops(start_tasks=False)
+        loops = {loop.subscriber.name: loop for loop in relay.loops.values()}
+        assert await loops["all"].deliver_batch() == 1  # per aggregate, the oldest first
+        assert await published(relay_ctx, *ids) == [False, False]  # "some" has not got it yet
+        async with relay_ctx.connection() as conn:
+            records = await conn.fetch("SELECT event_id, subscriber, delivered_at FROM outbox_deliveries")
+        assert [(str(r["event_id"]), r["subscriber"]) for r in records] == [(ids[0], "all")]
+        assert records[0]["delivered_at"] is not None
+        assert await loops["all"].deliver_batch() == 1  # its record keeps the first from being sent again
+        assert await loops["all"].deliver_batch() == 0
+        assert await loops["some"].deliver_batch() == 1
+        assert await loops["some"].deliver_batch() == 1
+        assert await published(relay_ctx, *ids) == [True, True]
+        async with relay_ctx.connection() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM outbox_deliveries") == 0
+    finally:
+        await relay.stop()
+    await wait_for(lambda: len(first.events) == 2 and len(second.events) == 2)
+    assert [p["event_id"] for _, p in first.events] == ids
+    assert [p["event_id"] for _, p in second.events] == ids
