@@ -49,7 +49,7 @@ log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "booking_outbox"
 DELIVERY_TIMEOUT = 5.0
-SCAN_WINDOW = 4  # batches' worth of backlog rows a claim looks at
+SCAN_WINDOW = 2  # batches' worth of backlog rows a claim looks at (each is looked up again by the next claim)
 SUBSCRIPTIONS_REFRESH = 5.0
 LISTEN_CHECK_INTERVAL = 5.0  # seconds between liveness checks of the LISTEN connection
 LISTEN_CHECK_TIMEOUT = 2.0
