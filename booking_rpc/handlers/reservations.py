@@ -16,6 +16,7 @@ import secrets
 from uuid import UUID
 
 import asyncpg
+import orjson
 
 from booking_rpc.auth import is_privileged, require_actor, require_self
 from booking_rpc.context import Context
@@ -23,7 +24,7 @@ from booking_rpc.domain.availability import REASON_MESSAGES, unavailable_reason
 from booking_rpc.errors import RpcError, not_found
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.jobs.offers import offer_freed
-from booking_rpc.models.common import from_row
+from booking_rpc.models.common import from_row, row_json
 from booking_rpc.models.events import ReservationCancelled
 from booking_rpc.models.reservations import (
     ReservationCancelRequest,
@@ -53,12 +54,13 @@ def fingerprint(payload: ReservationCreateRequest) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def reservation_out(row: asyncpg.Record) -> ReservationOut:
-    # validated from the row as a mapping in one call (the model ignores the row's request_fingerprint)
-    return ReservationOut.model_validate(dict(row))
+def reservation_out(row: asyncpg.Record) -> orjson.Fragment:
+    """A ReservationOut's JSON from a reservations row (its request_fingerprint left out): pydantic's
+    validation and serialiser of the model cost a create about as much as the rest of its Python."""
+    return row_json(ReservationOut, row)
 
 
-def _replay(row: asyncpg.Record, fp: str | None) -> ReservationOut:
+def _replay(row: asyncpg.Record, fp: str | None) -> orjson.Fragment:
     if row["request_fingerprint"] != fp:
         raise RpcError(
             "IDEMPOTENCY_CONFLICT",
@@ -101,8 +103,8 @@ async def hold_refusal(
     return RpcError("SLOT_FULL", REASON_MESSAGES["SLOT_FULL"], details)
 
 
-@router.message("booking.reservation.create")
-async def create_reservation(payload: ReservationCreateRequest, ctx: Context) -> ReservationOut:
+@router.message("booking.reservation.create", reply=ReservationOut)
+async def create_reservation(payload: ReservationCreateRequest, ctx: Context) -> orjson.Fragment:
     require_self(payload.actor, payload.user_id)
     fp = fingerprint(payload)
     key = payload.idempotency_key
@@ -150,8 +152,8 @@ async def create_reservation(payload: ReservationCreateRequest, ctx: Context) ->
         raise not_found("Slot", {"slot_id": str(payload.slot_id)}) from exc
 
 
-@router.message("booking.reservation.cancel")
-async def cancel_reservation(payload: ReservationCancelRequest, ctx: Context) -> ReservationOut:
+@router.message("booking.reservation.cancel", reply=ReservationOut)
+async def cancel_reservation(payload: ReservationCancelRequest, ctx: Context) -> orjson.Fragment:
     actor = require_actor(payload.actor)
     details = {"reservation_id": str(payload.reservation_id)}
     async with ctx.transaction() as conn:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import types
+import typing
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 import orjson
@@ -64,6 +67,49 @@ def from_row(model: type[M], row: Any, prefix: str = "", **given: Any) -> M:
     (after `prefix`: "p_" reads `p_amount` for `amount`), unless `given` (a value the row holds in another
     form)."""
     return model(**{name: given[name] if name in given else row[prefix + name] for name in model.model_fields})
+
+
+# The field types whose JSON orjson writes exactly as pydantic does (UTC instants with OPT_UTC_Z)
+_ROW_JSON_TYPES = (UUID, str, dt.datetime, type(None))
+
+
+def _writes_as_pydantic(annotation: Any) -> bool:
+    if annotation in _ROW_JSON_TYPES:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return all(isinstance(value, str) for value in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return all(_writes_as_pydantic(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+@cache
+def _row_json_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    decorators = model.__pydantic_decorators__
+    plain = not (decorators.field_serializers or decorators.model_serializers or model.__pydantic_computed_fields__)
+    for name, info in model.model_fields.items():
+        if not (plain and info.alias in (None, name) and not info.metadata and _writes_as_pydantic(info.annotation)):
+            raise TypeError(f"{model.__name__}.{name}: row_json writes only plain UUID, str and instant fields")
+    return tuple(model.model_fields)
+
+
+def _uuid_text(value: Any) -> str:
+    if isinstance(value, UUID):  # asyncpg's own UUID class, which orjson does not take for one
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a row_json field value")
+
+
+def row_json(model: type[BaseModel], row: Any) -> orjson.Fragment:
+    """`model`'s own JSON (what the transport writes for `from_row(model, row)`), rendered straight from a
+    database row (each field from the column of its name, as the row's values are: no model object, no
+    pydantic serialiser), for the replies of hot paths; the route declares `reply=model`. Only for flat
+    models of UUID, str (and str Literal) and instant fields: orjson writes those as pydantic does
+    (tests/test_row_json.py holds the two equal); any other model is a TypeError."""
+    fields = _row_json_fields(model)
+    return orjson.Fragment(
+        orjson.dumps({name: row[name] for name in fields}, default=_uuid_text, option=orjson.OPT_UTC_Z)
+    )
 
 
 def encode_cursor(values: list[Any]) -> str:
