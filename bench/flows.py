@@ -7,7 +7,6 @@ shared: compare within one run, not across runs):
 
 - `none`: no subscriber;
 - `nest`: a genuine NestJS 12 microservice (tests/interop/nest_server.mjs) subscribed to booking.confirmed;
-- `none-nonotify`, `nest-nonotify`: the same with the outbox trigger's NOTIFY disabled (the relay polls).
 
 Prints bookings/s, flow p50/p99, the subscriber's lag (confirm reply → the NestJS handler, both on
 CLOCK_MONOTONIC; the handler stamps its own time, so this process's busy loop reading NestJS's output is
@@ -50,10 +49,10 @@ from booking_rpc.app import build_context, service_router
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.config import Settings
 from booking_rpc.db.pool import create_pool
-from booking_rpc.db.scratch import admin, create_database, drop_database, server_dsn
+from booking_rpc.db.scratch import create_database, drop_database, server_dsn
 from booking_rpc.loop import new_event_loop
 
-VARIANTS = ("none", "nest", "none-nonotify", "nest-nonotify")
+VARIANTS = ("none", "nest")
 SLOTS, CAPACITY = 64, 100_000
 CONNECTIONS = 4
 
@@ -242,8 +241,6 @@ async def one_run(base: str, template: str, ds: Dataset, variant: str, opts: arg
     name = f"bench_flows_{uuid.uuid4().hex[:8]}"
     dsn = await create_database(base, name, template=template)
     try:
-        if variant.endswith("-nonotify"):
-            await admin(dsn, "ALTER TABLE booking_events_outbox DISABLE TRIGGER booking_outbox_notify")
         async with contextlib.AsyncExitStack() as stack:
             sub = await stack.enter_async_context(nest_subscriber()) if variant.startswith("nest") else None
             subscribers = f"nest=127.0.0.1:{sub.port}:booking.confirmed" if sub else ""
