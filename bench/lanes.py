@@ -84,14 +84,20 @@ class Lane:
             raise ReplyError("non-ASCII reply: the lane cannot count its length")
         return body
 
+    def receive(self) -> bytes | None:
+        """Read what the socket has (one recv) and return the reply if that made it whole, else None."""
+        chunk = self.sock.recv(RECV_SIZE)
+        if not chunk:
+            raise ConnectionError("connection lost")
+        self.buffer += chunk
+        return self.reply()
+
     def call(self, pattern: str, data: Any) -> bytes:
         """One request, blocking until its reply: the reply's JSON text; ReplyError when it is an error."""
         self.send(pattern, data)
-        while (body := self.reply()) is None:
-            chunk = self.sock.recv(RECV_SIZE)
-            if not chunk:
-                raise ConnectionError("connection lost")
-            self.buffer += chunk
+        body = self.reply()
+        while body is None:
+            body = self.receive()
         if not body.startswith(OK_PREFIX):
             raise ReplyError(body[:300].decode())
         return body
@@ -125,11 +131,7 @@ def closed_loop(
         while busy:
             for fd, _ in poll_or_stall(poller, -1.0, busy, stall):
                 lane = by_fd[fd]
-                chunk = lane.sock.recv(RECV_SIZE)
-                if not chunk:
-                    raise ConnectionError("connection lost")
-                lane.buffer += chunk
-                body = lane.reply()
+                body = lane.receive()
                 if body is None:
                     continue
                 now = clock()
@@ -188,11 +190,7 @@ def paced_loop(
             timeout = max(0.0, started + scheduled * interval - clock()) if scheduled < total else -1.0
             for fd, _ in poll_or_stall(poller, timeout, len(lanes) - len(idle), stall):
                 lane = by_fd[fd]
-                chunk = lane.sock.recv(RECV_SIZE)
-                if not chunk:
-                    raise ConnectionError("connection lost")
-                lane.buffer += chunk
-                body = lane.reply()
+                body = lane.receive()
                 if body is None:
                     continue
                 if body.startswith(OK_PREFIX):

@@ -31,6 +31,20 @@ async def test_paced_loop_offers_its_rate_on_schedule(app_server: Server) -> Non
     assert all(ms > 0 for ms in latencies)
 
 
+async def test_closed_loop_and_call_read_whole_replies_from_the_real_server(app_server: Server) -> None:
+    lanes = await asyncio.to_thread(open_lanes, "127.0.0.1", app_server.port, 3)
+    try:
+        assert await asyncio.to_thread(lanes[0].call, "ping", {}) == b'{"response":"pong","isDisposed":true,"id":"1"}'
+        latencies, errors, elapsed = await asyncio.to_thread(closed_loop, lanes, ping, 0.3)
+    finally:
+        for lane in lanes:
+            lane.close()
+    assert errors == 0
+    assert len(latencies) >= 3 and all(ms > 0 for ms in latencies)
+    assert elapsed >= 0.3
+    assert all(not lane.buffer for lane in lanes)  # each reply cut off whole, nothing left over
+
+
 async def test_a_lost_reply_fails_the_run_instead_of_hanging_it() -> None:
     """A peer that reads a request and never answers: both loops end with LostReply after their stall limit."""
     swallowed: list[bytes] = []
