@@ -8,10 +8,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -23,6 +23,15 @@ BENCH_SQL = Queries.load(Path(__file__).with_name("sql"))
 ROOT = Path(__file__).resolve().parents[1]
 INTEROP = ROOT / "tests" / "interop"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+T = TypeVar("T")
+
+
+def alternating(items: Sequence[T], round_index: int) -> list[T]:
+    """`items` in their order on even rounds, reversed on odd ones (0-based): the benches interleave what they
+    compare round by round, alternating who goes first, so drift in the shared machine hits every side."""
+    return list(items) if round_index % 2 == 0 else list(reversed(items))
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

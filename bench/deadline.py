@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import write_json
+from bench.common import alternating, write_json
 from bench.report import deadline_target_lines
 from bench.reservations import find_request, seed
 from booking_rpc.app import build_context, service_router
@@ -127,8 +127,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
                     # warm the plans and caches first
                     await cpu_per_request(routers["with"], ctx, pattern, payload, 200, None)
                     for round_no in range(opts.rounds):
-                        order = VARIANTS if round_no % 2 == 0 else tuple(reversed(VARIANTS))
-                        for variant in order:
+                        for variant in alternating(VARIANTS, round_no):
                             router = routers["without" if variant == "without" else "with"]
                             us = await cpu_per_request(router, ctx, pattern, payload, opts.requests, metadata[variant])
                             samples[pattern][variant].append(us)

@@ -35,7 +35,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import backends_cpu_since, cpu_seconds, database_backends_cpu, write_json
+from bench.common import alternating, backends_cpu_since, cpu_seconds, database_backends_cpu, write_json
 from bench.flows import Dataset, make_template, nest_subscriber, start_service
 from bench.peer import TARGETS, nest_load, start_peer
 from bench.report import flow_peer_lines
@@ -160,7 +160,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         try:
             for c in levels:
                 for round_no in range(1, opts.rounds + 1):
-                    for target in TARGETS if round_no % 2 else tuple(reversed(TARGETS)):
+                    for target in alternating(TARGETS, round_no - 1):
                         r = await one_run(base, template, ds, target, c, round_no, opts)
                         runs.append(r)
                         print(line(r), flush=True)

@@ -38,6 +38,7 @@ import orjson
 from bench.common import (
     BENCH_SQL,
     INTEROP,
+    alternating,
     ensure_node_modules,
     percentile,
     start_serve,
@@ -287,8 +288,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         runs: list[dict[str, Any]] = []
         try:
             for round_no in range(opts.rounds):
-                order = variants if round_no % 2 == 0 else list(reversed(variants))
-                for variant in order:
+                for variant in alternating(variants, round_no):
                     r = await one_run(base, template, ds, variant, opts)
                     r["round"] = round_no + 1
                     runs.append(r)

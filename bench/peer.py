@@ -43,6 +43,7 @@ from bench.common import (
     INTEROP,
     ROOT,
     Spawned,
+    alternating,
     backends_cpu_since,
     cpu_seconds,
     database_backends_cpu,
@@ -246,8 +247,7 @@ def run_tcp(db: BenchDatabase, opts: argparse.Namespace) -> dict[str, Any]:
             for c in levels:
                 for pattern in patterns:
                     for round_no in range(1, opts.rounds + 1):
-                        order = TARGETS if round_no % 2 else tuple(reversed(TARGETS))
-                        for target in order:
+                        for target in alternating(TARGETS, round_no - 1):
                             port, pid = servers[target]
                             gen = generator(pattern, ds)
                             run = measured(
@@ -289,8 +289,7 @@ def run_nats(db: BenchDatabase, opts: argparse.Namespace) -> dict[str, Any]:
     runs: list[Run] = []
     with running_nats_server() as nats:
         for round_no in range(1, opts.rounds + 1):
-            order = TARGETS if round_no % 2 else tuple(reversed(TARGETS))
-            for target in order:
+            for target in alternating(TARGETS, round_no - 1):
                 queue = f"bench-peer-{round_no}-{TARGETS.index(target)}"
                 with nats_server(target, db, nats.url, queue, opts.pool) as pid:
                     nest_load(gen, 8, 1.0, 0.0, nats=nats.url)  # connections, prepared statements, JIT

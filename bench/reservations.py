@@ -59,7 +59,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import BENCH_SQL, cpu_seconds, database_on_own_cores, parent_of, tree_cpu_seconds
+from bench.common import BENCH_SQL, alternating, cpu_seconds, database_on_own_cores, parent_of, tree_cpu_seconds
 from bench.lanes import Lane, Request, closed_loop, open_lanes, paced_loop
 from bench.report import target_lines
 from booking_rpc import jsonutil
@@ -633,8 +633,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         rpc_runs: list[Result] = []
                         pg_runs: list[Result] = []
                         for r in range(args.rounds):  # interleaved, alternating who goes first: drift hits all
-                            sides = ("rpc", "pg")
-                            for side in sides if r % 2 == 0 else reversed(sides):
+                            for side in alternating(("rpc", "pg"), r):
                                 if side == "rpc":
                                     rpc_runs.append(run_load(f"rpc {label}", service, c, args.duration, op, postmaster))
                                 else:
