@@ -266,3 +266,51 @@ async def test_find_writes_instants_as_the_models_do(app_ctx: Context, pool: Poo
         assert dt.datetime.fromisoformat(item["ends_at"]) == row["ends_at"]
     assert items[fine]["starts_at"].endswith(".120000Z") and items[fine]["ends_at"].endswith(".000001Z")
     assert items[whole]["starts_at"].endswith(":00Z") and "." not in items[whole]["starts_at"]
+
+
+# What json_build_object writes for a page's items (typed values read back from the page itself): slots.find
+# concatenates its items' text, and the bytes must be what json_agg(json_build_object(...)) wrote.
+JSON_BUILD_OBJECT_ITEMS = """
+SELECT COALESCE(json_agg(json_build_object(
+           'id', (i->>'id')::uuid, 'service_id', (i->>'service_id')::uuid, 'staff_id', (i->>'staff_id')::uuid,
+           'slot_date', (i->>'slot_date')::date, 'slot_start_time', (i->>'slot_start_time')::time,
+           'slot_end_time', (i->>'slot_end_time')::time, 'starts_at', i->>'starts_at', 'ends_at', i->>'ends_at',
+           'status', i->>'status', 'capacity', (i->>'capacity')::int, 'booked_count', (i->>'booked_count')::int,
+           'remaining', (i->>'remaining')::int
+       ) ORDER BY n), '[]')::text
+FROM json_array_elements($1::text::json) WITH ORDINALITY AS e(i, n)
+"""
+
+
+async def test_find_items_are_the_text_json_build_object_writes(app_ctx: Context, pool: Pool) -> None:
+    cat = await make_service(app_ctx)
+    free = await make_slot(pool, cat.service_id, capacity=3)
+    blocked = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=2, hours=1), status="blocked")
+    lapsed = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=2, hours=2))
+    fine = await make_slot(pool, cat.service_id, capacity=2, starts_in=dt.timedelta(days=3))
+    await call(app_ctx, "booking.reservation.create", hold_body(cat, lapsed))  # full, then its hold lapses
+    await call(app_ctx, "booking.reservation.create", hold_body(cat, fine))  # one unit held, live
+    vet = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE reservations SET expires_at = now() - interval '1 second' WHERE slot_id = $1", lapsed
+        )
+        await conn.execute(
+            "UPDATE slots SET staff_id = $2, starts_at = starts_at + interval '0.12 seconds' WHERE id = $1", fine, vet
+        )
+    today = dt.date.today()
+    args = (cat.service_id, today, today + dt.timedelta(days=5), None, False, today, dt.time(0), uuid.UUID(int=0))
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL DateStyle = 'SQL, DMY'")  # the items' dates do not follow it
+        page = await conn.fetchrow(app_ctx.sql["slots.find"], *args, 100)
+        short = await conn.fetchrow(app_ctx.sql["slots.find"], *args, 2)
+        empty = await conn.fetchrow(app_ctx.sql["slots.find"], *args[:5], today + dt.timedelta(days=9), *args[6:], 9)
+        expected = [await conn.fetchval(JSON_BUILD_OBJECT_ITEMS, r["items"]) for r in (page, short, empty)]
+    assert [page["items"], short["items"], empty["items"]] == expected
+    items = {uuid.UUID(i["id"]): i for i in jsonutil.loads(page["items"])}
+    assert list(items) == [free, blocked, lapsed, fine] and empty["items"] == "[]"
+    assert (items[lapsed]["status"], items[lapsed]["booked_count"], items[lapsed]["remaining"]) == ("available", 0, 1)
+    assert (items[fine]["booked_count"], items[fine]["remaining"], items[fine]["staff_id"]) == (1, 1, str(vet))
+    assert items[free]["staff_id"] is None and items[blocked]["status"] == "blocked"
+    assert items[fine]["starts_at"].endswith(".120000Z") and page["items"].startswith('[{"id" : "')
+    assert (short["has_more"], short["last_id"]) == (True, blocked)
