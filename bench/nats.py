@@ -5,11 +5,13 @@ requests in flight) against one nats-server (booking_rpc.devnats: from the nats-
 machine. booking-rpc runs as it is deployed: `booking-rpc serve --workers N` (with N = 2 the supervisor
 and its two workers in one queue group), on a bench database of its own (DATABASE_URL's server, else an
 embedded PostgreSQL), its jobs and relay off (they are not what is measured). Targets are measured in
-interleaved rounds (booking-rpc x1, NestJS, booking-rpc x2, ...): on a shared 2-core machine NATS, the load
+interleaved rounds (booking-rpc x1, NestJS x1, booking-rpc x2, NestJS x2, ...): on a shared 2-core machine NATS, the load
 generator and the server compete for CPU, so req/s is bounded by them; the service's CPU per request (every
 process of it: supervisor and workers) and, with 2 workers, each worker's share of the requests (its own
-/metrics, `booking_rpc_nats_requests_received`) are the figures that say what the service costs. Prints each
-round, the medians, the machine's load average and the issue-16 targets met or not.
+/metrics, `booking_rpc_nats_requests_received`) are the figures that say what the service costs. NestJS with
+2 processes in one queue group (no target) shows what the machine does to a second process's cost: fewer
+requests per socket read and wake-up each, two more processes competing for the cores. Prints each round,
+the medians, the machine's load average and the issue-16 targets met or not.
 
     python -m bench.nats --duration 5 --rounds 3 --concurrency 64 [--json out.json]
 """
@@ -133,6 +135,17 @@ def start_nest(url: str, queue: str) -> Spawned:
     return spawn_printing_port(["node", str(INTEROP / "nest_server.mjs"), "--nats", url, "--queue", queue], cwd=INTEROP)
 
 
+def start_nests(url: str, queue: str, processes: int) -> tuple[list[int], Any]:
+    """`processes` NestJS ServerNats microservices in one queue group: their pids and what stops them all."""
+    nests = [start_nest(url, queue) for _ in range(processes)]
+
+    def stop() -> None:
+        for nest in nests:
+            nest.stop()
+
+    return [nest.process.pid for nest in nests], stop
+
+
 def client_nats_load(url: str, opts: argparse.Namespace) -> dict[str, Any]:
     cmd = ["node", str(INTEROP / "nest_client.mjs"), "--nats", url, "--load", "--pattern", "echo"]
     cmd += ["--concurrency", str(opts.concurrency), "--duration", str(opts.duration), "--warmup", str(opts.warmup)]
@@ -152,8 +165,7 @@ def one_round(
 ) -> Round:
     queue = f"bench-{target.replace(' ', '-')}-{processes}-{round_no}"
     if target == "nestjs 12":
-        nest = start_nest(url, queue)
-        pids, stop = [nest.process.pid], nest.stop
+        pids, stop = start_nests(url, queue, processes)
         served: Any = None
     else:
         service = start_booking_rpc(url, queue, processes, dsn)
@@ -201,7 +213,7 @@ def target_lines(rounds: list[Round]) -> list[str]:
     def of(target: str, processes: int) -> list[Round]:
         return [r for r in rounds if r.target == target and r.processes == processes]
 
-    ours, nest, two = of("booking-rpc", 1), of("nestjs 12", 1), of("booking-rpc", 2)
+    ours, nest, two, nest_two = of("booking-rpc", 1), of("nestjs 12", 1), of("booking-rpc", 2), of("nestjs 12", 2)
     if not ours or not nest:
         return []
     rps = median(ours, "rps") / median(nest, "rps")
@@ -221,6 +233,9 @@ def target_lines(rounds: list[Round]) -> list[str]:
             f"2 processes, CPU per request {growth:+.0%} over 1 (target <= +{CPU_GROWTH_TARGET:.0%}): "
             f"{'met' if growth <= CPU_GROWTH_TARGET else 'not met'}",
         ]
+    if nest_two:
+        growth = median(nest_two, "cpu_us_per_request") / median(nest, "cpu_us_per_request") - 1
+        lines.append(f"NestJS 12, 2 processes: CPU per request {growth:+.0%} over 1 (context, no target)")
     return lines
 
 
@@ -241,7 +256,8 @@ def bench_database() -> Iterator[str]:
 def run(opts: argparse.Namespace) -> list[Round]:
     rounds: list[Round] = []
     with running_nats_server() as nats, bench_database() as dsn:
-        plan = [("booking-rpc", 1), ("nestjs 12", 1)] + ([("booking-rpc", 2)] if not opts.skip_two else [])
+        plan = [("booking-rpc", 1), ("nestjs 12", 1)]
+        plan += [] if opts.skip_two else [("booking-rpc", 2), ("nestjs 12", 2)]
         for round_no in range(opts.rounds):
             for target, processes in plan:
                 assert nats.process is not None
@@ -278,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--skip-two", action="store_true", help="no 2-worker rounds")
+    parser.add_argument("--skip-two", action="store_true", help="no 2-process rounds")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     load_start = os.getloadavg()[0]

@@ -32,3 +32,16 @@ def test_an_uneven_spread_is_not_met() -> None:
     ]
     lines = target_lines(rounds)
     assert [line.rsplit(": ", 1)[1] for line in lines] == ["not met", "not met", "not met", "met"]
+
+
+def test_nestjs_with_two_processes_is_context_beside_the_targets() -> None:
+    rounds = [
+        round_of("booking-rpc", 1, 6000, 50, [1.0]),
+        round_of("nestjs 12", 1, 5000, 100, []),
+        round_of("booking-rpc", 2, 6000, 54, [0.5, 0.5]),
+        round_of("nestjs 12", 2, 5000, 136, []),
+    ]
+    lines = target_lines(rounds)
+    assert len(lines) == 5
+    assert "+8% over 1" in lines[3] and lines[3].endswith(": met")
+    assert lines[4] == "NestJS 12, 2 processes: CPU per request +36% over 1 (context, no target)"

@@ -18,8 +18,8 @@ server refuses do stop it (`check_credentials`): that never heals by waiting.
 
 The per-message path is the TCP transport's (server/protocol.py): messages come from nats-py's parser
 straight to `_receive` (server/nats_client.py, no queue and no Task per message), an eager route (echo,
-ping) runs there without a Task, and the replies of one loop iteration leave as one batch for nats-py's
-flusher, so one socket write carries many.
+ping) runs there without a Task, and the replies of one read (or, from Tasks, of one loop iteration) leave
+as one batch, so one socket write carries many.
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ class NatsTransport:
     def __post_init__(self) -> None:
         self.stats = NatsStats()
         self.nc = DirectClient()
+        self.nc.after_read = self._flush  # the replies a read's requests produced at once: one write
         self.subscriptions: list[Subscription] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
@@ -345,7 +346,7 @@ class NatsTransport:
             )
             body = encode_json(error_reply(reply.get("id"), err.to_wire()))
         self._outgoing.append(pub_command(subject, body))
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self.nc.reading:  # while reading: after_read flushes
             self._flush_scheduled = True
             assert self._loop is not None
             self._loop.call_soon(self._flush)

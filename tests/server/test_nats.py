@@ -22,6 +22,7 @@ from booking_rpc.devnats import NatsServer
 from booking_rpc.errors import RpcError
 from booking_rpc.router import Call, Route, Router
 from booking_rpc.server.nats import NatsRefused, NatsTransport, shown_url
+from booking_rpc.server.nats_client import DirectClient
 from tests.helpers import wait_for
 
 # How long a test waits for a reply or for the subscriptions: generous, since a loaded machine (the whole
@@ -289,6 +290,50 @@ async def test_queue_group_answers_each_request_once(make_transport: Any, peer: 
     assert sorted(ids) == sorted(f"q{i}" for i in range(200))
     assert first.stats.requests_total + second.stats.requests_total == 200
     assert first.stats.requests_total > 0 and second.stats.requests_total > 0
+
+
+async def test_data_behind_a_parse_that_waits_is_parsed_after_it_in_order(nats_url: str, peer: NatsClient) -> None:
+    """The client parses each read's data at once, outside a Task; nats-py's parser awaits its callbacks,
+    and when one really waits (here the error callback, told of a slow consumer) the parse goes on in a
+    Task and what arrives meanwhile waits behind it, as behind nats-py's own read loop: nothing is
+    delivered during the wait, then everything, in order, and a PONG after it too."""
+    got: list[bytes] = []
+    during_wait: list[int] = []
+
+    async def on_error(exc: Exception) -> None:
+        if not isinstance(exc, nats.errors.SlowConsumerError) or during_wait:
+            return
+        before = len(got)
+        for i in range(200):  # these reach the client while this callback waits
+            await peer.publish("direct.in", b"%d" % i)
+        await peer.flush()
+        await asyncio.sleep(0.1)
+        during_wait.append(len(got) - before)
+
+    nc = DirectClient()
+    await nc.connect(nats_url, error_cb=on_error)
+    released = asyncio.Event()
+    try:
+        direct = await nc.subscribe("direct.in")
+        nc.deliver_to(direct, lambda reply, data, headers: got.append(data))
+
+        async def stuck(msg: Msg) -> None:
+            await released.wait()
+
+        await nc.subscribe("slow.in", cb=stuck, pending_msgs_limit=1)
+        await nc.flush()
+        connection = nc._transport._io_writer.transport  # type: ignore[union-attr]
+        assert type(connection.get_protocol()).__name__ == "_ParserFeed"  # the read path under test
+        for _ in range(3):  # one for the callback, one in its queue, the third is a slow consumer's
+            await peer.publish("slow.in", b"x")
+        await peer.flush()
+        await wait_for(lambda: len(got) == 200, REPLY_WAIT)
+        assert during_wait == [0]
+        assert got == [b"%d" % i for i in range(200)]
+        await nc.flush(timeout=REPLY_WAIT)
+    finally:
+        released.set()
+        await nc.close()
 
 
 async def test_nats_down_at_start_then_up_then_restarted(
