@@ -49,7 +49,13 @@ def steps(full: bool) -> list[tuple[str, list[str]]]:
         ("peer", ["-m", "bench.peer", "--concurrency", "1,16", "--duration", d, "--rounds", "3" if full else "2"]),
         ("events", ["-m", "bench.events", "--rate", "6000", "--duration", d]),
         ("nats", ["-m", "bench.nats", "--duration", d, "--rounds", "3" if full else "2"]),
+        # issue 16's target: commit -> stored in the stream; then the same with a NestJS ServerNats subscriber
+        # attached (a figure: it shares the 2 cores, and is not part of the target)
         ("events_jetstream", ["-m", "bench.events", "--sink", "jetstream", "--rate", "6000", "--duration", d]),
+        (
+            "events_jetstream_nest",
+            ["-m", "bench.events", "--sink", "jetstream", "--nest-subscriber", "--rate", "6000", "--duration", d],
+        ),
         ("tracing", ["-m", "bench.tracing", "--concurrency", "1,8", "--duration", d]),
         # what the always-on request deadline costs per request
         ("deadline", ["-m", "bench.deadline", "--rounds", "30" if full else "20"]),

@@ -281,3 +281,50 @@ def test_flow_beside_the_peer_is_a_row_per_level_and_target() -> None:
     assert "- c=16  booking-rpc 1.2x the peer's bookings/s" in text
     scenarios = [(r.scenario, r.target, r.throughput) for r in rows_from_results(results)]
     assert ("hold+confirm+find c=16 (bookings/s)", "nestjs peer", 100.0) in scenarios
+
+
+def test_jetstream_target_is_commit_to_stream_and_the_nestjs_subscriber_a_figure() -> None:
+    stream_run = {
+        "offered_rate": 6000.0,
+        "measured": "commit -> stored in the stream",
+        "events": 18000,
+        "stream_messages": 18000,
+        "stream_once_each": True,
+        "events_per_s": 6022.0,
+        "lag_p50_ms": 18.7,
+        "lag_p95_ms": 53.2,
+        "lag_p99_ms": 62.1,
+    }
+    with_nest = {
+        **stream_run,
+        "events_per_s": 4800.0,
+        "lag_p99_ms": 1200.0,
+        "nest_events_per_s": 4700.0,
+        "nest_lag_p50_ms": 300.0,
+        "nest_lag_p95_ms": 1300.0,
+        "nest_lag_p99_ms": 1500.0,
+    }
+    results = {"events_jetstream": stream_run, "events_jetstream_nest": with_nest}
+    text = summary_table(results)
+    assert "- 6,022 events/s (target >= 5,000): met" in text
+    assert "- lag p99 62 ms, commit -> stored in the stream (target < 1,000 ms): met" in text
+    assert "- stream holds 18000 messages for 18000 events: once each" in text
+    # the run with NestJS attached is below both targets, and says no target: it is not the target's run
+    assert (
+        "- with a NestJS ServerNats subscriber on the same cores (no target): 4,800 events/s to the stream, lag p99 "
+        "1,200 ms; 4,700 events/s to NestJS, commit -> its handler p99 1,500 ms" in text
+    )
+    assert text.count("not met") == 0
+    rows = [r for r in rows_from_results(results) if r.target == "booking-rpc relay"]
+    assert [(r.scenario, r.throughput, r.p99_ms) for r in rows] == [
+        ("events to JetStream (offered 6000/s; commit -> stored in the stream)", 6022.0, 62.1),
+        ("events via JetStream to NestJS (offered 6000/s; commit -> NestJS handler)", 4700.0, 1500.0),
+    ]
+    # a stream holding a duplicate is not "once each", even when the counts happen to agree
+    text = summary_table({"events_jetstream": {**stream_run, "stream_once_each": False}})
+    assert "18000 messages for 18000 events: NOT once each" in text
+    # a result from before the stream was measured (no "measured"): its lag was to a NestJS subscriber
+    old = {k: v for k, v in stream_run.items() if k not in ("measured", "stream_once_each")}
+    assert "- lag p99 62 ms, commit -> NestJS handler (target < 1,000 ms): met" in summary_table(
+        {"events_jetstream": old}
+    )

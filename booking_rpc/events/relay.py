@@ -98,11 +98,18 @@ class OutboxSignal:
             log.debug("outbox NOTIFY for other replicas failed", error=repr(exc))
 
     async def stop(self) -> None:
+        """Stop, first sending the NOTIFY still owed (bounded by NOTIFY_TIMEOUT): a writer that stops right
+        after its last commits (a replica shutting down) has the other processes' relays hear of them now, not
+        at their next poll."""
+        owed = self._timer is not None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._sending is not None:
+        if self._sending is not None and not self._sending.done():
+            owed = True  # it may have started before the last commits: the one sent below covers them all
             self._sending.cancel()
+        if owed:
+            await self._notify()
 
 
 @dataclass(slots=True)

@@ -272,6 +272,28 @@ async def test_other_processes_hear_of_commits_by_one_coalesced_notify(
         await writer.after_commit.stop()
 
 
+async def test_a_writer_stopping_right_after_its_commits_still_tells_the_other_processes(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    recorder, ctx, relay = await slow_poll_relay(relay_ctx, make_server)
+    await relay.start()
+    writer = Context(pool=ctx.pool, sql=ctx.sql, settings=ctx.settings)  # another process's, signalled by hand
+    signal = OutboxSignal(writer)
+    try:
+        # the relay has run its first batches and waits (30 s poll): only a NOTIFY makes it look again
+        await write_events(ctx, uuid.uuid4(), 1)
+        await wait_for(lambda: len(recorder.events) == 1, timeout=5.0)
+        await write_events(writer, uuid.uuid4(), 3)
+        signal()  # what its commit did; the NOTIFY is still coalescing (NOTIFY_COALESCE) when it stops
+        await signal.stop()
+        assert signal.notifies == 1
+        await wait_for(lambda: len(recorder.events) == 4, timeout=5.0)  # heard of, not found by the 30 s poll
+        await signal.stop()  # nothing owed any more: no second NOTIFY
+        assert signal.notifies == 1
+    finally:
+        await relay.stop()
+
+
 def plan_work(node: dict[str, Any]) -> int:
     """Rows every node of an EXPLAIN ANALYZE plan read (produced or filtered out), over all its loops."""
     rows = node["Actual Rows"] + node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Join Filter", 0)
