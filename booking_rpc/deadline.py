@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -56,17 +57,61 @@ def requested_timeout(call: Call) -> float | None:
 
 
 class _Expiry:
-    """The timer callback of one request's deadline: cancels the request's task and remembers it did."""
+    """The deadline of one request: when it is due, and the callback that cancels the request's task then
+    (and remembers it did). `task` is None once the request is over."""
 
-    __slots__ = ("fired", "task")
+    __slots__ = ("fired", "task", "when")
 
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
+    def __init__(self, task: asyncio.Task[Any], when: float) -> None:
+        self.task: asyncio.Task[Any] | None = task
+        self.when = when
         self.fired = False
 
     def __call__(self) -> None:
-        self.fired = True
-        self.task.cancel()
+        if self.task is not None:
+            self.fired = True
+            self.task.cancel()
+
+
+class _DefaultDeadlines:
+    """The deadlines of the requests under the default timeout, watched by one timer.
+
+    Each is the loop time at its start plus the same timeout, so they come in the order they fall due: a
+    queue whose head is the next one, and one timer at the head's deadline instead of a timer set and
+    cancelled around every request (a loop.call_at is a handle and a libuv timer, and its cancel a close).
+    A finished request's entry leaves once it reaches the head, so the queue holds the requests in flight
+    and those that finished after one still running.
+    """
+
+    __slots__ = ("loop", "queue", "timer")
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queue: deque[_Expiry] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, loop: asyncio.AbstractEventLoop, expiry: _Expiry) -> None:
+        if loop is not self.loop:  # a router served by another loop than before (tests run a loop each)
+            self.loop, self.queue, self.timer = loop, deque(), None
+        self.queue.append(expiry)
+        if self.timer is None:
+            self.timer = loop.call_at(expiry.when, self._due, loop)
+
+    def finished(self, expiry: _Expiry) -> None:
+        expiry.task = None
+        queue = self.queue
+        while queue and queue[0].task is None:
+            queue.popleft()
+
+    def _due(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self.loop:
+            return
+        queue = self.queue
+        now = loop.time()
+        # never before its deadline: a timer may fire a little early (uvloop rounds to milliseconds)
+        while queue and (queue[0].task is None or queue[0].when <= now):
+            queue.popleft()()
+        self.timer = loop.call_at(queue[0].when, self._due, loop) if queue else None
 
 
 def deadline_middleware(default_timeout: float) -> Middleware:
@@ -74,8 +119,10 @@ def deadline_middleware(default_timeout: float) -> Middleware:
 
     What `asyncio.timeout_at` does (a timer that cancels the task; its own cancel turned into the timeout,
     another's left alone), without its context manager's object and two coroutines per request: this runs
-    around every request.
+    around every request. The requests under `default_timeout` share one timer (_DefaultDeadlines); a
+    caller's shorter timeout gets a timer of its own.
     """
+    defaults = _DefaultDeadlines()
 
     async def deadline(route: Route, data: Any, call: Call, call_next: Next) -> Any:
         if route.eager:
@@ -87,15 +134,21 @@ def deadline_middleware(default_timeout: float) -> Middleware:
             timeout = asked
         loop = asyncio.get_running_loop()
         when = loop.time() + timeout
+        shared = timeout == default_timeout
         if call.deadline is not None and call.deadline < when:
             when = call.deadline
+            shared = False
         call.deadline = when
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("the deadline middleware runs inside a task")
         cancelling = task.cancelling()
-        expiry = _Expiry(task)
-        timer = loop.call_at(when, expiry)
+        expiry = _Expiry(task, when)
+        timer = None
+        if shared:
+            defaults.add(loop, expiry)
+        else:
+            timer = loop.call_at(when, expiry)
         token = current_deadline.set(when)
         try:
             return await call_next(data)
@@ -109,7 +162,10 @@ def deadline_middleware(default_timeout: float) -> Middleware:
                     ) from None
             raise
         finally:
-            timer.cancel()
+            if timer is None:
+                defaults.finished(expiry)
+            else:
+                timer.cancel()
             if expiry.fired:  # fired, but the handler swallowed the cancel: take it back, as asyncio does
                 task.uncancel()
             current_deadline.reset(token)

@@ -121,6 +121,8 @@ class Pool:
         self._max_idle = max_idle
         self._max_lifetime = max_lifetime
         self._born: dict[asyncpg.Connection, float] = {}  # when each open connection was opened
+        # each open connection's asyncpg configuration with command_timeout, and without it (see _bound)
+        self._configs: dict[asyncpg.Connection, tuple[Any, Any]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._idle: collections.deque[tuple[asyncpg.Connection, float]] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[asyncpg.Connection | None]] = collections.deque()
@@ -165,6 +167,26 @@ class Pool:
                 self.timeouts += 1
             raise
         self._born[conn] = time.monotonic()
+        if self._command_timeout is not None:
+            timed = conn._config  # type: ignore[attr-defined]
+            self._configs[conn] = (timed, timed._replace(command_timeout=None))
+        return conn
+
+    def _bound(self, conn: asyncpg.Connection) -> asyncpg.Connection:
+        """`conn` for its new user, with the per-statement bound that user needs.
+
+        asyncpg bounds each statement by command_timeout with a timer of its own (a loop.call_later and its
+        cancel around every statement). Inside a request whose deadline comes before that bound would, the
+        deadline already bounds every statement (it cancels the request, the pool terminates the connection:
+        deadline.py), so the statements run without asyncpg's timer; anywhere else (jobs, the relay, a request
+        with a longer deadline) command_timeout bounds each statement as configured.
+        """
+        configs = self._configs.get(conn)
+        if configs is not None:
+            timeout = self._command_timeout
+            left = deadline.remaining()
+            untimed = left is not None and timeout is not None and left <= timeout
+            conn._config = configs[1] if untimed else configs[0]  # type: ignore[attr-defined]
         return conn
 
     async def open(self) -> None:
@@ -276,6 +298,7 @@ class Pool:
         """Drop a connection that may be broken or mid-query: close its socket now."""
         self._size -= 1
         self._born.pop(conn, None)
+        self._configs.pop(conn, None)
         if not conn.is_closed():
             conn.terminate()
 
@@ -283,6 +306,7 @@ class Pool:
         """Drop a healthy connection: a polite close in the background (Terminate message, then EOF)."""
         self._size -= 1
         self._born.pop(conn, None)
+        self._configs.pop(conn, None)
         task = asyncio.get_running_loop().create_task(self._close_quietly(conn))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
@@ -315,6 +339,7 @@ class Pool:
             conn, _ = self._idle.pop()
             self._size -= 1
             self._born.pop(conn, None)
+            self._configs.pop(conn, None)
             await self._close_quietly(conn)
         if self._retiring:
             await asyncio.gather(*self._retiring)
@@ -329,7 +354,7 @@ class _Acquire:
         self._conn: asyncpg.Connection | None = None
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
-        return self._pool._acquire(self._first).__await__()
+        return self._pool._bound((yield from self._pool._acquire(self._first).__await__()))
 
     async def __aenter__(self) -> asyncpg.Connection:
         # an idle connection without the coroutine of the waiting path: most acquires find one
@@ -337,7 +362,7 @@ class _Acquire:
         if conn is None:
             conn = await self._pool._acquire(self._first)
         self._conn = conn
-        return conn
+        return self._pool._bound(conn)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         conn, self._conn = self._conn, None

@@ -121,6 +121,44 @@ async def test_a_server_that_never_answers_is_given_up_on_in_time() -> None:
         silent.close()
 
 
+async def test_command_timeout_bounds_each_statement_unless_the_request_deadline_comes_first(db_url: str) -> None:
+    pool = await create_pool(db_url, min_size=1, max_size=1, command_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    try:
+        # outside a request (jobs, the relay): asyncpg's command_timeout ends a statement that runs too long
+        async with pool.acquire() as conn:
+            with pytest.raises(TimeoutError):
+                await conn.fetchval("SELECT pg_sleep(1)")
+        # a request whose deadline is further off than command_timeout: command_timeout still ends it
+        token = current_deadline.set(loop.time() + 5.0)
+        try:
+            conn = await pool.acquire()
+            try:
+                with pytest.raises(TimeoutError):
+                    await conn.fetchval("SELECT pg_sleep(1)")
+            finally:
+                pool.release_now(conn, unusable=True)
+        finally:
+            current_deadline.reset(token)
+        # a request whose deadline comes first: the deadline middleware cancels the request then, so the
+        # statement runs without asyncpg's own timer (nothing cancels it here: it finishes past 0.3 s)
+        token = current_deadline.set(loop.time() + 0.25)
+        try:
+            async with pool.acquire() as conn:
+                started = time.monotonic()
+                assert await conn.fetchval("SELECT pg_sleep(0.5)::text") == ""
+                assert time.monotonic() - started >= 0.45
+        finally:
+            current_deadline.reset(token)
+        # and the same connection, lent outside a request again, has its command_timeout back
+        async with pool.acquire() as again:
+            assert again is conn
+            with pytest.raises(TimeoutError):
+                await again.fetchval("SELECT pg_sleep(1)")
+    finally:
+        await pool.close()
+
+
 async def test_missing_database_raises_database_unavailable(pg_base_dsn: str) -> None:
     dsn = with_database(pg_base_dsn, "booking_rpc_missing_" + uuid.uuid4().hex[:8])
     with pytest.raises(DatabaseUnavailable, match="booking_rpc_missing_"):
