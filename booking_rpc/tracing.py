@@ -26,6 +26,7 @@ On, `Tracing.install` puts it in three places:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import re
@@ -252,6 +253,8 @@ class Tracing:
         self.propagator = propagator if propagator is not None else get_global_textmap()
         self.data_field = data_field or None
         self._attributes: dict[tuple[str, str], dict[str, Any]] = {}
+        self._fields = frozenset(f.lower() for f in self.propagator.fields)
+        self._log_ids = LogIds()
 
     @classmethod
     def from_env(cls, *, data_field: str | None = None) -> Tracing | None:
@@ -289,7 +292,9 @@ class Tracing:
 
     def parent_of(self, data: Any, call: Call) -> tuple[otel_context.Context, Any]:
         """The caller's context (metadata first, then the configured data field) and `data` without it."""
-        parent = self.extract(call) if call.metadata else None
+        metadata = call.metadata
+        # the propagators only run when the metadata has a key they read (a deadline's `timeout` alone is not)
+        parent = self.extract(call) if metadata and any(_lower(k) in self._fields for k in metadata) else None
         field = self.data_field
         if field is not None and isinstance(data, dict) and field in data:
             carrier = data[field]
@@ -313,6 +318,7 @@ class Tracing:
         return attributes
 
     async def middleware(self, route: Route, data: Any, call: Call, call_next: Next) -> Any:
+        # one coroutine, no context manager: this runs around every message
         parent, data = self.parent_of(data, call)
         span = self.tracer.start_span(
             route.route,
@@ -323,27 +329,17 @@ class Tracing:
             set_status_on_exception=False,
         )
         call.attrs["span"] = span
-        if route.eager:
-            # runs outside a Task, in the connection's own context: nothing may be attached to it
-            return await self._in_span(span, None, route, call_next, data)
-        context = trace.set_span_in_context(span, parent)
-        token = otel_context.attach(context)
-        bound = _bind_log_context(span)
-        try:
-            return await self._in_span(span, context, route, call_next, data)
-        finally:
-            structlog.contextvars.reset_contextvars(**bound)
-            otel_context.detach(token)
-
-    async def _in_span(
-        self, span: trace.Span, context: otel_context.Context | None, route: Route, call_next: Next, data: Any
-    ) -> Any:
+        context: otel_context.Context | None = None
+        if not route.eager:  # an eager route runs outside a Task, in the connection's context: attach nothing
+            context = trace.set_span_in_context(span, parent)
+            token = otel_context.attach(context)
+            bound = self._log_ids.bind(span)
         streamed = False
         try:
             result = await call_next(data)
             if route.streaming and result is not NO_RESPONSE:
                 streamed = True  # the span ends with the stream (_streamed), not here
-                return _streamed(span, context, route, result)
+                return _streamed(span, context, route, result, self._log_ids)
             return result
         except Exception as exc:
             # mapped here, not later by the route, so the span has the code the caller gets (logged once)
@@ -358,6 +354,9 @@ class Tracing:
         finally:
             if not streamed:
                 span.end()
+            if context is not None:
+                self._log_ids.reset(bound)
+                otel_context.detach(token)
 
     # --- SQL
 
@@ -389,6 +388,16 @@ class Tracing:
                 return args
             return (*args[:index], context_text(trace.get_current_span()), *args[index + 1 :])
 
+        async def in_span(query: str, run: Coroutine[Any, Any, Any]) -> Any:
+            span = tracer.start_span(names[query], None, SpanKind.CLIENT, attributes[query], record_exception=False)
+            try:
+                return await run
+            except BaseException as exc:
+                fail(span, exc)
+                raise
+            finally:
+                span.end()
+
         class TracedConnection(asyncpg.Connection):
             # the span whose context the session setting holds, and that setting's text ("" = none)
             _bound_span: trace.Span = trace.INVALID_SPAN
@@ -401,56 +410,62 @@ class Tracing:
                     self._bound_text = text
                 self._bound_span = current
 
-            async def _traced(self, query: str, run: Coroutine[Any, Any, Any]) -> Any:
-                name = names.get(query)
-                if name is None:
-                    if query.startswith("ROLLBACK"):  # a session setting made in the transaction is undone
-                        self._bound_span, self._bound_text = trace.INVALID_SPAN, "?"
-                    return await run
-                current = trace.get_current_span()
+            async def _bind_then(self, current: trace.Span, query: str, run: Coroutine[Any, Any, Any]) -> Any:
                 try:
-                    if query in binders and current is not self._bound_span:
-                        await self._bind(current)
+                    await self._bind(current)
                 except BaseException:
                     run.close()
                     self._bound_span, self._bound_text = trace.INVALID_SPAN, "?"
                     raise
+                return await (in_span(query, run) if current.is_recording() else run)
+
+            def _traced(self, query: str, run: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
+                """`run` itself when it needs neither a span nor the session's trace (no coroutine of ours
+                around it: most statements of an unsampled request, and those of no request at all)."""
+                if query not in names:
+                    if query.startswith("ROLLBACK"):  # a session setting made in the transaction is undone
+                        self._bound_span, self._bound_text = trace.INVALID_SPAN, "?"
+                    return run
+                current = trace.get_current_span()
+                if query in binders and current is not self._bound_span:
+                    return self._bind_then(current, query, run)
                 if not current.is_recording():
                     # no trace (relay polls, metrics) or one not sampled: no span object, not even a
                     # non-recording one (the writes above still carry an unsampled trace on to consumers)
-                    return await run
-                span = tracer.start_span(name, None, SpanKind.CLIENT, attributes[query], record_exception=False)
-                try:
-                    return await run
-                except BaseException as exc:
-                    fail(span, exc)
-                    raise
-                finally:
-                    span.end()
+                    return run
+                return in_span(query, run)
 
-            async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+            # not `async def`: each returns the statement's coroutine (or ours around it), one frame fewer
+            def execute(self, query: str, *args: Any, timeout: float | None = None) -> Coroutine[Any, Any, str]:
                 if query in carried:
                     args = carry(query, args)
-                status: str = await self._traced(query, super().execute(query, *args, timeout=timeout))
-                return status
+                return self._traced(query, super().execute(query, *args, timeout=timeout))
 
-            async def executemany(self, command: str, args: Iterable[Any], *, timeout: float | None = None) -> None:
-                await self._traced(command, super().executemany(command, args, timeout=timeout))
+            def executemany(
+                self, command: str, args: Iterable[Any], *, timeout: float | None = None
+            ) -> Coroutine[Any, Any, None]:
+                return self._traced(command, super().executemany(command, args, timeout=timeout))
 
-            async def fetch(self, query: str, *args: Any, timeout: float | None = None, **kw: Any) -> Any:
+            def fetch(
+                self, query: str, *args: Any, timeout: float | None = None, **kw: Any
+            ) -> Coroutine[Any, Any, Any]:
                 if query in carried:
                     args = carry(query, args)
-                return await self._traced(query, super().fetch(query, *args, timeout=timeout, **kw))
+                return self._traced(query, super().fetch(query, *args, timeout=timeout, **kw))
 
-            async def fetchrow(self, query: str, *args: Any, timeout: float | None = None, **kw: Any) -> Any:
+            def fetchrow(
+                self, query: str, *args: Any, timeout: float | None = None, **kw: Any
+            ) -> Coroutine[Any, Any, Any]:
                 if query in carried:
                     args = carry(query, args)
-                return await self._traced(query, super().fetchrow(query, *args, timeout=timeout, **kw))
+                return self._traced(query, super().fetchrow(query, *args, timeout=timeout, **kw))
 
-            async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any:
+            def fetchval(
+                self, query: str, *args: Any, column: int = 0, timeout: float | None = None
+            ) -> Coroutine[Any, Any, Any]:
                 if query in carried:
                     args = carry(query, args)
-                return await self._traced(query, super().fetchval(query, *args, column=column, timeout=timeout))
+                return self._traced(query, super().fetchval(query, *args, column=column, timeout=timeout))
 
         return TracedConnection
 
@@ -499,17 +514,37 @@ def fail(span: trace.Span, exc: BaseException, code: str | None = None) -> None:
     span.set_status(Status(StatusCode.ERROR, code))
 
 
-def _bind_log_context(span: trace.Span) -> Mapping[str, Any]:
-    """trace_id/span_id into structlog's context (every line logged meanwhile carries them); the tokens
-    for structlog.contextvars.reset_contextvars."""
-    span_context = span.get_span_context()
-    return structlog.contextvars.bind_contextvars(
-        trace_id=format(span_context.trace_id, "032x"), span_id=format(span_context.span_id, "016x")
-    )
+class LogIds:
+    """trace_id/span_id in structlog's context (merge_contextvars adds them to every line logged meanwhile),
+    set on structlog's own two context variables directly: `bind_contextvars`/`reset_contextvars` cost a
+    dict of tokens, two key formats and two lookups per call, and this runs for every message."""
+
+    __slots__ = ("_span_id", "_trace_id")
+
+    def __init__(self) -> None:
+        # structlog's variables for the two keys (created by bind_contextvars, the only public way to them)
+        tokens = structlog.contextvars.bind_contextvars(trace_id=None, span_id=None)
+        self._trace_id, self._span_id = tokens["trace_id"].var, tokens["span_id"].var
+        structlog.contextvars.reset_contextvars(**tokens)
+
+    def bind(self, span: trace.Span) -> tuple[contextvars.Token[Any], contextvars.Token[Any]]:
+        span_context = span.get_span_context()
+        return (
+            self._trace_id.set(format(span_context.trace_id, "032x")),
+            self._span_id.set(format(span_context.span_id, "016x")),
+        )
+
+    def reset(self, tokens: tuple[contextvars.Token[Any], contextvars.Token[Any]]) -> None:
+        self._span_id.reset(tokens[1])
+        self._trace_id.reset(tokens[0])
+
+
+def _lower(key: Any) -> Any:
+    return key.lower() if isinstance(key, str) else key
 
 
 async def _streamed(
-    span: trace.Span, context: otel_context.Context | None, route: Route, items: AsyncIterator[Any]
+    span: trace.Span, context: otel_context.Context | None, route: Route, items: AsyncIterator[Any], log_ids: LogIds
 ) -> AsyncIterator[Any]:
     """A streamed reply's items with the message's span current (and its ids in the log context) while each
     is produced; the span ends after the transport has taken the last one, or at the failure, or when the
@@ -517,13 +552,13 @@ async def _streamed(
     try:
         while True:
             token = otel_context.attach(context) if context is not None else None
-            bound = _bind_log_context(span)
+            bound = log_ids.bind(span)
             try:
                 item = await anext(items)
             except StopAsyncIteration:
                 break
             finally:
-                structlog.contextvars.reset_contextvars(**bound)
+                log_ids.reset(bound)
                 if token is not None:
                     otel_context.detach(token)
             yield item
