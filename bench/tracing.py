@@ -179,12 +179,15 @@ def sdk_costs(sink_port: int, spans: int = 20_000) -> dict[str, float]:
     makes them (half server spans with their four attributes, half statement spans with two, under a batch
     processor with its default queue, exporter dropping), the OTLP protobuf encoding of one span, and one
     span's share of an http/protobuf export to the sink (encoding, the HTTP client; this thread's CPU only,
-    not the sink's). The exporter thread does the last two for every span."""
+    not the sink's), each by the stock exporter and by booking_rpc.otlp's (the one `otlp` selects, so the
+    one the "on" services use). The exporter thread does the last two for every span."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
     from opentelemetry.trace import SpanKind, set_span_in_context
+
+    from booking_rpc.otlp import OtlpHttpSpanExporter, SpanEncoder
 
     class Drop(SpanExporter):
         def export(self, batch: Any) -> SpanExportResult:
@@ -226,19 +229,30 @@ def sdk_costs(sink_port: int, spans: int = 20_000) -> dict[str, float]:
     make(provider, 256)  # one default batch (512 spans)
     batch = kept[:512]
     rounds = max(1, spans // len(batch))
-    started = time.process_time()
-    for _ in range(rounds):
-        encode_spans(batch).SerializeToString()
-    encode_us = (time.process_time() - started) / (rounds * len(batch)) * 1e6
-    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{sink_port}/v1/traces")
-    exporter.export(batch)  # connect
+    encoder = SpanEncoder()
+    costs = {"span_us": span_us}
+    for key, encode in (
+        ("encode_us", lambda: encode_spans(batch).SerializeToString()),
+        ("own_encode_us", lambda: encoder.encode(batch)),
+    ):
+        started = time.process_time()
+        for _ in range(rounds):
+            encode()
+        costs[key] = (time.process_time() - started) / (rounds * len(batch)) * 1e6
     rounds = max(1, rounds // 4)
-    started = time.thread_time()
-    for _ in range(rounds):
-        exporter.export(batch)
-    export_us = (time.thread_time() - started) / (rounds * len(batch)) * 1e6
-    exporter.shutdown()  # type: ignore[no-untyped-call]
-    return {"span_us": span_us, "encode_us": encode_us, "http_export_us": export_us}
+    endpoint = f"http://127.0.0.1:{sink_port}/v1/traces"
+    exporters: tuple[tuple[str, SpanExporter], ...] = (
+        ("http_export_us", OTLPSpanExporter(endpoint=endpoint)),
+        ("own_http_export_us", OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint})),
+    )
+    for key, exporter in exporters:
+        exporter.export(batch)  # connect
+        started = time.thread_time()
+        for _ in range(rounds):
+            exporter.export(batch)
+        costs[key] = (time.thread_time() - started) / (rounds * len(batch)) * 1e6
+        exporter.shutdown()
+    return costs
 
 
 def off_path(sql: Queries) -> dict[str, Any]:

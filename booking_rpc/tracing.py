@@ -119,6 +119,8 @@ class TracingConfig:
             else "off (set OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT to turn it on)"
         )
         lines = [f"# tracing: {state}"]
+        if self.enabled:
+            lines += [f"# exporter {name}: {exporter_description(name, self.protocol)}" for name in self.exporters]
         for name in SHOWN_VARIABLES:
             value = env.get(name, "")
             if name == "OTEL_SERVICE_NAME" and not value:
@@ -129,22 +131,47 @@ class TracingConfig:
         return lines
 
 
+# OTEL_TRACES_EXPORTER names (the SDK's entry point names) → what `booking-rpc config` says each one is
+EXPORTERS = {
+    "otlp": "OTLP by OTEL_EXPORTER_OTLP_PROTOCOL",
+    "otlp_proto_http": "the stock OTLP/HTTP protobuf exporter (opentelemetry-exporter-otlp-proto-http)",
+    "otlp_proto_grpc": "the stock OTLP/gRPC exporter (opentelemetry-exporter-otlp-proto-grpc)",
+    "console": "the SDK's console exporter",
+}
+
+
+def exporter_description(name: str, protocol: str) -> str:
+    """Which SpanExporter `name` (an OTEL_TRACES_EXPORTER entry) makes with `protocol`, for `booking-rpc config`."""
+    if name == "otlp":
+        if protocol == "http/protobuf":
+            return "booking_rpc.otlp.OtlpHttpSpanExporter (OTLP/HTTP protobuf, encoded by booking_rpc)"
+        if protocol == "grpc":
+            return EXPORTERS["otlp_proto_grpc"]
+    return EXPORTERS.get(name, f"unknown exporter {name!r}")
+
+
 def _exporter(name: str, protocol: str) -> Any:
+    """`otlp` over http/protobuf is ours (booking_rpc.otlp: the same bytes on the wire, a third of the
+    stock encoder's CPU per span); the stock exporters stay selectable by their entry point names."""
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
-    if name != "otlp":
-        raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (otlp, console or none)")
-    if protocol == "grpc":
+    if name not in ("otlp", "otlp_proto_http", "otlp_proto_grpc"):
+        raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} ({', '.join(EXPORTERS)} or none)")
+    if name == "otlp_proto_grpc" or (name == "otlp" and protocol == "grpc"):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
         return GrpcExporter()
+    if name == "otlp_proto_http":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
     if protocol != "http/protobuf":
         raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not grpc or http/protobuf")
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from booking_rpc.otlp import OtlpHttpSpanExporter
 
-    return HttpExporter()
+    return OtlpHttpSpanExporter()
 
 
 def provider_from_env(config: TracingConfig) -> TracerProvider:

@@ -210,6 +210,12 @@ def test_tracing_figures_say_met_or_not_met() -> None:
     assert "2.0 spans per request x (5.0 µs to start and end + 2.0 µs to export) = 14.0 µs, +13.8% over off" in table
     assert "tracing off costs nothing: no tracing middleware (the router's: authenticate, deadline), asyncpg" in table
     assert "40 spans, 1,000 bytes; spans per trace: booking.slots.find 2.0 (slots.find)" in table
+    # the floor uses the export the "on" services ran: booking_rpc.otlp's when measured
+    tracing["sdk"] |= {"http_export_us": 4.0, "own_encode_us": 0.5, "own_http_export_us": 1.0}
+    table = summary_table({"tracing": tracing})
+    assert "2.0 spans per request x (5.0 µs to start and end + 1.0 µs to export) = 12.0 µs, +11.8% over off" in table
+    assert "the SDK's span objects alone (no exporter can remove them): 10.0 µs, +9.9%" in table
+    assert "booking_rpc.otlp's (what otlp over http/protobuf uses): 0.5 µs to encode (1.0 µs with the HTTP" in table
 
 
 def peer_comparison(pattern: str, concurrency: int, rps: tuple[float, float], cpu_ratio: float) -> dict[str, Any]:

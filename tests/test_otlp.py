@@ -1,0 +1,199 @@
+"""booking_rpc.otlp: the OTLP/HTTP protobuf exporter `otlp` selects, against a real HTTP endpoint that decodes
+what it receives with opentelemetry-proto's classes (what a collector does)."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from booking_rpc.otlp import OtlpHttpSpanExporter, SpanEncoder, traces_endpoint
+from booking_rpc.tracing import TracingConfig, _exporter
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT_ID = "b7ad6b7169203331"
+
+
+@dataclass
+class Collector:
+    """What the endpoint received: each request's headers and decoded body; answers `statuses` in turn, then 200."""
+
+    port: int
+    statuses: list[int] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    requests: list[ExportTraceServiceRequest] = field(default_factory=list)
+
+    def spans(self) -> list[Any]:
+        return [s for r in self.requests for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    seen = Collector(0)
+
+    class Endpoint(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.headers.append({k.lower(): v for k, v in self.headers.items()})
+            status = seen.statuses.pop(0) if seen.statuses else 200
+            if status == 200:
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                seen.requests.append(ExportTraceServiceRequest.FromString(body))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    seen.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def make_spans(provider: TracerProvider) -> None:
+    """A continued remote trace (with tracestate), a child statement span that failed with an exception, and
+    a span of a trace of its own linked to the first: every field the encoder writes."""
+    tracer = provider.get_tracer("booking_rpc", "1.2.3")
+    parent = TraceContextTextMapPropagator().extract(
+        {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": "vendor=x,other=y"}
+    )
+    attributes = {"rpc.system": "nestjs", "n": -5, "ratio": 0.25, "ok": True, "tags": ("a", "b"), "ids": (1, 2)}
+    server = tracer.start_span("booking.slots.find", parent, SpanKind.SERVER, attributes)
+    statement = tracer.start_span("slots.find", set_span_in_context(server), SpanKind.CLIENT, {"db.system.name": "pg"})
+    try:
+        raise ValueError("no such slot: ü")
+    except ValueError as exc:
+        statement.record_exception(exc)
+    statement.set_status(Status(StatusCode.ERROR, "NOT_FOUND"))
+    statement.end()
+    server.end()
+    tracer.start_span("relay", None, SpanKind.PRODUCER, links=[Link(server.get_span_context(), {"rows": 3})]).end()
+
+
+def recorded_spans() -> tuple[ReadableSpan, ...]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "booking-rpc-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    make_spans(provider)
+    return memory.get_finished_spans()
+
+
+def test_the_encoding_decodes_to_what_the_stock_encoder_builds() -> None:
+    spans = recorded_spans()
+    ours = ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans))
+    stock = encode_spans(spans)
+    decoded = [s for rs in ours.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert [s.name for s in decoded] == ["slots.find", "booking.slots.find", "relay"]
+    statement, server, relay = decoded
+    # beyond the stock encoder: the W3C trace flags in Span.flags' low byte (sampled; a new root: random id)
+    assert [s.flags for s in decoded] == [0x101, 0x301, 0x103]
+    assert relay.links[0].trace_state == "vendor=x,other=y" and relay.links[0].flags == 0x101
+    for span in decoded:
+        span.flags &= ~0xFF
+        for link in span.links:
+            link.flags &= ~0xFF
+            link.trace_state = ""
+    assert ours == stock
+    # and what the stock one builds is what the spans say (so ours is too)
+    assert server.trace_id.hex() == TRACE_ID and server.parent_span_id.hex() == PARENT_ID
+    assert statement.parent_span_id == server.span_id and statement.trace_id == server.trace_id
+    assert server.trace_state == "vendor=x,other=y"
+    assert statement.status.code == StatusCode.ERROR.value and statement.status.message == "NOT_FOUND"
+    assert statement.events[0].name == "exception"
+    assert server.start_time_unix_nano <= statement.start_time_unix_nano <= statement.end_time_unix_nano
+    assert statement.end_time_unix_nano <= server.end_time_unix_nano
+    assert {a.key: a.value.WhichOneof("value") for a in server.attributes} == {
+        "rpc.system": "string_value",
+        "n": "int_value",
+        "ratio": "double_value",
+        "ok": "bool_value",
+        "tags": "array_value",
+        "ids": "array_value",
+    }
+    assert [a.value.int_value for a in server.attributes if a.key == "n"] == [-5]
+
+
+def test_the_same_spans_encode_to_the_same_bytes_with_the_caches_warm() -> None:
+    spans = recorded_spans()
+    encoder = SpanEncoder()
+    assert encoder.encode(spans) == encoder.encode(spans) == SpanEncoder().encode(spans)
+
+
+def test_a_batch_processor_exports_to_a_real_endpoint(collector: Collector) -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}/",
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s3cret",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip",
+    }
+    provider = TracerProvider(resource=Resource.create({"service.name": "booking-rpc-test"}))
+    provider.add_span_processor(BatchSpanProcessor(OtlpHttpSpanExporter(env)))
+    make_spans(provider)
+    provider.shutdown()  # flushes
+    assert collector.headers[0]["api-key"] == "s3cret"
+    assert collector.headers[0]["content-type"] == "application/x-protobuf"
+    assert collector.headers[0]["content-encoding"] == "gzip"
+    by_name = {s.name: s for s in collector.spans()}
+    assert sorted(by_name) == ["booking.slots.find", "relay", "slots.find"]
+    assert by_name["booking.slots.find"].trace_id.hex() == TRACE_ID
+    assert by_name["booking.slots.find"].parent_span_id.hex() == PARENT_ID
+    assert by_name["slots.find"].parent_span_id == by_name["booking.slots.find"].span_id
+    resource = collector.requests[0].resource_spans[0].resource
+    assert {a.key: a.value.string_value for a in resource.attributes}["service.name"] == "booking-rpc-test"
+    assert collector.requests[0].resource_spans[0].scope_spans[0].scope.version == "1.2.3"
+
+
+def test_a_retryable_answer_is_retried_and_a_refusal_is_not(collector: Collector) -> None:
+    spans = recorded_spans()
+    exporter = OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{collector.port}/x"})
+    collector.statuses = [503]
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert len(collector.headers) == 2 and len(collector.spans()) == 3
+    collector.statuses = [400]
+    assert exporter.export(spans) is SpanExportResult.FAILURE
+    assert len(collector.headers) == 3 and len(collector.spans()) == 3
+
+
+def test_endpoints_per_the_otlp_variables() -> None:
+    assert traces_endpoint({}) == "http://localhost:4318/v1/traces"
+    assert traces_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}) == "http://c:4318/v1/traces"
+    both = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/p"}
+    assert traces_endpoint(both) == "http://t/p"  # the signal's own endpoint is used as given
+
+
+def test_otlp_selects_ours_and_the_stock_exporters_stay_selectable() -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    assert isinstance(_exporter("otlp", "http/protobuf"), OtlpHttpSpanExporter)
+    assert isinstance(_exporter("otlp_proto_http", "http/protobuf"), HttpExporter)
+    assert isinstance(_exporter("otlp", "grpc"), GrpcExporter)
+    assert isinstance(_exporter("otlp_proto_grpc", "http/protobuf"), GrpcExporter)
+    with pytest.raises(ValueError, match="http/json"):
+        _exporter("otlp", "http/json")
+    env = {"OTEL_TRACES_EXPORTER": "otlp"}
+    assert "# exporter otlp: booking_rpc.otlp.OtlpHttpSpanExporter" in "\n".join(
+        TracingConfig.from_env(env).describe(env)
+    )
+    env = {"OTEL_TRACES_EXPORTER": "otlp_proto_http"}
+    assert "the stock OTLP/HTTP protobuf exporter" in "\n".join(TracingConfig.from_env(env).describe(env))
