@@ -51,6 +51,14 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in _stat(pid)[11:15]) / CLOCK_TICKS
 
 
+def read_calls(pid: int) -> int:
+    """Read system calls a process has made (/proc/<pid>/io `syscr`): a server's socket reads, one per wake-up."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscr:"):
+            return int(line.split()[1])
+    raise ValueError(f"no syscr in /proc/{pid}/io")
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU of a process, its reaped children and its live children: a PostgreSQL server's whole CPU.
 
