@@ -355,6 +355,14 @@ def tracing_target_lines(report: dict[str, Any]) -> list[str]:
                 f"span objects alone (no exporter can remove them): {spans * sdk['span_us']:.1f} µs, "
                 f"{spans * sdk['span_us'] / off:+.1%}"
             )
+        if "unsampled_cpu_us" in r:  # no target: the floor of our own code (and the SDK's sampling decision)
+            recorded = r["on_cpu_us"] - r["unsampled_cpu_us"]
+            lines.append(
+                f"{head} tracing on, none sampled: {r['unsampled_cpu_us']:.1f} µs CPU per request, "
+                f"{r['unsampled_extra']:+.1%} over off (booking_rpc's tracing code and the SDK's sampling decision); "
+                f"recording and exporting the spans adds {recorded:.1f} µs in the service"
+                + (f" ({recorded / spans:.1f} µs per span)" if spans else "")
+            )
         if "sampled_cpu_us" in r:  # no target: what sampling buys
             lines.append(
                 f"{head} tracing on, {r['sampled']:.0%} sampled: {r['sampled_cpu_us']:.1f} µs CPU per request, "

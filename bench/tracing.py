@@ -2,12 +2,13 @@
 
     python -m bench.tracing --concurrency 1 --duration 5 --rounds 3 [--json out.json]
 
-Four booking-rpc processes on one database, served by the same code: two with tracing off (no OTEL_*
+Five booking-rpc processes on one database, served by the same code: two with tracing off (no OTEL_*
 variables: no tracing middleware, plain asyncpg connections; the request path is the one from before tracing
 existed), one with tracing on (OTEL_TRACES_EXPORTER=otlp over http/protobuf, the SDK's
-BatchSpanProcessor, to an OTLP sink in this process that answers 200) and one the same but sampling
-`--sampled` of the traces (parentbased_traceidratio). Each round runs `booking.reservation.create` and
-`booking.slots.find` against all four, in an order that rotates per round; the figures are medians of
+BatchSpanProcessor, to an OTLP sink in this process that answers 200), one the same but sampling
+`--sampled` of the traces (parentbased_traceidratio) and one sampling none (what tracing costs before any
+span is recorded). Each round runs `booking.reservation.create` and
+`booking.slots.find` against all five, in an order that rotates per round; the figures are medians of
 the rounds. The two "off" processes measure the noise on this machine (an A/A pair: the same code
 twice); "on" is compared with the mean of them. CPU per request is the
 service process's whole CPU (every thread, so the exporter's thread too) over the requests it answered.
@@ -290,6 +291,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     "on, sampled": stack.enter_context(
                         server_process(dsn, args.pool, environment(sink_port, args.sampled))
                     ),
+                    # none sampled: what tracing costs before any span is recorded (our middleware, context,
+                    # log ids and statement checks, the SDK's sampling decision); "on" less this is what the
+                    # recorded spans and their export cost in the service itself
+                    "on, none sampled": stack.enter_context(
+                        server_process(dsn, args.pool, environment(sink_port, 0.0))
+                    ),
                 }
                 for service in services.values():  # connections, plans, a table with rows
                     run_load("warm-up", service, 4, 1.0, create_request(ds))
@@ -323,6 +330,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 "sampled": args.sampled,
                                 "sampled_cpu_us": medians["on, sampled"].service_cpu_ms * 1000,
                                 "sampled_extra": medians["on, sampled"].service_cpu_ms / off - 1,
+                                "unsampled_cpu_us": medians["on, none sampled"].service_cpu_ms * 1000,
+                                "unsampled_extra": medians["on, none sampled"].service_cpu_ms / off - 1,
                                 "runs": {k: [asdict(x) for x in v] for k, v in runs.items()},
                             }
                         )
@@ -342,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tracing", description=__doc__.split("\n")[0])
     p.add_argument("--concurrency", default="1", help="comma-separated concurrency levels")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per run")
-    p.add_argument("--rounds", type=int, default=3, help="rounds over the four services (medians)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over the five services (medians)")
     p.add_argument("--sampled", type=float, default=0.1, help="share of traces the fourth service samples")
     p.add_argument("--default-rows", type=int, default=200_000, help="rows per insert in the column-default check")
     p.add_argument("--json", type=Path, help="write the results here")
@@ -350,8 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--pool",
         type=int,
-        default=Settings.model_fields["db_pool_max_size"].default,
-        help="each service's pool size (default: the service's own default)",
+        # five services x the service's default pool (20) would take every connection the embedded
+        # PostgreSQL allows (100); the load never has more than max(--concurrency) statements in flight
+        default=16,
+        help="each service's pool size (default 16)",
     )
     args = p.parse_args(argv)
     report = bench(args)

@@ -179,7 +179,8 @@ def test_tracing_figures_say_met_or_not_met() -> None:
     tracing = {
         "results": [
             {"pattern": "slots.find", "concurrency": 1, "off_cpu_us": 100.0, "off_again_cpu_us": 103.0}
-            | {"on_cpu_us": 115.0, "noise": 0.03, "on_extra": 0.134, "spans_per_request": 2.0},
+            | {"on_cpu_us": 115.0, "noise": 0.03, "on_extra": 0.134, "spans_per_request": 2.0}
+            | {"unsampled_cpu_us": 107.0, "unsampled_extra": 0.054},
             {"pattern": "reservation.create", "concurrency": 1, "off_cpu_us": 120.0, "off_again_cpu_us": 118.0}
             | {"on_cpu_us": 150.0, "noise": 0.017, "on_extra": 0.26},
         ],
@@ -206,6 +207,11 @@ def test_tracing_figures_say_met_or_not_met() -> None:
     )
     assert "+26.0% over off (target <= +20%): NOT MET" in table
     assert "3.0% apart" in table
+    assert (
+        "slots.find           c=1   tracing on, none sampled: 107.0 µs CPU per request, +5.4% over off (booking_rpc's "
+        "tracing code and the SDK's sampling decision); recording and exporting the spans adds 8.0 µs in the "
+        "service (4.0 µs per span)" in table
+    )
     assert "2.01 µs per row with the trace_context default, 2.00 without" in table
     assert "2.0 spans per request x (5.0 µs to start and end + 2.0 µs to export) = 14.0 µs, +13.8% over off" in table
     assert "tracing off costs nothing: no tracing middleware (the router's: authenticate, deadline), asyncpg" in table
