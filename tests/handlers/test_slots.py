@@ -291,17 +291,21 @@ async def test_find_items_are_the_text_json_build_object_writes(app_ctx: Context
     await call(app_ctx, "booking.reservation.create", hold_body(cat, lapsed))  # full, then its hold lapses
     await call(app_ctx, "booking.reservation.create", hold_body(cat, fine))  # one unit held, live
     vet = uuid.uuid4()
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "UPDATE reservations SET expires_at = now() - interval '1 second' WHERE slot_id = $1", lapsed
         )
+        # item_head is rendered when the slot is written (this update recomputes it), under the writer's
+        # settings: the stored text must not follow them (the generated column's IMMUTABLE claim)
+        await conn.execute("SET LOCAL DateStyle = 'SQL, DMY'")
+        await conn.execute("SET LOCAL TimeZone = 'Asia/Kathmandu'")
         await conn.execute(
             "UPDATE slots SET staff_id = $2, starts_at = starts_at + interval '0.12 seconds' WHERE id = $1", fine, vet
         )
     today = dt.date.today()
     args = (cat.service_id, today, today + dt.timedelta(days=5), None, False, today, dt.time(0), uuid.UUID(int=0))
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL DateStyle = 'SQL, DMY'")  # the items' dates do not follow it
+        await conn.execute("SET LOCAL DateStyle = 'SQL, DMY'")  # nor do the finds' items
         page = await conn.fetchrow(app_ctx.sql["slots.find"], *args, 100)
         short = await conn.fetchrow(app_ctx.sql["slots.find"], *args, 2)
         empty = await conn.fetchrow(app_ctx.sql["slots.find"], *args[:5], today + dt.timedelta(days=9), *args[6:], 9)
