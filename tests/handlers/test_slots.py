@@ -318,3 +318,23 @@ async def test_find_items_are_the_text_json_build_object_writes(app_ctx: Context
     assert items[free]["staff_id"] is None and items[blocked]["status"] == "blocked"
     assert items[fine]["starts_at"].endswith(".120000Z") and page["items"].startswith('[{"id" : "')
     assert (short["has_more"], short["last_id"]) == (True, blocked)
+
+
+async def test_a_slot_written_with_an_empty_search_path_gets_its_item_head(app_ctx: Context, pool: Pool) -> None:
+    """pg_dump's output (a restore, pg_upgrade's schema copy) runs with search_path = '': CREATE TABLE slots
+    and every slot it copies in read item_head's function then (migration 0046)."""
+    cat = await make_service(app_ctx)
+    slot_id = await make_slot(pool, cat.service_id)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL search_path = ''")
+        await conn.execute("CREATE TEMPORARY TABLE slots_restored (LIKE public.slots INCLUDING ALL)")
+        await conn.execute(
+            "INSERT INTO slots_restored (id, service_id, staff_id, slot_date, slot_start_time, slot_end_time,"
+            " starts_at, ends_at) SELECT id, service_id, staff_id, slot_date, slot_start_time, slot_end_time,"
+            " starts_at, ends_at FROM public.slots WHERE id = $1",
+            slot_id,
+        )
+        restored = await conn.fetchval("SELECT item_head FROM slots_restored WHERE id = $1", slot_id)
+    async with pool.acquire() as conn:
+        assert restored == await conn.fetchval("SELECT item_head FROM slots WHERE id = $1", slot_id)
+    assert restored.startswith(f'{{"id" : "{slot_id}"')
