@@ -316,9 +316,10 @@ class OtlpHttpSpanExporter(SpanExporter):
         deadline = time.monotonic() + self.timeout
         delay = 1.0
         while True:
-            request = urllib.request.Request(self.endpoint, data=body, headers=self.headers, method="POST")
             status: int | None = None
+            retryable = True
             try:
+                request = urllib.request.Request(self.endpoint, data=body, headers=self.headers, method="POST")
                 with urllib.request.urlopen(
                     request, timeout=max(deadline - time.monotonic(), 0.1), context=self._tls
                 ) as response:
@@ -326,10 +327,17 @@ class OtlpHttpSpanExporter(SpanExporter):
                 return True
             except urllib.error.HTTPError as exc:
                 status, reason = exc.code, str(exc.reason)
-            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, bad reply
+                retryable = status in RETRYABLE
+            except urllib.error.URLError as exc:
+                # a socket error (refused, reset, timed out, unknown host) may pass; "unknown url type" or "no
+                # host given" (an endpoint without http:// or https://, or without a host) never will
+                reason, retryable = str(exc), isinstance(exc.reason, OSError)
+            except (ValueError, http.client.InvalidURL) as exc:  # an endpoint that is no URL: export never raises
+                reason, retryable = str(exc), False
+            except (OSError, http.client.HTTPException) as exc:  # reset or timed out mid-reply, bad reply
                 reason = str(exc)
             retry_in = delay * random.uniform(0.8, 1.2)
-            if (status is not None and status not in RETRYABLE) or time.monotonic() + retry_in >= deadline:
+            if not retryable or time.monotonic() + retry_in >= deadline:
                 _logger.warning("OTLP: export to %s failed (%s %s)", self.endpoint, status or "", reason)
                 return False
             if self._shutdown.wait(retry_in):

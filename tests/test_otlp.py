@@ -174,6 +174,39 @@ def test_a_retryable_answer_is_retried_and_a_refusal_is_not(collector: Collector
     assert len(collector.headers) == 3 and len(collector.spans()) == 3
 
 
+class CountedWaits(threading.Event):
+    """The exporter's shutdown event, counting the retry waits (and not waiting them out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        return super().wait(0)
+
+
+@pytest.mark.parametrize("endpoint", ["collector:4318/v1/traces", "http//collector:4318", "http://c:4318x/", "http://"])
+def test_an_endpoint_that_is_no_url_fails_the_batch_at_once(endpoint: str) -> None:
+    """A misconfigured endpoint (no scheme, a bad port, no host) can never succeed: export returns FAILURE at
+    once, neither raising (into the batch processor's thread or a force_flush caller) nor retrying it for the
+    whole timeout."""
+    exporter = OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint})
+    exporter._shutdown = waits = CountedWaits()
+    assert exporter.export(recorded_spans()) is SpanExportResult.FAILURE
+    assert waits.waits == []
+
+
+def test_a_refused_connection_is_retried_with_backoff_within_the_timeout() -> None:
+    exporter = OtlpHttpSpanExporter(
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:1/v1/traces", "OTEL_EXPORTER_OTLP_TIMEOUT": "2.5"}
+    )
+    exporter._shutdown = waits = CountedWaits()
+    assert exporter.export(recorded_spans()) is SpanExportResult.FAILURE
+    # 1 s then 2 s (each ±20%; not waited here); 4 s would pass the 2.5 s deadline
+    assert len(waits.waits) == 2 and 0.8 <= waits.waits[0] <= 1.2 and 1.6 <= waits.waits[1] <= 2.4
+
+
 def test_endpoints_per_the_otlp_variables() -> None:
     assert traces_endpoint({}) == "http://localhost:4318/v1/traces"
     assert traces_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}) == "http://c:4318/v1/traces"
