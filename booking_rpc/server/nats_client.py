@@ -86,6 +86,7 @@ class DirectClient(Client):
         self._read_ended: asyncio.Future[BaseException | None] | None = None  # why reading stopped
         self._parsing: asyncio.Task[None] | None = None  # a parse that waits on something
         self._unparsed: list[bytes] = []  # data that arrived meanwhile
+        self._ends_after_parse: tuple[BaseException | None] | None = None  # an end met during that parse
 
     async def _read_loop(self) -> None:
         transport = self._transport
@@ -118,6 +119,7 @@ class DirectClient(Client):
                 self._parsing.cancel()
                 self._parsing = None
             self._unparsed.clear()
+            self._ends_after_parse = None
         if reason is None:  # the server closed the connection
             err = errors.UnexpectedEOF()
             await self._error_cb(err)
@@ -130,8 +132,16 @@ class DirectClient(Client):
             _log.error("nats: encountered error", exc_info=reason)
 
     def _end_read(self, reason: BaseException | None) -> None:
-        if self._read_ended is not None and not self._read_ended.done():
-            self._read_ended.set_result(reason)
+        if self._read_ended is None or self._read_ended.done():
+            return
+        if self._parsing is not None:
+            # nats-py's loop meets the end only at its next read: the parse under way finishes first and, at
+            # EOF, so does the data read before it (a socket error drops that, as StreamReader.read raises)
+            self._ends_after_parse = (reason,)
+            if reason is not None:
+                self._unparsed.clear()
+            return
+        self._read_ended.set_result(reason)
 
     def _feed(self, data: bytes) -> None:
         """One read's data into the parser, as nats-py's read loop does, without its Task."""
@@ -170,6 +180,9 @@ class DirectClient(Client):
             if self._connection is not None:
                 self._connection.resume_reading()
             self._feed(data)
+        if self._parsing is None and self._ends_after_parse is not None:
+            (reason,), self._ends_after_parse = self._ends_after_parse, None
+            self._end_read(reason)
 
     def deliver_to(self, sub: Subscription, deliver: Deliver) -> None:
         """Every later message of `sub` goes to `deliver`, called from the read loop (it must not block); the

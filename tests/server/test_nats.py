@@ -336,6 +336,54 @@ async def test_data_behind_a_parse_that_waits_is_parsed_after_it_in_order(nats_u
         await nc.close()
 
 
+async def test_data_read_before_the_server_closes_is_parsed_while_a_parse_waits(
+    nats_server_factory: Callable[..., NatsServer],
+) -> None:
+    """The server closes the connection while a parse waits (the error callback, told of a slow consumer):
+    as behind nats-py's own read loop, the rest of what was read before the close is still parsed and
+    delivered, and only then does the client see the end (and reconnect)."""
+    server = nats_server_factory()
+    got: list[bytes] = []
+    waited: list[int] = []
+    nc = DirectClient()
+
+    async def on_error(exc: Exception) -> None:
+        if not isinstance(exc, nats.errors.SlowConsumerError) or waited:
+            return
+        reader = nc._transport._io_reader  # type: ignore[union-attr]
+        await asyncio.to_thread(server.stop)
+        await wait_for(reader.at_eof, REPLY_WAIT)  # the server's close reached the client during this wait
+        waited.append(len(got))
+
+    await nc.connect(server.url, error_cb=on_error, reconnect_time_wait=0.1)
+    peer = await nats.connect(server.url, allow_reconnect=False)
+    released = asyncio.Event()
+    try:
+        direct = await nc.subscribe("direct.in")
+        nc.deliver_to(direct, lambda reply, data, headers: got.append(data))
+
+        async def stuck(msg: Msg) -> None:
+            await released.wait()
+
+        await nc.subscribe("slow.in", cb=stuck, pending_msgs_limit=1)
+        await nc.flush()
+        # one flush: the three slow ones (the third is a slow consumer's) and five behind them, in one read
+        for _ in range(3):
+            await peer.publish("slow.in", b"x")
+        for i in range(5):
+            await peer.publish("direct.in", b"%d" % i)
+        await peer.flush()
+        await wait_for(lambda: waited, REPLY_WAIT)
+        await wait_for(lambda: len(got) == 5, REPLY_WAIT)
+        assert waited == [0] and got == [b"%d" % i for i in range(5)]
+        await wait_for(lambda: nc.is_reconnecting, REPLY_WAIT)  # and then the end, as nats-py's loop meets it
+    finally:
+        released.set()
+        with contextlib.suppress(Exception):
+            await peer.close()
+        await nc.close()
+
+
 async def test_nats_down_at_start_then_up_then_restarted(
     nats_server_factory: Callable[..., NatsServer], make_transport: Any
 ) -> None:
