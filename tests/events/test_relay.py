@@ -421,3 +421,29 @@ async def test_delivery_records_live_until_every_subscriber_has_the_row(
     await wait_for(lambda: len(first.events) == 2 and len(second.events) == 2)
     assert [p["event_id"] for _, p in first.events] == ids
     assert [p["event_id"] for _, p in second.events] == ids
+
+
+async def test_the_sweep_forgets_the_delivery_records_of_the_rows_it_publishes(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    first, second = Recorder(RECORDED), Recorder(RECORDED)
+    first_server, second_server = await make_server(first.router), await make_server(second.router)
+    (event_id,) = await write_events(relay_ctx, uuid.uuid4(), 1)
+    everyone = Subscriber("all", "127.0.0.1", first_server.port, ("*",))
+    relay = OutboxRelay(relay_ctx, [everyone, Subscriber("some", "127.0.0.1", second_server.port, ("reservation.*",))])
+    try:
+        await relay.sync_loops(start_tasks=False)
+        loops = {loop.subscriber.name: loop for loop in relay.loops.values()}
+        assert await loops["all"].deliver_batch() == 1  # kept unpublished (with its record) for "some"
+    finally:
+        await relay.stop()
+    relay = OutboxRelay(relay_ctx, [everyone])  # "some" unsubscribed: "all" was the last the row awaited
+    try:
+        assert await relay.run_once() == 0
+        assert await published(relay_ctx, event_id) == [True]  # by the sweep (publish_done)
+        async with relay_ctx.connection() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM outbox_deliveries") == 0
+    finally:
+        await relay.stop()
+    await wait_for(lambda: len(first.events) == 1)
+    assert [p["event_id"] for _, p in first.events] == [event_id] and second.events == []
