@@ -301,6 +301,26 @@ def plan_work(node: dict[str, Any]) -> int:
     return own + sum(plan_work(child) for child in node.get("Plans", []))
 
 
+async def write_rows(ctx: Context, count: int, *, delivered: bool) -> list[uuid.UUID]:
+    """`count` outbox rows of their own aggregates; `delivered`: published, each with the delivery record of
+    subscriber 'rec' (the history of what it already has). Their ids, in seq order."""
+    async with ctx.transaction() as conn:
+        ids: list[uuid.UUID] = await conn.fetchval(
+            "WITH o AS (INSERT INTO booking_events_outbox (aggregate_type, aggregate_id, event_type, payload,"
+            " published) SELECT 'reservation', gen_random_uuid(), 'reservation.cancelled', '{}', $2"
+            " FROM generate_series(1, $1) RETURNING id, seq) SELECT array_agg(id ORDER BY seq) FROM o",
+            count,
+            delivered,
+        )
+        if delivered:
+            await conn.execute(
+                "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
+                " SELECT unnest($1::uuid[]), 'rec', 1, now()",
+                ids,
+            )
+    return ids
+
+
 async def test_a_claim_costs_its_window_not_the_delivery_history(relay_ctx: Context) -> None:
     """On fresh tables (no statistics yet: a new deployment, the bench) the claim's work follows its window.
 
@@ -311,32 +331,16 @@ async def test_a_claim_costs_its_window_not_the_delivery_history(relay_ctx: Cont
     ctx = relay_ctx
     claim = ctx.sql["outbox.claim_for_subscriber"]
 
-    async def write(count: int, *, delivered: bool) -> None:
-        async with ctx.transaction() as conn:
-            ids = await conn.fetchval(
-                "WITH o AS (INSERT INTO booking_events_outbox (aggregate_type, aggregate_id, event_type, payload,"
-                " published) SELECT 'reservation', gen_random_uuid(), 'reservation.cancelled', '{}', $2"
-                " FROM generate_series(1, $1) RETURNING id) SELECT array_agg(id) FROM o",
-                count,
-                delivered,
-            )
-            if delivered:
-                await conn.execute(
-                    "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
-                    " SELECT unnest($1::uuid[]), 'rec', 1, now()",
-                    ids,
-                )
-
     async def work() -> int:
         async with ctx.transaction() as conn:
             await conn.fetchval(ctx.sql["outbox.batch_start"], "rec")  # the batch's own planner settings
             plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {claim}", "rec", ["%"], 500, 2000)
         return plan_work(plan[0]["Plan"])  # the pool decodes json
 
-    await write(3000, delivered=False)
+    await write_rows(ctx, 3000, delivered=False)
     before = await work()
     history = 6000
-    await write(history, delivered=True)  # the history of what this subscriber already has
+    await write_rows(ctx, history, delivered=True)  # the history of what this subscriber already has
     after = await work()
     # not even one pass over the history (the claim of 6c7f760 read it four times: 27,001 -> 51,001 rows,
     # under twice the work it began with)
@@ -447,3 +451,42 @@ async def test_the_sweep_forgets_the_delivery_records_of_the_rows_it_publishes(
         await relay.stop()
     await wait_for(lambda: len(first.events) == 1)
     assert [p["event_id"] for _, p in first.events] == [event_id] and second.events == []
+
+
+def deletes_buffers(node: dict[str, Any]) -> int:
+    """Buffers the DELETE nodes of an EXPLAIN (ANALYZE, BUFFERS) plan touched (theirs include their inputs')."""
+    if node["Node Type"] == "ModifyTable" and node["Operation"] == "Delete":
+        return int(node["Shared Hit Blocks"] + node["Shared Read Blocks"])
+    return sum(deletes_buffers(child) for child in node.get("Plans", []))
+
+
+async def test_a_delivered_batch_forgets_its_records_without_reading_the_delivery_history(relay_ctx: Context) -> None:
+    """mark_delivered deletes the records of the rows it publishes by event id: that must be a lookup per row,
+    not a pass over every subscriber's records (migration 0047)."""
+    ctx = relay_ctx
+    batch = await write_rows(ctx, 200, delivered=False)
+
+    async def buffers() -> int:
+        async with ctx.connection() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                await conn.fetchval(ctx.sql["outbox.batch_start"], "rec")  # the batch's own planner settings
+                plan = await conn.fetchval(
+                    f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {ctx.sql['outbox.mark_delivered']}",
+                    "rec",
+                    batch,
+                    ["rec"],
+                    ["%"],
+                    2**62,
+                )
+            finally:
+                await tx.rollback()  # the same batch, delivered again below
+        return deletes_buffers(plan[0]["Plan"])
+
+    before = await buffers()
+    await write_rows(ctx, 20_000, delivered=True)
+    after = await buffers()
+    # at most one index page more per row of the batch (a level more of the index): without the index, a pass
+    # over the primary key's pages per batch (hash join, 202 -> 1192 buffers) or per row (nested loop)
+    assert after - before <= len(batch), (before, after)
