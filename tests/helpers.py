@@ -143,12 +143,12 @@ async def make_slot(
     starts_in: dt.timedelta = dt.timedelta(days=2),
     status: str = "available",
 ) -> uuid.UUID:
-    """One slot inserted directly (UTC clinic), starting `starts_in` from now."""
+    """One slot inserted directly (UTC clinic), starting `starts_in` from now (to the minute), 30 minutes long
+    unless midnight comes first: then it ends at the day's last microsecond (local start < end on one date).
+    Moved an hour earlier instead, as it was, a slot due in 3 hours started under the 2 hours a test's minimum
+    notice asks for whenever the test ran between 20:30 and 21:00 UTC."""
     start = (dt.datetime.now(dt.UTC) + starts_in).replace(second=0, microsecond=0)
-    end = start + dt.timedelta(minutes=30)
-    if end.date() != start.date():  # keep local start < end on the same date
-        start -= dt.timedelta(hours=1)
-        end -= dt.timedelta(hours=1)
+    end = min(start + dt.timedelta(minutes=30), start.replace(hour=23, minute=59, second=59, microsecond=999999))
     async with pool.acquire() as conn:
         slot_id: uuid.UUID = await conn.fetchval(
             """INSERT INTO slots (service_id, slot_date, slot_start_time, slot_end_time, starts_at, ends_at,
