@@ -292,6 +292,22 @@ async def test_queue_group_answers_each_request_once(make_transport: Any, peer: 
     assert first.stats.requests_total > 0 and second.stats.requests_total > 0
 
 
+async def subscribe_direct_and_stuck(nc: DirectClient, got: list[bytes], released: asyncio.Event) -> None:
+    """`direct.in` delivered straight into `got`; `slow.in` to a callback stuck until `released`, with room for
+    one more in its queue, so its third message is a slow consumer's (nats-py's parser awaits the error
+    callback then). Over the read path under test."""
+    direct = await nc.subscribe("direct.in")
+    nc.deliver_to(direct, lambda reply, data, headers: got.append(data))
+
+    async def stuck(msg: Msg) -> None:
+        await released.wait()
+
+    await nc.subscribe("slow.in", cb=stuck, pending_msgs_limit=1)
+    await nc.flush()
+    connection = nc._transport._io_writer.transport  # type: ignore[union-attr]
+    assert type(connection.get_protocol()).__name__ == "_ParserFeed"
+
+
 async def test_data_behind_a_parse_that_waits_is_parsed_after_it_in_order(nats_url: str, peer: NatsClient) -> None:
     """The client parses each read's data at once, outside a Task; nats-py's parser awaits its callbacks,
     and when one really waits (here the error callback, told of a slow consumer) the parse goes on in a
@@ -314,16 +330,7 @@ async def test_data_behind_a_parse_that_waits_is_parsed_after_it_in_order(nats_u
     await nc.connect(nats_url, error_cb=on_error)
     released = asyncio.Event()
     try:
-        direct = await nc.subscribe("direct.in")
-        nc.deliver_to(direct, lambda reply, data, headers: got.append(data))
-
-        async def stuck(msg: Msg) -> None:
-            await released.wait()
-
-        await nc.subscribe("slow.in", cb=stuck, pending_msgs_limit=1)
-        await nc.flush()
-        connection = nc._transport._io_writer.transport  # type: ignore[union-attr]
-        assert type(connection.get_protocol()).__name__ == "_ParserFeed"  # the read path under test
+        await subscribe_direct_and_stuck(nc, got, released)
         for _ in range(3):  # one for the callback, one in its queue, the third is a slow consumer's
             await peer.publish("slow.in", b"x")
         await peer.flush()
@@ -359,14 +366,7 @@ async def test_data_read_before_the_server_closes_is_parsed_while_a_parse_waits(
     peer = await nats.connect(server.url, allow_reconnect=False)
     released = asyncio.Event()
     try:
-        direct = await nc.subscribe("direct.in")
-        nc.deliver_to(direct, lambda reply, data, headers: got.append(data))
-
-        async def stuck(msg: Msg) -> None:
-            await released.wait()
-
-        await nc.subscribe("slow.in", cb=stuck, pending_msgs_limit=1)
-        await nc.flush()
+        await subscribe_direct_and_stuck(nc, got, released)
         # one flush: the three slow ones (the third is a slow consumer's) and five behind them, in one read
         for _ in range(3):
             await peer.publish("slow.in", b"x")
