@@ -7,9 +7,10 @@ VALUES ($1, $2, $3, $4, $5);
 -- The next events a subscriber should get: per aggregate only the oldest it has not received (a failed
 -- or dead one holds back the later events of its own aggregate only), due for (re)delivery, in seq order;
 -- each row also says how many undelivered rows the window held (`backlog`).
--- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size, $4 scan window. Only the oldest $4
--- undelivered rows are looked at (an index scan on seq): an aggregate's oldest undelivered event is always
--- older than its later ones, so heads found in the window are true heads.
+-- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size, $4 scan window (NULL: the whole backlog,
+-- which the relay asks for when the window held nothing due). Only the oldest $4 undelivered rows are looked
+-- at (an index scan on seq): an aggregate's oldest undelivered event is always older than its later ones, so
+-- heads found in the window are true heads.
 WITH backlog AS (
     -- an index scan on seq with one primary-key lookup of the row's delivery per row (LATERAL ... LIMIT 1 is
     -- never made a join), stopped after $4 rows: cost follows the window, not the delivery history. As a NOT

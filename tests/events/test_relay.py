@@ -143,6 +143,35 @@ async def test_dead_event_blocks_only_its_aggregate(relay_ctx: Context, make_ser
         await relay.stop()
 
 
+async def test_a_window_of_held_back_rows_does_not_hold_back_other_aggregates(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    # batch 2: a claim's window is the oldest 4 undelivered rows, here all of `poisoned`, whose head is dead
+    ctx = build_context(relay_ctx.settings.model_copy(update={"outbox_batch_size": 2}), relay_ctx.pool)
+    recorder = Recorder(RECORDED)
+    server = await make_server(recorder.router)
+    poisoned, healthy = uuid.uuid4(), uuid.uuid4()
+    await write_events(ctx, poisoned, 5)
+    healthy_ids = await write_events(ctx, healthy, 1)
+    async with ctx.connection() as conn:
+        first = await conn.fetchval(
+            "SELECT id FROM booking_events_outbox WHERE aggregate_id = $1 ORDER BY seq LIMIT 1", poisoned
+        )
+        await conn.execute(
+            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, dead, last_error)"
+            " VALUES ($1, 'rec', 3, true, 'poison')",
+            first,
+        )
+    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    try:
+        assert await relay.run_once() == 1
+        await wait_for(lambda: len(recorder.events) == 1)
+        assert [p["event_id"] for _, p in recorder.events] == healthy_ids
+        assert await relay.run_once() == 0  # the dead head still holds back its own aggregate
+    finally:
+        await relay.stop()
+
+
 async def test_two_relays_deliver_everything_once_each(relay_ctx: Context, make_server: MakeServer) -> None:
     recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
