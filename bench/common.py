@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -200,6 +201,57 @@ def ensure_node_modules(folder: Path = INTEROP) -> None:
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, check=True, timeout=600
         )
+
+
+@dataclass
+class NestSubscriber:
+    process: asyncio.subprocess.Process
+    port: int  # its TCP port (0 on NATS)
+    # the events' `key` field -> when NestJS's handler ran (its CLOCK_MONOTONIC stamp: time.perf_counter here)
+    received: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def nest_subscriber(
+    events: str, key: str, *, nats_url: str = "", queue: str = "nest"
+) -> AsyncIterator[NestSubscriber]:
+    """A genuine NestJS 12 microservice (tests/interop/nest_server.mjs) subscribed to `events`, over TCP or, with
+    `nats_url`, ServerNats in `queue`; each event's handler time is recorded by its `data[key]`."""
+    ensure_node_modules()
+    where = ["--nats", nats_url, "--queue", queue] if nats_url else []
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(INTEROP / "nest_server.mjs"),
+        "--port",
+        "0",
+        *where,
+        "--events",
+        events,
+        "--stamp",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        sub = NestSubscriber(proc, int(orjson.loads(await proc.stdout.readline())["port"]))
+
+        async def read() -> None:
+            assert proc.stdout is not None
+            async for line in proc.stdout:
+                with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                    event = orjson.loads(line)
+                    # when NestJS's handler ran (its stamp), not when this busy loop read the line
+                    sub.received[event["data"][key]] = float(event["at"])
+
+        reader = asyncio.create_task(read())
+        try:
+            yield sub
+        finally:
+            reader.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
 
 
 def write_json(path: Path | None, result: object) -> None:

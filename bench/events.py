@@ -41,7 +41,7 @@ import nats
 import orjson
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 
-from bench.common import INTEROP, cpu_seconds, ensure_node_modules, percentile
+from bench.common import cpu_seconds, nest_subscriber, percentile
 from bench.report import events_target_lines
 from bench.reservations import own_cpu_seconds, postgres_cpu_seconds, postmaster_pid
 from booking_rpc.app import build_context
@@ -166,40 +166,25 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         base = embedded.admin_dsn
     name = f"booking_rpc_bench_events_{uuid.uuid4().hex[:8]}"
     dsn = await create_database(base, name)
-    ensure_node_modules()
     jetstream = opts.sink == "jetstream"
     with_nest = not jetstream or opts.nest_subscriber
-    nats_server = contextlib.ExitStack()
-    server = nats_server.enter_context(running_nats_server()) if jetstream else None
+    subprocesses = contextlib.AsyncExitStack()  # nats-server, then the NestJS subscriber: stopped in reverse
+    server = subprocesses.enter_context(running_nats_server()) if jetstream else None
     nats_url = server.url if server is not None else ""
     nest = None
-    if with_nest:
-        where = ["--nats", nats_url, "--queue", "bench-events"] if jetstream else []
-        nest = await asyncio.create_subprocess_exec(
-            "node",
-            str(INTEROP / "nest_server.mjs"),
-            "--port",
-            "0",
-            *where,
-            "--events",
-            "reservation.cancelled",
-            "--stamp",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
     committed: dict[str, float] = {}
     received: dict[str, float] = {}  # by the NestJS handler, wall clock
     stored: list[tuple[str, float]] = []  # the stream's messages
     failures: dict[str, int] = {}
     cpu: dict[str, float] = {}
     try:
+        if with_nest:
+            subscriber = nest_subscriber("reservation.cancelled", "event_id", nats_url=nats_url, queue="bench-events")
+            nest = await subprocesses.enter_async_context(subscriber)
         await migrate_dsn(dsn)
         pool = await create_pool(dsn, min_size=2, max_size=8)
         postmaster = await postmaster_pid(dsn)
-        port = 0
-        if nest is not None:
-            assert nest.stdout is not None
-            port = int(orjson.loads(await nest.stdout.readline())["port"])
+        port = nest.port if nest is not None else 0
         settings = Settings(
             outbox_batch_size=opts.batch, outbox_poll_interval=1.0, nats_url=nats_url, events_nats=jetstream
         )
@@ -211,21 +196,9 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
         # NestJS stamps CLOCK_MONOTONIC (time.perf_counter here); the commits are wall-clock
         monotonic_to_wall = time.time() - time.perf_counter()
-
-        async def read() -> None:
-            if nest is None:
-                return
-            assert nest.stdout is not None
-            async for line in nest.stdout:
-                with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
-                    event = orjson.loads(line)
-                    # when NestJS's handler ran (its stamp), not when this loop read the line
-                    received[event["data"]["event_id"]] = float(event["at"]) + monotonic_to_wall
-
-        reader = asyncio.create_task(read())
         pids = {
             "nats-server": server.process.pid if server and server.process else 0,
-            "nestjs": nest.pid if nest else 0,
+            "nestjs": nest.process.pid if nest else 0,
         }
         before = {part: cpu_seconds(pid) for part, pid in pids.items() if pid}
         relay0, pg0 = own_cpu_seconds(), postgres_cpu_seconds(postmaster)
@@ -249,7 +222,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         deadline = time.perf_counter() + 30
         while time.perf_counter() < deadline and (  # noqa: ASYNC110
             sum(relay.stats.delivered.values()) < len(committed)
-            or (nest is not None and len(received) < len(committed))
+            or (nest is not None and len(nest.received) < len(committed))
         ):
             await asyncio.sleep(0.05)
         cpu = {
@@ -258,7 +231,8 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
             **{part: cpu_seconds(pid) - before[part] for part, pid in pids.items() if pid},
             "postgresql": postgres_cpu_seconds(postmaster) - pg0,
         }
-        reader.cancel()
+        if nest is not None:
+            received = {event_id: at + monotonic_to_wall for event_id, at in nest.received.items()}
         failures = dict(relay.stats.failed)
         print(f"relay batches: {relay.stats.batches}, wakeups: {relay.stats.wakeups}")
         await relay.stop()
@@ -266,10 +240,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         if jetstream:
             stored = await stored_times(nats_url, settings.nats_stream)
     finally:
-        if nest is not None:
-            nest.terminate()
-            await nest.wait()
-        nats_server.close()
+        await subprocesses.aclose()
         await drop_database(base, name)
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

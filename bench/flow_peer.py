@@ -35,8 +35,15 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import alternating, backends_cpu_since, cpu_seconds, database_backends_cpu, write_json
-from bench.flows import Dataset, make_template, nest_subscriber, start_service
+from bench.common import (
+    alternating,
+    backends_cpu_since,
+    cpu_seconds,
+    database_backends_cpu,
+    nest_subscriber,
+    write_json,
+)
+from bench.flows import Dataset, make_template, start_service
 from bench.peer import TARGETS, nest_load, start_peer
 from bench.report import flow_peer_lines
 from bench.reservations import postmaster_pid
@@ -82,7 +89,7 @@ async def one_run(
     dsn = await create_database(base, name, template=template)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            sub = await stack.enter_async_context(nest_subscriber())
+            sub = await stack.enter_async_context(nest_subscriber("booking.confirmed", "booking_id"))
             relay = await asyncio.to_thread(
                 start_service, dsn, f"nest=127.0.0.1:{sub.port}:booking.confirmed", opts.pool
             )

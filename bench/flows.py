@@ -27,19 +27,16 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
 from bench.common import (
     BENCH_SQL,
-    INTEROP,
     alternating,
-    ensure_node_modules,
+    nest_subscriber,
     percentile,
     start_serve,
     stop_process,
@@ -112,47 +109,6 @@ def start_service(dsn: str, subscribers: str, pool_size: int) -> Service:
         return bool(ports)
 
     return Service(start_serve(env, ready), ports[0])
-
-
-@dataclass
-class Subscriber:
-    process: asyncio.subprocess.Process
-    port: int
-    received: dict[str, float] = field(default_factory=dict)
-
-
-@contextlib.asynccontextmanager
-async def nest_subscriber() -> AsyncIterator[Subscriber]:
-    ensure_node_modules()
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(INTEROP / "nest_server.mjs"),
-        "--port",
-        "0",
-        "--events",
-        "booking.confirmed",
-        "--stamp",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    sub = Subscriber(proc, int(orjson.loads(await proc.stdout.readline())["port"]))
-
-    async def read() -> None:
-        assert proc.stdout is not None
-        async for line in proc.stdout:
-            with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
-                event = orjson.loads(line)
-                # when NestJS's handler ran (its CLOCK_MONOTONIC stamp), not when this busy loop read the line
-                sub.received[event["data"]["booking_id"]] = float(event["at"])
-
-    reader = asyncio.create_task(read())
-    try:
-        yield sub
-    finally:
-        reader.cancel()
-        proc.terminate()
-        await proc.wait()
 
 
 async def sample_waits(dsn: str, stop: asyncio.Event, database: str) -> Counter[str]:
@@ -243,7 +199,11 @@ async def one_run(base: str, template: str, ds: Dataset, variant: str, opts: arg
     dsn = await create_database(base, name, template=template)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            sub = await stack.enter_async_context(nest_subscriber()) if variant.startswith("nest") else None
+            sub = (
+                await stack.enter_async_context(nest_subscriber("booking.confirmed", "booking_id"))
+                if variant.startswith("nest")
+                else None
+            )
             subscribers = f"nest=127.0.0.1:{sub.port}:booking.confirmed" if sub else ""
             service = await asyncio.to_thread(start_service, dsn, subscribers, opts.pool)
             stack.callback(service.stop)
