@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import random
 import secrets
@@ -80,7 +81,11 @@ class OutboxSignal:
         if self.local is not None:
             self.local()
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(NOTIFY_COALESCE, self._send)
+            # in a context of its own: called inside a request, the NOTIFY would inherit its deadline (and be
+            # refused once the request has answered), though it is owed to the commit, not to the request
+            self._timer = asyncio.get_running_loop().call_later(
+                NOTIFY_COALESCE, self._send, context=contextvars.Context()
+            )
 
     def _send(self) -> None:
         self._timer = None

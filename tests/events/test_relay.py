@@ -12,6 +12,7 @@ from booking_rpc.app import build_context
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
+from booking_rpc.deadline import current_deadline
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.events.relay import OutboxRelay, OutboxSignal, retry_dead
 from booking_rpc.events.subscribers import Subscriber, parse_subscribers
@@ -299,6 +300,28 @@ async def test_other_processes_hear_of_commits_by_one_coalesced_notify(
         await relay.stop()
         assert isinstance(writer.after_commit, OutboxSignal)
         await writer.after_commit.stop()
+
+
+async def test_a_notify_owed_by_a_request_is_not_bound_by_its_deadline(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    recorder, ctx, relay = await slow_poll_relay(relay_ctx, make_server)
+    await relay.start()
+    writer = Context(pool=ctx.pool, sql=ctx.sql, settings=ctx.settings)  # its commits signal nobody
+    signal = OutboxSignal(writer)
+    try:
+        await write_events(writer, uuid.uuid4(), 1)
+        # the commit's signal, from inside a request whose deadline is up once it has answered
+        token = current_deadline.set(asyncio.get_running_loop().time())
+        try:
+            signal()
+        finally:
+            current_deadline.reset(token)
+        await wait_for(lambda: len(recorder.events) == 1, timeout=5.0)  # not the 30 s poll
+        assert signal.notifies == 1
+    finally:
+        await signal.stop()
+        await relay.stop()
 
 
 async def test_a_writer_stopping_right_after_its_commits_still_tells_the_other_processes(
