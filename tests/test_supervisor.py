@@ -293,7 +293,8 @@ async def test_three_workers_do_each_job_and_each_delivery_once(
             " WHERE event_type = 'reservation.expired' GROUP BY 1"
         )
         # the recorder (`*`) is the only subscriber: a row is published by the batch that delivered it (in
-        # that batch's transaction, its published_at the transaction's start)
+        # that batch's transaction, its published_at the start of the statement that marked it, which runs
+        # under the subscriber's lock: a transaction's own start may come before an earlier batch's commit)
         rows = await conn.fetch(
             "SELECT o.id, o.aggregate_id, o.published_at AS delivered_at FROM booking_events_outbox o ORDER BY o.seq"
         )

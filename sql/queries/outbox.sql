@@ -90,8 +90,10 @@ WITH delivered AS (
       AND NOT EXISTS (SELECT 1 FROM unnest($4::text[]) AS s(pattern) WHERE o.event_type LIKE s.pattern)
     FOR UPDATE SKIP LOCKED
 )
+-- published_at: when this statement ran, under the subscriber's batch lock, so a later batch's rows are
+-- stamped later (now(), the transaction's start, can precede the commit of the batch before it)
 UPDATE booking_events_outbox o
-SET published = TRUE, published_at = now()
+SET published = TRUE, published_at = statement_timestamp()
 WHERE o.id IN (SELECT id FROM delivered WHERE complete UNION ALL SELECT id FROM unwanted)
   AND NOT o.published;
 
@@ -138,7 +140,7 @@ WITH candidates AS (
     DELETE FROM outbox_deliveries d USING candidates c WHERE d.event_id = c.id
 )
 UPDATE booking_events_outbox o
-SET published = TRUE, published_at = now()
+SET published = TRUE, published_at = statement_timestamp()
 FROM candidates c
 WHERE o.id = c.id;
 
