@@ -11,7 +11,7 @@ import pytest
 from booking_rpc.app import build_context
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
-from booking_rpc.db.pool import Pool
+from booking_rpc.db.pool import Pool, create_pool
 from booking_rpc.deadline import current_deadline
 from booking_rpc.events.outbox import enqueue
 from booking_rpc.events.relay import OutboxRelay, OutboxSignal, retry_dead
@@ -303,25 +303,32 @@ async def test_other_processes_hear_of_commits_by_one_coalesced_notify(
 
 
 async def test_a_notify_owed_by_a_request_is_not_bound_by_its_deadline(
-    relay_ctx: Context, make_server: MakeServer
+    relay_ctx: Context, make_server: MakeServer, db_url: str
 ) -> None:
     recorder, ctx, relay = await slow_poll_relay(relay_ctx, make_server)
     await relay.start()
-    writer = Context(pool=ctx.pool, sql=ctx.sql, settings=ctx.settings)  # its commits signal nobody
+    # another process's, with a pool of one connection: the NOTIFY must wait for it, and a wait is what a
+    # deadline bounds
+    writer_pool = await create_pool(db_url, min_size=1, max_size=1)
+    writer = Context(pool=writer_pool, sql=ctx.sql, settings=ctx.settings)  # its commits signal nobody
     signal = OutboxSignal(writer)
     try:
         await write_events(writer, uuid.uuid4(), 1)
-        # the commit's signal, from inside a request whose deadline is up once it has answered
-        token = current_deadline.set(asyncio.get_running_loop().time())
-        try:
-            signal()
-        finally:
-            current_deadline.reset(token)
+        async with writer_pool.acquire():
+            # the commit's signal, from inside a request whose deadline is up once it has answered
+            token = current_deadline.set(asyncio.get_running_loop().time())
+            try:
+                signal()
+            finally:
+                current_deadline.reset(token)
+            await asyncio.sleep(0.2)  # the coalesced NOTIFY now waits for the connection
         await wait_for(lambda: len(recorder.events) == 1, timeout=5.0)  # not the 30 s poll
-        assert signal.notifies == 1
+        # the relay may deliver before the NOTIFY task has released its connection and counted
+        await wait_for(lambda: signal.notifies == 1, timeout=3.0)
     finally:
         await signal.stop()
         await relay.stop()
+        await writer_pool.close()
 
 
 async def test_a_writer_stopping_right_after_its_commits_still_tells_the_other_processes(
