@@ -181,12 +181,9 @@ class _SubscriberLoop:
                 return 0
             batch = ctx.settings.outbox_batch_size
             claim, patterns = ctx.sql["outbox.claim_for_subscriber"], sub.like_patterns()
+            # the window skips the aggregates held back (dead or backing off), so it is never empty while
+            # anything is due, and a batch fills from beyond the held-back rows
             rows = await conn.fetch(claim, sub.name, patterns, batch, batch * SCAN_WINDOW)
-            if not rows:
-                # nothing due in the window: either nothing is undelivered, or every head in it is dead or
-                # backing off, and a window's worth of held-back rows must not hold back every other aggregate:
-                # look at the whole backlog (a NULL window is no limit)
-                rows = await conn.fetch(claim, sub.name, patterns, batch, None)
             self.more = bool(rows) and rows[0]["backlog"] > len(rows)
             if not rows:
                 return 0

@@ -7,40 +7,53 @@ VALUES ($1, $2, $3, $4, $5);
 -- The next events a subscriber should get: per aggregate only the oldest it has not received (a failed
 -- or dead one holds back the later events of its own aggregate only), due for (re)delivery, in seq order;
 -- each row also says how many undelivered rows the window held (`backlog`).
--- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size, $4 scan window (NULL: the whole backlog,
--- which the relay asks for when the window held nothing due). Only the oldest $4 undelivered rows are looked
--- at (an index scan on seq): an aggregate's oldest undelivered event is always older than its later ones, so
--- heads found in the window are true heads.
-WITH backlog AS (
+-- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size, $4 scan window. The window is the oldest
+-- $4 undelivered rows (an index scan on seq) of the aggregates not held back: an aggregate is held back while
+-- its head's delivery (its oldest undelivered row's record, the only undelivered rows with one) is dead or
+-- backing off, and all its rows are skipped, so the window's heads are all due and a batch fills even when the
+-- oldest rows are mostly held back. Heads found in the window are true heads: an aggregate's oldest undelivered
+-- event is always older than its later ones, and both are skipped or both are not.
+WITH held AS (
+    -- the subscriber's failed deliveries not yet due (idx_outbox_deliveries_pending: its undelivered records
+    -- only, never the delivered history), an outbox primary-key lookup each
+    SELECT coalesce(array_agg(DISTINCT o.aggregate_id), '{}') AS aggregates
+    FROM outbox_deliveries d
+    JOIN booking_events_outbox o ON o.id = d.event_id
+    WHERE d.subscriber = $1
+      AND d.delivered_at IS NULL
+      AND (d.dead OR d.next_attempt_at > now())
+      AND NOT o.published
+      AND o.event_type LIKE ANY ($2::text[])
+), backlog AS (
     -- an index scan on seq with one primary-key lookup of the row's delivery per row (LATERAL ... LIMIT 1 is
-    -- never made a join), stopped after $4 rows: cost follows the window, not the delivery history. As a NOT
-    -- EXISTS and a LEFT JOIN, a fresh table (no statistics: 0.5% of the deliveries taken for this
-    -- subscriber's) was planned as a scan of all this subscriber's deliveries for every row of the window,
-    -- each batch slower than the last; and `delivered IS NOT TRUE` is estimated as half the rows (IS NULL as
-    -- 0.5%, which planned a scan and sort of the whole backlog instead of the window).
-    SELECT o.id, o.aggregate_id, o.seq, d.attempts, d.next_attempt_at, d.dead
+    -- never made a join), stopped after $4 rows: cost follows the window (and the held-back rows skipped
+    -- before its end, each read once without a lookup), not the delivery history. As a NOT EXISTS and a LEFT
+    -- JOIN, a fresh table (no statistics: 0.5% of the deliveries taken for this subscriber's) was planned as a
+    -- scan of all this subscriber's deliveries for every row of the window, each batch slower than the last;
+    -- and `delivered IS NOT TRUE` is estimated as half the rows (IS NULL as 0.5%, which planned a scan and sort
+    -- of the whole backlog instead of the window).
+    SELECT o.id, o.aggregate_id, o.seq, d.attempts
     FROM booking_events_outbox o
     LEFT JOIN LATERAL (
-        SELECT d.attempts, d.next_attempt_at, d.dead, d.delivered_at IS NOT NULL AS delivered
+        SELECT d.attempts, d.delivered_at IS NOT NULL AS delivered
         FROM outbox_deliveries d
         WHERE d.subscriber = $1 AND d.event_id = o.id
         LIMIT 1
     ) d ON TRUE
     WHERE NOT o.published
       AND o.event_type LIKE ANY ($2::text[])
+      AND o.aggregate_id <> ALL ((SELECT aggregates FROM held)::uuid[])
       AND d.delivered IS NOT TRUE
     ORDER BY o.seq
     LIMIT $4
-), heads AS (
-    SELECT DISTINCT ON (aggregate_id) id, seq, attempts, next_attempt_at, dead
-    FROM backlog
-    ORDER BY aggregate_id, seq
 ), due AS (
     -- limited before the rows are read back: joined first, every head of the window was looked up
     SELECT id, seq, attempts
-    FROM heads
-    WHERE NOT coalesce(dead, FALSE)
-      AND coalesce(next_attempt_at, '-infinity') <= now()
+    FROM (
+        SELECT DISTINCT ON (aggregate_id) id, seq, attempts
+        FROM backlog
+        ORDER BY aggregate_id, seq
+    ) heads
     ORDER BY seq
     LIMIT $3
 )

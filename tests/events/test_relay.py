@@ -173,6 +173,47 @@ async def test_a_window_of_held_back_rows_does_not_hold_back_other_aggregates(
         await relay.stop()
 
 
+async def hold_back(ctx: Context, aggregate: uuid.UUID, *, dead: bool) -> None:
+    """Record a failed delivery to 'rec' of `aggregate`'s oldest event: dead, or backing off for a minute."""
+    async with ctx.connection() as conn:
+        head = await conn.fetchval(
+            "SELECT id FROM booking_events_outbox WHERE aggregate_id = $1 ORDER BY seq LIMIT 1", aggregate
+        )
+        await conn.execute(
+            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, dead, next_attempt_at, last_error)"
+            " VALUES ($1, 'rec', 1, $2, now() + interval '1 minute', 'refused')",
+            head,
+            dead,
+        )
+
+
+async def test_a_batch_fills_with_due_rows_from_beyond_a_mostly_held_back_window(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    # batch 4: a claim's window is the oldest 8 undelivered rows; 7 of them belong to a dead head and a head
+    # backing off, and 1 is due; 6 more due aggregates come after the window
+    ctx = build_context(relay_ctx.settings.model_copy(update={"outbox_batch_size": 4}), relay_ctx.pool)
+    recorder = Recorder(RECORDED)
+    server = await make_server(recorder.router)
+    dead, backing_off = uuid.uuid4(), uuid.uuid4()
+    await write_events(ctx, dead, 4)
+    await write_events(ctx, backing_off, 3)
+    due_ids = [(await write_events(ctx, uuid.uuid4(), 1))[0] for _ in range(7)]
+    await hold_back(ctx, dead, dead=True)
+    await hold_back(ctx, backing_off, dead=False)
+    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    try:
+        await relay.sync_loops(start_tasks=False)
+        (loop,) = relay.loops.values()
+        assert await loop.deliver_batch() == 4  # a full batch, not the window's one due row
+        assert await loop.deliver_batch() == 3
+        assert await loop.deliver_batch() == 0  # the held-back aggregates stay held back
+        await wait_for(lambda: len(recorder.events) == 7)
+    finally:
+        await relay.stop()
+    assert [p["event_id"] for _, p in recorder.events] == due_ids
+
+
 async def test_two_relays_deliver_everything_once_each(relay_ctx: Context, make_server: MakeServer) -> None:
     recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
