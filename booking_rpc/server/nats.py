@@ -166,10 +166,7 @@ class NatsTransport:
                 sub = await self.nc.subscribe(route.route, queue=self.queue)
                 self.nc.deliver_to(sub, self._receiver(route))
                 self.subscriptions.append(sub)
-            # nats-py writes flush()'s PING straight to the socket, ahead of the SUBs still in its pending
-            # buffer: the first flush lets the flusher write them, the second PONG proves the server has them.
-            await self.nc.flush()
-            await self.nc.flush()
+            await self.nc.flush_all()  # the server has the subscriptions
             self._subscribed.set()
             shown = [shown_url(url) for url in self.servers]
             log.info("serving over NATS", servers=shown, queue=self.queue, subjects=len(self.subscriptions))

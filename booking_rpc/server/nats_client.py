@@ -184,6 +184,15 @@ class DirectClient(Client):
             (reason,), self._ends_after_parse = self._ends_after_parse, None
             self._end_read(reason)
 
+    async def flush_all(self) -> None:
+        """Return once the server has every command given before this call, SUBs and PUBs included.
+
+        nats-py writes flush()'s PING straight to the socket, ahead of the commands its pending buffer still
+        holds, so that PONG proves nothing about them: the first flush lets the flusher write them, the second
+        PONG comes after the server has them."""
+        await self.flush()
+        await self.flush()
+
     def deliver_to(self, sub: Subscription, deliver: Deliver) -> None:
         """Every later message of `sub` goes to `deliver`, called from the read loop (it must not block); the
         few that may have reached its queue while subscribing are handed over first."""

@@ -303,7 +303,7 @@ async def subscribe_direct_and_stuck(nc: DirectClient, got: list[bytes], release
         await released.wait()
 
     await nc.subscribe("slow.in", cb=stuck, pending_msgs_limit=1)
-    await nc.flush()
+    await nc.flush_all()  # one flush() can be answered before the server has the SUBs
     connection = nc._transport._io_writer.transport  # type: ignore[union-attr]
     assert type(connection.get_protocol()).__name__ == "_ParserFeed"
 
@@ -320,10 +320,9 @@ async def test_data_behind_a_parse_that_waits_is_parsed_after_it_in_order(nats_u
         if not isinstance(exc, nats.errors.SlowConsumerError) or during_wait:
             return
         before = len(got)
-        for i in range(200):  # these reach the client while this callback waits
+        for i in range(200):
             await peer.publish("direct.in", b"%d" % i)
-        await peer.flush()
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: nc._unparsed, REPLY_WAIT)  # they reach the client while this callback waits
         during_wait.append(len(got) - before)
 
     nc = DirectClient()
