@@ -96,7 +96,10 @@ class DirectClient(Client):
         # a socket's (or TLS's) transport: reads and writes
         reader, connection = transport._io_reader, cast(asyncio.Transport, transport._io_writer.transport)
         stream = connection.get_protocol()
-        if reader.at_eof() or reader.exception() is not None or not isinstance(stream, asyncio.StreamReaderProtocol):
+        # an end that came before this (even with data still buffered: not at_eof() yet) went to the stream
+        # protocol, and _ParserFeed would never hear of it
+        ended_already = reader._eof or reader.exception() is not None  # type: ignore[attr-defined]
+        if ended_already or not isinstance(stream, asyncio.StreamReaderProtocol):
             await super()._read_loop()  # it meets the end as it would
             return
         ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()

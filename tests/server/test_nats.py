@@ -383,6 +383,68 @@ async def test_data_read_before_the_server_closes_is_parsed_while_a_parse_waits(
         await nc.close()
 
 
+@contextlib.asynccontextmanager
+async def cut_off_after_the_handshake(server: NatsServer) -> AsyncIterator[str]:
+    """The URL of a TCP relay to `server` that holds the handshake's PONG back until the server's next bytes
+    (its first PING, soon after a connect) and then writes both and an EOF at once: the client's socket has
+    the PONG, more data and the end before the client's read loop starts."""
+    connections: list[asyncio.StreamWriter] = []
+    relays: list[asyncio.Task[None]] = []
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            sink.write(data)
+
+    async def relay(client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        server_in, server_out = await asyncio.open_connection("127.0.0.1", server.port)
+        connections.extend((client_out, server_out))
+        relays.append(asyncio.create_task(pipe(client_in, server_out)))
+        held = b""
+        while b"PONG\r\n" not in held:
+            held += await server_in.read(65536)
+            if b"PONG\r\n" not in held:  # INFO: the client waits for it
+                client_out.write(held)
+                held = b""
+        if held.endswith(b"PONG\r\n"):
+            held += await server_in.read(65536)
+        client_out.write(held)
+        client_out.write_eof()  # in the same callback as the write: both reach the client's socket together
+
+    relay_server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield f"nats://127.0.0.1:{relay_server.sockets[0].getsockname()[1]}"
+    finally:
+        relay_server.close()
+        for task in relays:
+            task.cancel()
+        for writer in connections:
+            writer.close()
+
+
+async def test_an_end_met_before_the_read_path_starts_is_not_missed(
+    nats_server_factory: Callable[..., NatsServer], tmp_path: Path
+) -> None:
+    """The server's data and its close can reach the client between the connect handshake and the start of
+    the client's read path (the connection's StreamReaderProtocol, not the client's parser, sees the end):
+    the client meets that end as nats-py's own loop would (UnexpectedEOF, reconnecting) instead of staying
+    "connected" to a closed connection until its ping timer notices."""
+    config = tmp_path / "nats.conf"
+    config.write_text('ping_interval: "100ms"\n')  # its first PING follows the handshake at once
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    async with cut_off_after_the_handshake(nats_server_factory(config=config)) as url:
+        nc = DirectClient()
+        await nc.connect(url, error_cb=on_error, reconnect_time_wait=REPLY_WAIT)
+        try:
+            await wait_for(lambda: nc.is_reconnecting, REPLY_WAIT)
+            assert any(isinstance(exc, nats.errors.UnexpectedEOF) for exc in errors)
+        finally:
+            await nc.close()
+
+
 async def test_nats_down_at_start_then_up_then_restarted(
     nats_server_factory: Callable[..., NatsServer], make_transport: Any
 ) -> None:
