@@ -141,6 +141,7 @@ class _SubscriberLoop:
         self.wake = asyncio.Event()
         self.busy = False  # the last batch found another replica serving this subscriber
         self.more = False  # the last batch's window held more undelivered rows than it claimed
+        self.retry_at: float | None = None  # loop time before which an unreachable subscriber is not tried
         self.task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -158,6 +159,12 @@ class _SubscriberLoop:
                 raise
             except Exception:
                 log.exception("outbox relay batch failed", subscriber=self.subscriber.name)
+            if self.retry_at is not None:
+                # nothing of the batch went through (the subscriber is down): try again when its head is due,
+                # not at every commit or NOTIFY meanwhile, each of which would claim a batch only to fail it
+                await asyncio.sleep(max(0.0, self.retry_at - asyncio.get_running_loop().time()))
+                self.retry_at = None
+                continue
             try:
                 await asyncio.wait_for(self.wake.wait(), BUSY_RETRY if self.busy else settings.outbox_poll_interval)
             except TimeoutError:
@@ -208,18 +215,20 @@ class _SubscriberLoop:
         sub = self.subscriber
         sent, failures = await self.send(rows)
         delivered = [row["id"] for row in sent]
+        delays = []
         if delivered:
             names, patterns = self.relay.subscription_pairs()
             last = max(row["seq"] for row in sent)
             await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered, names, patterns, last)
             self.relay.stats.delivered[sub.name] += len(delivered)
         for row, error in failures:
+            delays.append(self.backoff(row["attempts"]))
             outcome = await conn.fetchrow(
                 ctx.sql["outbox.mark_failed"],
                 sub.name,
                 row["id"],
                 error,
-                self.backoff(row["attempts"]),
+                delays[-1],
                 ctx.settings.outbox_max_attempts,
             )
             assert outcome is not None
@@ -231,6 +240,10 @@ class _SubscriberLoop:
                 log.error("event parked as dead", subscriber=sub.name, event_id=str(row["id"]), error=error)
             else:
                 log.warning("delivery failed, will retry", subscriber=sub.name, attempts=attempts, error=error)
+        if delays and not delivered:
+            # at most a poll interval: a head parked as dead is not due again, yet the others are
+            wait = min(min(delays), ctx.settings.outbox_poll_interval)
+            self.retry_at = asyncio.get_running_loop().time() + wait
         return len(delivered)
 
     async def send(self, rows: list[asyncpg.Record]) -> tuple[list[asyncpg.Record], list[tuple[asyncpg.Record, str]]]:

@@ -447,6 +447,59 @@ async def test_a_claim_costs_its_window_not_the_delivery_history(relay_ctx: Cont
     assert after - before < history, (before, after)
 
 
+async def rows_read(ctx: Context) -> int:
+    """Rows the outbox and its delivery records have given (sequential and index scans) up to now, counting
+    every backend's flushed counters; `ctx`'s pool must be of one connection, whose own count is flushed first."""
+    async with ctx.connection() as conn:
+        await conn.execute("SELECT pg_stat_force_next_flush()")  # at its next idle moment, before the next query
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        read: int = await conn.fetchval(
+            "SELECT sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)) FROM pg_stat_user_tables"
+            " WHERE relname IN ('booking_events_outbox', 'outbox_deliveries')"
+        )
+    return read
+
+
+async def test_a_subscriber_down_with_a_backlog_costs_each_wake_up_no_backlog_scan(
+    relay_ctx: Context, make_server: MakeServer, db_url: str
+) -> None:
+    """While its subscriber is down, commits keep waking the loop: no wake-up may read the backlog (main's
+    claim read all of it once the window's heads backed off), and the loop waits for its failed head's retry
+    instead of claiming a batch at each wake-up only to fail it."""
+    probe = await make_server(Recorder(RECORDED).router)
+    port = probe.port
+    await probe.shutdown(0.1)  # the port is free again: the subscriber is down
+    settings = relay_ctx.settings.model_copy(
+        update={
+            "outbox_batch_size": 5,
+            "outbox_backoff_base": 5.0,
+            "outbox_backoff_max": 60.0,
+            "outbox_poll_interval": 30.0,
+        }
+    )
+    await write_rows(relay_ctx, 3000, delivered=False)
+    relay_pool = await create_pool(db_url, min_size=1, max_size=1)  # all the relay reads, on one backend
+    ctx = build_context(settings, relay_pool)
+    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", port, ("*",))])
+    try:
+        before = await rows_read(ctx)
+        await relay.sync_loops()  # the loop alone (no sweep, no LISTEN): its first batch fails
+        await wait_for(lambda: relay.stats.failed["rec"] == 1)
+        for _ in range(20):  # what commits do
+            relay.wake_all()
+            await asyncio.sleep(0.05)
+        read = await rows_read(ctx) - before
+        failed = relay.stats.failed["rec"]
+    finally:
+        await relay.stop()
+        await relay_pool.close()
+    # one batch: its window of 10 rows and the 5 claimed, each looked up; with a claim per wake-up, 5 of the
+    # 20 wake-ups claimed (and failed) a batch, 110 rows; main's claim read the 3,000-row backlog at each one
+    # once the window's heads backed off
+    assert failed == 1, failed
+    assert read < 50, read
+
+
 async def write_unwanted(ctx: Context) -> uuid.UUID:
     """An event of a type no test subscriber takes (`audit.noted`), committed on its own; its id."""
     event_id = uuid.uuid4()
