@@ -54,10 +54,19 @@ def cpu_seconds(pid: int) -> float:
 
 def read_calls(pid: int) -> int:
     """Read system calls a process has made (/proc/<pid>/io `syscr`): a server's socket reads, one per wake-up."""
+    return _io_count(pid, "syscr")
+
+
+def write_calls(pid: int) -> int:
+    """Write system calls a process has made (/proc/<pid>/io `syscw`): a server's socket writes."""
+    return _io_count(pid, "syscw")
+
+
+def _io_count(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("syscr:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise ValueError(f"no syscr in /proc/{pid}/io")
+    raise ValueError(f"no {field} in /proc/{pid}/io")
 
 
 def tree_cpu_seconds(pid: int) -> float:

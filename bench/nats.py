@@ -46,6 +46,7 @@ from bench.common import (
     spawn_printing_port,
     start_serve,
     stop_process,
+    write_calls,
 )
 from booking_rpc.db.pool import with_database
 from booking_rpc.db.scratch import drop_database, server_dsn
@@ -76,6 +77,8 @@ class Round:
     # the server's read system calls (every process of it) per 1,000 requests: each read is a wake-up whose
     # cost its requests share, so fewer requests per read (2 processes, each half the load) cost more each
     reads_per_1k_requests: float = 0.0
+    # its write system calls per 1,000 requests: each write of replies is a fixed cost too
+    writes_per_1k_requests: float = 0.0
 
 
 @dataclass
@@ -179,6 +182,7 @@ def one_round(
         before = served() if served else []
         cpu0 = [cpu_seconds(pid) for pid in pids]
         reads0 = sum(read_calls(pid) for pid in pids)
+        writes0 = sum(write_calls(pid) for pid in pids)
         broker0 = cpu_seconds(nats_pid) if nats_pid else 0.0
         client0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         stats = client_nats_load(url, opts)
@@ -186,6 +190,7 @@ def one_round(
         broker1 = cpu_seconds(nats_pid) if nats_pid else 0.0
         cpu1 = [cpu_seconds(pid) for pid in pids]
         reads1 = sum(read_calls(pid) for pid in pids)
+        writes1 = sum(write_calls(pid) for pid in pids)
         counts = [after - b for after, b in zip(served(), before, strict=True)] if served else []
     finally:
         stop()
@@ -209,6 +214,7 @@ def one_round(
         client_cpu_us_per_request=round(client / sent * 1e6, 2),
         nats_cpu_us_per_request=round((broker1 - broker0) / sent * 1e6, 2),
         reads_per_1k_requests=round((reads1 - reads0) / sent * 1000, 1),
+        writes_per_1k_requests=round((writes1 - writes0) / sent * 1000, 1),
     )
 
 
@@ -277,18 +283,19 @@ def run(opts: argparse.Namespace) -> list[Round]:
 def print_table(rounds: list[Round], load: tuple[float, float]) -> None:
     print(
         f"{'target':16} {'procs':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"
-        f" {'client µs':>10} {'NATS µs':>8} {'reads/1k':>8}  shares"
+        f" {'client µs':>10} {'NATS µs':>8} {'reads/1k':>8} {'writes/1k':>9}  shares"
     )
     for r in rounds:
         print(
             f"{r.target:16} {r.processes:>5} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
             f"{r.cpu_us_per_request:>11.1f} {r.client_cpu_us_per_request:>10.1f} {r.nats_cpu_us_per_request:>8.1f}"
-            f" {r.reads_per_1k_requests:>8.0f}"
+            f" {r.reads_per_1k_requests:>8.0f} {r.writes_per_1k_requests:>9.0f}"
             f"  {' / '.join(f'{s:.0%}' for s in r.shares)}"
         )
     print(
         "\nCPU µs/req: the server's (every process of it), client µs: the load generator's, NATS µs: nats-server's;"
-        "\nreads/1k: the server's read system calls per 1,000 requests (each a wake-up its requests share);"
+        "\nreads/1k, writes/1k: the server's read and write system calls per 1,000 requests (each read a wake-up"
+        " its requests share);"
         f"\nload average (1 min) at the start and the end: {load[0]:.1f}, {load[1]:.1f} on {os.cpu_count()} cores"
     )
     lines = target_lines(rounds)
