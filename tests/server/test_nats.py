@@ -292,6 +292,50 @@ async def test_queue_group_answers_each_request_once(make_transport: Any, peer: 
     assert first.stats.requests_total > 0 and second.stats.requests_total > 0
 
 
+@contextlib.asynccontextmanager
+async def relay(
+    server: NatsServer, *, hold: Callable[[bytes], bool], cut: Callable[[bytes], bool] = lambda written: False
+) -> AsyncIterator[str]:
+    """The URL of a TCP relay to `server`. The client's bytes pass at once; the server's are held while
+    `hold(held)` and then go in one write (one read for the client); an EOF follows as soon as `cut` says so
+    of a write, else with the server's own, in the same callback as the last write (both reach the
+    client's socket together)."""
+    connections: list[asyncio.StreamWriter] = []
+    pipes: list[asyncio.Task[None]] = []
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            sink.write(data)
+
+    async def serve(client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        connections.append(client_out)
+        try:
+            server_in, server_out = await asyncio.open_connection("127.0.0.1", server.port)
+        except OSError:
+            client_out.close()  # the server is down: the client's reconnect fails at once
+            return
+        connections.append(server_out)
+        pipes.append(asyncio.create_task(pipe(client_in, server_out)))
+        held, cut_off = b"", False
+        while not cut_off and (data := await server_in.read(65536)):
+            held += data
+            if not hold(held):
+                client_out.write(held)
+                held, cut_off = b"", cut(held)
+        client_out.write(held)
+        client_out.write_eof()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"nats://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    finally:
+        listener.close()
+        for task in pipes:
+            task.cancel()
+        for writer in connections:
+            writer.close()
+
+
 async def subscribe_direct_and_stuck(nc: DirectClient, got: list[bytes], released: asyncio.Event) -> None:
     """`direct.in` delivered straight into `got`; `slow.in` to a callback stuck until `released`, with room for
     one more in its queue, so its third message is a slow consumer's (nats-py's parser awaits the error
@@ -351,6 +395,7 @@ async def test_data_read_before_the_server_closes_is_parsed_while_a_parse_waits(
     server = nats_server_factory()
     got: list[bytes] = []
     waited: list[int] = []
+    disconnected = asyncio.Event()
     nc = DirectClient()
 
     async def on_error(exc: Exception) -> None:
@@ -361,64 +406,34 @@ async def test_data_read_before_the_server_closes_is_parsed_while_a_parse_waits(
         await wait_for(reader.at_eof, REPLY_WAIT)  # the server's close reached the client during this wait
         waited.append(len(got))
 
-    await nc.connect(server.url, error_cb=on_error, reconnect_time_wait=0.1)
-    peer = await nats.connect(server.url, allow_reconnect=False)
-    released = asyncio.Event()
-    try:
-        await subscribe_direct_and_stuck(nc, got, released)
-        # one flush: the three slow ones (the third is a slow consumer's) and five behind them, in one read
-        for _ in range(3):
-            await peer.publish("slow.in", b"x")
-        for i in range(5):
-            await peer.publish("direct.in", b"%d" % i)
-        await peer.flush()
-        await wait_for(lambda: waited, REPLY_WAIT)
-        await wait_for(lambda: len(got) == 5, REPLY_WAIT)
-        assert waited == [0] and got == [b"%d" % i for i in range(5)]
-        await wait_for(lambda: nc.is_reconnecting, REPLY_WAIT)  # and then the end, as nats-py's loop meets it
-    finally:
-        released.set()
-        with contextlib.suppress(Exception):
-            await peer.close()
-        await nc.close()
+    async def on_disconnected() -> None:
+        disconnected.set()
 
-
-@contextlib.asynccontextmanager
-async def cut_off_after_the_handshake(server: NatsServer) -> AsyncIterator[str]:
-    """The URL of a TCP relay to `server` that holds the handshake's PONG back until the server's next bytes
-    (its first PING, soon after a connect) and then writes both and an EOF at once: the client's socket has
-    the PONG, more data and the end before the client's read loop starts."""
-    connections: list[asyncio.StreamWriter] = []
-    relays: list[asyncio.Task[None]] = []
-
-    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        while data := await source.read(65536):
-            sink.write(data)
-
-    async def relay(client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
-        server_in, server_out = await asyncio.open_connection("127.0.0.1", server.port)
-        connections.extend((client_out, server_out))
-        relays.append(asyncio.create_task(pipe(client_in, server_out)))
-        held = b""
-        while b"PONG\r\n" not in held:
-            held += await server_in.read(65536)
-            if b"PONG\r\n" not in held:  # INFO: the client waits for it
-                client_out.write(held)
-                held = b""
-        if held.endswith(b"PONG\r\n"):
-            held += await server_in.read(65536)
-        client_out.write(held)
-        client_out.write_eof()  # in the same callback as the write: both reach the client's socket together
-
-    relay_server = await asyncio.start_server(relay, "127.0.0.1", 0)
-    try:
-        yield f"nats://127.0.0.1:{relay_server.sockets[0].getsockname()[1]}"
-    finally:
-        relay_server.close()
-        for task in relays:
-            task.cancel()
-        for writer in connections:
-            writer.close()
+    # the three slow ones (the third is a slow consumer's) and the five behind them reach the client in one
+    # read (the server may write them in two, and the end would wait behind the second, reading paused)
+    eight_at_once = relay(server, hold=lambda held: 0 < held.count(b"MSG ") < 8)
+    async with eight_at_once as url:
+        await nc.connect(url, error_cb=on_error, disconnected_cb=on_disconnected, reconnect_time_wait=0.1)
+        peer = await nats.connect(server.url, allow_reconnect=False)
+        released = asyncio.Event()
+        try:
+            await subscribe_direct_and_stuck(nc, got, released)
+            for _ in range(3):
+                await peer.publish("slow.in", b"x")
+            for i in range(5):
+                await peer.publish("direct.in", b"%d" % i)
+            await peer.flush()
+            await wait_for(lambda: waited, REPLY_WAIT)
+            await wait_for(lambda: len(got) == 5, REPLY_WAIT)
+            assert waited == [0] and got == [b"%d" % i for i in range(5)]
+            # and then the end, as nats-py's loop meets it (its disconnected callback comes once the old
+            # connection is closed: a close() before that can cancel nats-py's own wait for it)
+            await asyncio.wait_for(disconnected.wait(), REPLY_WAIT)
+        finally:
+            released.set()
+            with contextlib.suppress(Exception):
+                await peer.close()
+            await nc.close()
 
 
 async def test_an_end_met_before_the_read_path_starts_is_not_missed(
@@ -431,15 +446,26 @@ async def test_an_end_met_before_the_read_path_starts_is_not_missed(
     config = tmp_path / "nats.conf"
     config.write_text('ping_interval: "100ms"\n')  # its first PING follows the handshake at once
     errors: list[Exception] = []
+    disconnected = asyncio.Event()
 
     async def on_error(exc: Exception) -> None:
         errors.append(exc)
 
-    async with cut_off_after_the_handshake(nats_server_factory(config=config)) as url:
+    async def on_disconnected() -> None:
+        disconnected.set()
+
+    # the handshake's PONG is held until the server's next bytes, then both go with an EOF: the client's
+    # socket has the PONG, more data and the end before its read loop starts
+    pong_then_more = relay(
+        nats_server_factory(config=config),
+        hold=lambda held: held.endswith(b"PONG\r\n"),
+        cut=lambda written: b"PONG\r\n" in written,
+    )
+    async with pong_then_more as url:
         nc = DirectClient()
-        await nc.connect(url, error_cb=on_error, reconnect_time_wait=REPLY_WAIT)
+        await nc.connect(url, error_cb=on_error, disconnected_cb=on_disconnected, reconnect_time_wait=REPLY_WAIT)
         try:
-            await wait_for(lambda: nc.is_reconnecting, REPLY_WAIT)
+            await asyncio.wait_for(disconnected.wait(), REPLY_WAIT)
             assert any(isinstance(exc, nats.errors.UnexpectedEOF) for exc in errors)
         finally:
             await nc.close()
