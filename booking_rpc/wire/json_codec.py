@@ -120,6 +120,45 @@ class JsonFrameDecoder(FrameBuffer):
         self._counted_pos = 0  # bytes of the body counted so far end here ...
         self._counted_units = 0  # ... and hold this many UTF-16 units
 
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
+        # A read that starts at a frame boundary with nothing buffered (a request per read, or several whole
+        # ones) is cut straight from `data`: whole ASCII frames with a plain decimal prefix, whose units are
+        # their bytes. Anything else (a partial frame, non-ASCII, a lenient or bad prefix) goes the general
+        # way from where this stopped, which also raises what a bad frame raises. ~250 fewer bytecodes a frame.
+        if self._buf or self._error is not None or type(data) is not bytes:
+            return super().feed(data)
+        messages: list[Any] = []
+        start = 0
+        size = len(data)
+        while True:
+            hash_at = data.find(b"#", start, start + MAX_PREFIX_BYTES + 1)
+            if hash_at <= start:
+                break
+            prefix = data[start:hash_at]
+            if not prefix.isdigit():
+                break
+            end = hash_at + 1 + int(prefix)
+            if end > size or end == hash_at + 1 or end - hash_at - 1 > self._max:
+                break
+            body = data[hash_at + 1 : end]
+            if not body.isascii():
+                break
+            try:
+                messages.append(_parse_body(body))
+            except FrameError as exc:  # as the general way fails: the decoder is dead, with what came before
+                self._error = exc
+                exc.messages = messages
+                raise
+            start = end
+            if start == size:
+                return messages
+        try:
+            messages += super().feed(data[start:] if start else data)
+        except FrameError as exc:
+            exc.messages = messages + exc.messages
+            raise
+        return messages
+
     def _decode(self, buf: bytearray, messages: list[Any]) -> int:
         start = 0  # first byte not consumed yet
         while True:
@@ -212,7 +251,7 @@ def parse_json(body: bytes | bytearray | memoryview) -> Any:
         return _parse_like_js(body)
 
 
-def _parse_body(body: bytearray) -> Any:
+def _parse_body(body: bytes | bytearray) -> Any:
     value = parse_json(body)
     # JsonSocket: `JSON.parse(message) || {}`, so a falsy body (null, false, 0, "") becomes {}.
     if value is None or value is False or value == "" or (type(value) in (int, float) and value == 0):

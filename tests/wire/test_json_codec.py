@@ -190,6 +190,30 @@ def test_messages_before_a_failure_ride_on_the_error() -> None:
     assert info.value.messages == [{}, {"a": 1}]
 
 
+@pytest.mark.parametrize("tail", [b'7#{"a":', '9#{"é":1}'.encode(), b" 2#{}", b"2#{}3#{x}"])
+def test_whole_frames_then_any_other_in_one_read(tail: bytes) -> None:
+    # whole ASCII frames from an empty buffer are cut from the read itself; what follows them in the same read
+    # (a partial frame, non-ASCII, a lenient prefix, a bad frame) must come out as if fed on its own after them
+    head = b'2#{}7#{"a":1}'
+    expected = JsonFrameDecoder()
+    try:
+        wanted: list[Any] | FrameError = [{}, {"a": 1}, *expected.feed(tail)]
+    except FrameError as exc:
+        wanted = exc
+    decoder = JsonFrameDecoder()
+    if isinstance(wanted, FrameError):
+        with pytest.raises(FrameError) as info:
+            decoder.feed(head + tail)
+        assert (info.value.kind, info.value.messages) == (wanted.kind, [{}, {"a": 1}, *wanted.messages])
+        with pytest.raises(FrameError):
+            decoder.feed(b"2#{}")  # dead, as after any broken stream
+    else:
+        assert decoder.feed(head + tail) == wanted
+        assert decoder.buffered_bytes == expected.buffered_bytes
+        partial = tail == b'7#{"a":'
+        assert decoder.feed(b"1}" if partial else b"") == ([{"a": 1}] if partial else [])
+
+
 @pytest.mark.parametrize("raw", [b"0#", b"0#{}", b"-3#{}", b"-0#{}"])
 def test_zero_or_negative_length_is_invalid_json(raw: bytes) -> None:
     with pytest.raises(FrameError) as info:
