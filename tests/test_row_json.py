@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from booking_rpc import jsonutil
-from booking_rpc.db.pool import Pool
+from booking_rpc.db.pool import Pool, record_uuid_text
 from booking_rpc.models.common import Money, row_json
 from booking_rpc.models.reservations import ReservationOut
 from booking_rpc.wire.json_codec import encode_frame
@@ -44,6 +44,7 @@ async def test_rows_from_postgresql_render_as_the_model_does(pool: Pool) -> None
                 )
                 for row in rows:
                     assert jsonutil.dumps(row_json(ReservationOut, row)) == model_json(row)
+                    assert jsonutil.dumps(row_json(ReservationOut, row, record_uuid_text)) == model_json(row)
                     frame = encode_frame(response_reply("id-1", row_json(ReservationOut, row)))
                     assert frame == encode_frame(response_reply("id-1", ReservationOut.model_validate(dict(row))))
 
@@ -101,3 +102,11 @@ class WithLiteral(BaseModel):
 def test_a_model_whose_json_orjson_may_write_otherwise_is_refused(model: type[BaseModel]) -> None:
     with pytest.raises(TypeError, match="row_json writes only"):
         row_json(model, {"id": uuid.uuid4(), "price": Decimal("1.00"), "type": "x", "n": 1, "mode": "a"})
+
+
+def test_a_value_of_another_type_in_a_uuid_field_is_refused() -> None:
+    row = {name: uuid.uuid4() for name in ReservationOut.model_fields}
+    row["id"] = 7j  # nothing orjson writes: the UUID text hook gets it
+    for uuid_text in (record_uuid_text, None):
+        with pytest.raises(TypeError):
+            row_json(ReservationOut, row, *([uuid_text] if uuid_text else []))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -64,6 +64,12 @@ def _encode_json(value: Any) -> str:
 
 def _decode_json(text: str) -> Any:
     return orjson.loads(text)
+
+
+# The text of asyncpg's own UUID class (a uuid.UUID subclass, which orjson does not write as one), for
+# models.common.row_json: its C `__str__`, so a UUID column costs no Python call per value, and any value of
+# another type is still a TypeError.
+record_uuid_text: Callable[[Any], str] = asyncpg.pgproto.pgproto.UUID.__str__
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -462,6 +468,7 @@ __all__ = [
     "database_unavailable",
     "init_connection",
     "is_connection_error",
+    "record_uuid_text",
     "redact",
     "with_database",
 ]

@@ -20,6 +20,7 @@ import orjson
 
 from booking_rpc.auth import is_privileged, require_actor, require_self
 from booking_rpc.context import Context
+from booking_rpc.db.pool import record_uuid_text
 from booking_rpc.domain.availability import REASON_MESSAGES, unavailable_reason
 from booking_rpc.errors import RpcError, not_found
 from booking_rpc.events.outbox import enqueue
@@ -57,7 +58,7 @@ def fingerprint(payload: ReservationCreateRequest) -> str | None:
 def reservation_out(row: asyncpg.Record) -> orjson.Fragment:
     """A ReservationOut's JSON from a reservations row (its request_fingerprint left out): pydantic's
     validation and serialiser of the model cost a create about as much as the rest of its Python."""
-    return row_json(ReservationOut, row)
+    return row_json(ReservationOut, row, record_uuid_text)
 
 
 def _replay(row: asyncpg.Record, fp: str | None) -> orjson.Fragment:

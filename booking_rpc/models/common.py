@@ -95,20 +95,22 @@ def _row_json_fields(model: type[BaseModel]) -> tuple[str, ...]:
 
 
 def _uuid_text(value: Any) -> str:
-    if isinstance(value, UUID):  # asyncpg's own UUID class, which orjson does not take for one
+    if isinstance(value, UUID):  # a UUID subclass (asyncpg's own), which orjson does not take for one
         return str(value)
     raise TypeError(f"{type(value).__name__} is not a row_json field value")
 
 
-def row_json(model: type[BaseModel], row: Any) -> orjson.Fragment:
+def row_json(model: type[BaseModel], row: Any, uuid_text: Callable[[Any], str] = _uuid_text) -> orjson.Fragment:
     """`model`'s own JSON (what the transport writes for `from_row(model, row)`), rendered straight from a
     database row (each field from the column of its name, as the row's values are: no model object, no
     pydantic serialiser), for the replies of hot paths; the route declares `reply=model`. Only for flat
     models of UUID, str (and str Literal) and instant fields: orjson writes those as pydantic does
-    (tests/test_row_json.py holds the two equal); any other model is a TypeError."""
+    (tests/test_row_json.py holds the two equal); any other model is a TypeError. `uuid_text` writes the
+    UUIDs orjson does not (subclasses) and refuses any other value with TypeError: the database layer's
+    `record_uuid_text` for asyncpg's rows, which does it in C."""
     fields = _row_json_fields(model)
     return orjson.Fragment(
-        orjson.dumps({name: row[name] for name in fields}, default=_uuid_text, option=orjson.OPT_UTC_Z)
+        orjson.dumps({name: row[name] for name in fields}, default=uuid_text, option=orjson.OPT_UTC_Z)
     )
 
 
