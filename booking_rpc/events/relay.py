@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import itertools
 import random
 import secrets
 from collections import Counter
@@ -59,6 +60,7 @@ NOTIFY_COALESCE = 0.05  # other replicas hear of this process's commits at most 
 BUSY_RETRY = 0.05  # another replica holds a subscriber's lock: look again this soon, not at the next poll
 BATCH_GATHER = 0.01  # woken by a commit, wait this long so one batch (one commit) carries the commits near it
 NOTIFY_TIMEOUT = 2.0
+FORGET_BATCHES = 10  # batches of stale delivery records one sweep deletes at most
 
 
 class OutboxSignal:
@@ -307,20 +309,30 @@ class OutboxRelay:
         return [s.name for s in subs for _ in s.like_patterns()], [p for s in subs for p in s.like_patterns()]
 
     async def publish_done(self) -> int:
-        """Sweep: mark published every row all its subscribers have; rows nobody subscribes to go at once."""
+        """Sweep: mark published every row all its subscribers have; rows nobody subscribes to go at once. Then
+        delete the delivery records nothing reads (of removed subscribers, of published rows)."""
         if not self.loops:
             await self.sync_loops(start_tasks=False)
         names, patterns = self.subscription_pairs()
+        total = await self._in_batches("outbox.publish_done", names, patterns)
+        # a bounded share per sweep: a database from before 590436b may hold millions, and the sweep also
+        # refreshes the subscribers
+        await self._in_batches("outbox.forget_stale_deliveries", [s.name for s in self.loops], most=FORGET_BATCHES)
+        return total
+
+    async def _in_batches(self, statement: str, *args: Any, most: int | None = None) -> int:
+        """Run `statement` (its last parameter the batch size), a transaction per batch, until a batch is not
+        full (or after `most` batches); the rows it changed in all."""
+        batch = self.ctx.settings.outbox_batch_size
         total = 0
-        while True:
+        for _ in itertools.repeat(None) if most is None else range(most):
             async with self.ctx.transaction() as conn:
-                status = await conn.execute(
-                    self.ctx.sql["outbox.publish_done"], names, patterns, self.ctx.settings.outbox_batch_size
-                )
+                status = await conn.execute(self.ctx.sql[statement], *args, batch)
             count = int(status.split()[-1])
             total += count
-            if count < self.ctx.settings.outbox_batch_size:
-                return total
+            if count < batch:
+                break
+        return total
 
     async def sync_loops(self, *, start_tasks: bool = True) -> None:
         wanted = set(await self.subscribers())

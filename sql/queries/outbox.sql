@@ -157,6 +157,25 @@ SET published = TRUE, published_at = statement_timestamp()
 FROM candidates c
 WHERE o.id = c.id;
 
+-- name: outbox.forget_stale_deliveries
+-- Sweep: delete delivery records nothing reads any more: those of subscribers no longer configured ($1, the
+-- current subscribers' names) and those whose outbox row is published or gone (published rows' records are
+-- deleted as they are published since 590436b; older ones, and a row published while another subscriber's
+-- record of it was being written, stay otherwise). $2 batch size. A record of a current subscriber for an
+-- unpublished row is its delivery state (failed, dead, or delivered while others await the row), never
+-- deleted. SKIP LOCKED: replicas sweeping at once take different records, and none waits on a batch.
+WITH stale AS (
+    SELECT d.subscriber, d.event_id
+    FROM outbox_deliveries d
+    WHERE d.subscriber <> ALL ($1::text[])
+       OR NOT EXISTS (SELECT 1 FROM booking_events_outbox o WHERE o.id = d.event_id AND NOT o.published)
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+)
+DELETE FROM outbox_deliveries d
+USING stale s
+WHERE d.subscriber = s.subscriber AND d.event_id = s.event_id;
+
 -- name: outbox.retry_dead
 -- `booking-rpc outbox retry`: re-drive every dead delivery (and the rows they held back).
 WITH revived AS (

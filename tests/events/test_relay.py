@@ -606,6 +606,50 @@ async def test_the_sweep_forgets_the_delivery_records_of_the_rows_it_publishes(
     assert [p["event_id"] for _, p in first.events] == [event_id] and second.events == []
 
 
+async def test_the_sweep_deletes_the_records_of_removed_subscribers_and_of_published_rows(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    """Records from before 590436b (kept for every published row) and those of a subscriber no longer
+    configured were never deleted; the sweep deletes them, and only them, also when replicas sweep at once."""
+    recorder = Recorder(RECORDED)
+    server = await make_server(recorder.router)
+    history = await write_rows(relay_ctx, 300, delivered=True)  # published, each with a record of 'rec'
+    awaited = await write_rows(relay_ctx, 3, delivered=False)
+    async with relay_ctx.connection() as conn:
+        # 'gone' was removed: its records of published and of unpublished rows; 'rec' is configured: its
+        # delivered record of a row 'waiting' still awaits, and a failed delivery backing off
+        await conn.execute(
+            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
+            " SELECT unnest($1::uuid[]), 'gone', 1, now()",
+            [history[0], *awaited],
+        )
+        await conn.execute(
+            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at) VALUES ($1, 'rec', 1, now())",
+            awaited[0],
+        )
+        await conn.execute(
+            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, next_attempt_at)"
+            " VALUES ($1, 'rec', 1, now() + interval '1 minute')",
+            awaited[1],
+        )
+    subs = [
+        Subscriber("rec", "127.0.0.1", server.port, ("*",)),
+        Subscriber("waiting", "127.0.0.1", 1, ("*",)),  # keeps 'rec''s delivered record of awaited[0] needed
+    ]
+    relays = [OutboxRelay(relay_ctx, subs) for _ in range(2)]
+    try:
+        # batch 500 > 300 records: each replica's sweep takes its share in one batch, skipping the other's
+        await asyncio.gather(*(r.publish_done() for r in relays))
+    finally:
+        for r in relays:
+            await r.stop()
+    async with relay_ctx.connection() as conn:
+        left = await conn.fetch("SELECT subscriber, event_id FROM outbox_deliveries ORDER BY event_id")
+    assert sorted((r["subscriber"], str(r["event_id"])) for r in left) == sorted(
+        [("rec", str(awaited[0])), ("rec", str(awaited[1]))]
+    )
+
+
 def deletes_buffers(node: dict[str, Any]) -> int:
     """Buffers the DELETE nodes of an EXPLAIN (ANALYZE, BUFFERS) plan touched (theirs include their inputs')."""
     if node["Node Type"] == "ModifyTable" and node["Operation"] == "Delete":
