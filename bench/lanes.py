@@ -92,12 +92,24 @@ class Lane:
         self.buffer += chunk
         return self.reply()
 
-    def call(self, pattern: str, data: Any) -> bytes:
-        """One request, blocking until its reply: the reply's JSON text; ReplyError when it is an error."""
+    def call(self, pattern: str, data: Any, stall: float = STALL_SECONDS) -> bytes:
+        """One request, blocking until its reply: the reply's JSON text; ReplyError when it is an error, and
+        LostReply when no whole reply came within `stall` seconds (the loops' limit: a lost or broken reply
+        fails the run saying so, instead of blocking it)."""
         self.send(pattern, data)
+        deadline = time.perf_counter() + stall
         body = self.reply()
-        while body is None:
-            body = self.receive()
+        try:
+            while body is None:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(left)
+                body = self.receive()
+        except TimeoutError:
+            raise LostReply(f"no whole reply to {pattern!r} in {stall:g} s ({len(self.buffer)} bytes of it)") from None
+        finally:
+            self.sock.settimeout(None)
         if not body.startswith(OK_PREFIX):
             raise ReplyError(body[:300].decode())
         return body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import socket
 import time
 
 import pytest
@@ -72,6 +73,33 @@ async def test_a_lost_reply_fails_the_run_instead_of_hanging_it() -> None:
         server.close()
         await server.wait_closed()
     assert swallowed  # the requests did leave: it is the replies that never came
+
+
+async def test_a_call_whose_reply_never_completes_fails_within_its_stall_limit() -> None:
+    """A peer that answers half a frame: Lane.call (the benches' setup calls) raises LostReply after its stall
+    limit, saying how much it got, instead of blocking until pytest's timeout."""
+
+    async def half(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b'48#{"response":"pong"')  # the length promises more than ever comes
+        await writer.drain()
+        await reader.read(65536)  # held open: the reply is late, not ended
+        writer.close()
+
+    server = await asyncio.start_server(half, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    (lane,) = await asyncio.to_thread(open_lanes, "127.0.0.1", port, 1)
+    try:
+        started = time.perf_counter()
+        with pytest.raises(LostReply, match=r"no whole reply to 'ping' in 0\.3 s"):
+            # bounded here too: without its own limit the call would block this thread for good
+            await asyncio.wait_for(asyncio.to_thread(lane.call, "ping", {}, 0.3), 5.0)
+        assert time.perf_counter() - started < 2.0
+    finally:
+        lane.sock.shutdown(socket.SHUT_RDWR)  # ends a recv still blocked in the worker thread
+        lane.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_request_due_while_the_loop_runs_late_leaves_on_an_idle_lane_at_once() -> None:
