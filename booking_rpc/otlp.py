@@ -18,9 +18,11 @@ The stock exporters stay selectable: `OTEL_TRACES_EXPORTER=otlp_proto_http` (the
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import http.client
 import logging
+import math
 import os
 import random
 import ssl
@@ -30,10 +32,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.trace import Link, SpanContext, StatusCode
 from opentelemetry.util.re import parse_env_headers
 
@@ -43,6 +47,8 @@ DEFAULT_ENDPOINT = "http://localhost:4318/"
 TRACES_PATH = "v1/traces"
 DEFAULT_TIMEOUT = 10.0  # seconds
 RETRYABLE = frozenset({429, 502, 503, 504})
+# the stock exporter's (its version is the SDK's): collectors and proxies that tell exporters apart see one
+USER_AGENT = f"OTel-OTLP-Exporter-Python/{sdk_version}"
 # Span.flags bits (trace.proto SpanFlags): the W3C trace flags in bits 0-7, then whether the parent's
 # remoteness is known and whether it is remote.
 HAS_IS_REMOTE = 0x100
@@ -259,6 +265,25 @@ def _env(name: str, environ: Mapping[str, str]) -> str:
     return environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or environ.get(f"OTEL_EXPORTER_OTLP_{name}") or ""
 
 
+def retry_after(value: str | None) -> float | None:
+    """A Retry-After header's wait in seconds (delay-seconds or an HTTP-date, RFC 9110), None when absent or
+    unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, as HTTP dates are
+            when = when.replace(tzinfo=datetime.UTC)
+        return max(when.timestamp() - time.time(), 0.0)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
 def traces_endpoint(environ: Mapping[str, str] | None = None) -> str:
     """The URL spans are POSTed to: the traces endpoint as given, else the base endpoint + v1/traces."""
     env = os.environ if environ is None else environ
@@ -285,16 +310,16 @@ class OtlpHttpSpanExporter(SpanExporter):
             _logger.warning("OTEL_EXPORTER_OTLP_COMPRESSION %r is not none or gzip: sending uncompressed", compression)
             compression = "none"
         self.gzip = compression == "gzip"
-        self.headers = {k.lower(): v for k, v in parse_env_headers(_env("HEADERS", env), liberal=True).items()}
+        # the variable may set its own user-agent, as the stock exporter lets it
+        self.headers = {"user-agent": USER_AGENT}
+        self.headers.update((k.lower(), v) for k, v in parse_env_headers(_env("HEADERS", env), liberal=True).items())
         self.headers["content-type"] = "application/x-protobuf"
         if self.gzip:
             self.headers["content-encoding"] = "gzip"
         self._tls: ssl.SSLContext | None = None
-        if self.endpoint.startswith("https:"):
-            self._tls = ssl.create_default_context(cafile=_env("CERTIFICATE", env) or None)
-            client_cert = _env("CLIENT_CERTIFICATE", env)
-            if client_cert:
-                self._tls.load_cert_chain(client_cert, _env("CLIENT_KEY", env) or None)
+        # certificate files are read at the first https export, not here: one missing fails the exports with a
+        # logged error (as the stock exporter's do), not the service's start; and one put in place later works
+        self._tls_files = (_env("CERTIFICATE", env), _env("CLIENT_CERTIFICATE", env), _env("CLIENT_KEY", env))
         self._encoder = SpanEncoder()
         self._shutdown = threading.Event()
 
@@ -308,7 +333,25 @@ class OtlpHttpSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         if self.gzip:
             body = gzip.compress(body, compresslevel=6)
+        if self.endpoint.startswith("https:") and self._tls is None and not self._load_tls():
+            return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS if self._post(body) else SpanExportResult.FAILURE
+
+    def _load_tls(self) -> bool:
+        """The TLS context from the certificate variables; False (logged) when a file cannot be used."""
+        cafile, client_cert, client_key = self._tls_files
+        try:
+            tls = ssl.create_default_context(cafile=cafile or None)
+            if client_cert:
+                tls.load_cert_chain(client_cert, client_key or None)
+        except (OSError, ssl.SSLError) as exc:  # missing, unreadable, not PEM, key not the certificate's
+            files = ", ".join(f for f in self._tls_files if f)
+            _logger.error(
+                "OTLP: export to %s failed: certificate files %s cannot be used (%s)", self.endpoint, files, exc
+            )
+            return False
+        self._tls = tls
+        return True
 
     def _post(self, body: bytes) -> bool:
         """POST with jittered exponential backoff on the retryable codes and connection errors, within the
@@ -318,6 +361,7 @@ class OtlpHttpSpanExporter(SpanExporter):
         while True:
             status: int | None = None
             retryable = True
+            asked: float | None = None
             try:
                 request = urllib.request.Request(self.endpoint, data=body, headers=self.headers, method="POST")
                 with urllib.request.urlopen(
@@ -328,6 +372,8 @@ class OtlpHttpSpanExporter(SpanExporter):
             except urllib.error.HTTPError as exc:
                 status, reason = exc.code, str(exc.reason)
                 retryable = status in RETRYABLE
+                # the endpoint's own wait (429, 503) instead of the backoff; past the deadline, the batch fails
+                asked = retry_after(exc.headers.get("Retry-After")) if retryable else None
             except urllib.error.URLError as exc:
                 # a socket error (refused, reset, timed out, unknown host) may pass; "unknown url type" or "no
                 # host given" (an endpoint without http:// or https://, or without a host) never will
@@ -336,9 +382,10 @@ class OtlpHttpSpanExporter(SpanExporter):
                 reason, retryable = str(exc), False
             except (OSError, http.client.HTTPException) as exc:  # reset or timed out mid-reply, bad reply
                 reason = str(exc)
-            retry_in = delay * random.uniform(0.8, 1.2)
+            retry_in = delay * random.uniform(0.8, 1.2) if asked is None else asked
             if not retryable or time.monotonic() + retry_in >= deadline:
-                _logger.warning("OTLP: export to %s failed (%s %s)", self.endpoint, status or "", reason)
+                later = f", retry after {asked:g} s: past the export timeout" if asked is not None else ""
+                _logger.warning("OTLP: export to %s failed (%s %s%s)", self.endpoint, status or "", reason, later)
                 return False
             if self._shutdown.wait(retry_in):
                 return False
@@ -351,4 +398,4 @@ class OtlpHttpSpanExporter(SpanExporter):
         return True  # nothing is held here: the batch processor holds the spans
 
 
-__all__ = ["OtlpHttpSpanExporter", "SpanEncoder", "traces_endpoint"]
+__all__ = ["OtlpHttpSpanExporter", "SpanEncoder", "retry_after", "traces_endpoint"]

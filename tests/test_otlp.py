@@ -4,9 +4,12 @@ what it receives with opentelemetry-proto's classes (what a collector does)."""
 from __future__ import annotations
 
 import gzip
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -29,10 +32,12 @@ PARENT_ID = "b7ad6b7169203331"
 
 @dataclass
 class Collector:
-    """What the endpoint received: each request's headers and decoded body; answers `statuses` in turn, then 200."""
+    """What the endpoint received: each request's headers and decoded body; answers `statuses` in turn, then 200
+    (an error with the Retry-After header `retry_after` when it is set)."""
 
     port: int
     statuses: list[int] = field(default_factory=list)
+    retry_after: str | None = None
     headers: list[dict[str, str]] = field(default_factory=list)
     requests: list[ExportTraceServiceRequest] = field(default_factory=list)
 
@@ -54,6 +59,8 @@ def collector() -> Iterator[Collector]:
                     body = gzip.decompress(body)
                 seen.requests.append(ExportTraceServiceRequest.FromString(body))
             self.send_response(status)
+            if status != 200 and seen.retry_after is not None:
+                self.send_header("Retry-After", seen.retry_after)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -172,6 +179,57 @@ def test_a_retryable_answer_is_retried_and_a_refusal_is_not(collector: Collector
     collector.statuses = [400]
     assert exporter.export(spans) is SpanExportResult.FAILURE
     assert len(collector.headers) == 3 and len(collector.spans()) == 3
+
+
+def test_a_retry_after_answer_is_waited_for_within_the_timeout(collector: Collector) -> None:
+    spans = recorded_spans()
+    exporter = OtlpHttpSpanExporter(
+        {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{collector.port}/x",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "5",
+        }
+    )
+    exporter._shutdown = waits = CountedWaits()
+    collector.statuses, collector.retry_after = [429], "3"
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert waits.waits == [3.0]  # the endpoint's wait, not the 1 s backoff
+    collector.statuses, collector.retry_after = (
+        [503],
+        format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True),
+    )
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert len(waits.waits) == 2 and 1.5 < waits.waits[1] <= 3.0  # an HTTP-date: until then (whole seconds)
+    collector.statuses, collector.retry_after = [503], "60"  # more than the 5 s timeout leaves
+    assert exporter.export(spans) is SpanExportResult.FAILURE
+    assert len(waits.waits) == 2 and len(collector.headers) == 5  # failed at once, not retried after 60 s
+    collector.statuses, collector.retry_after = [400], "1"  # no retry on a refusal, whatever it says
+    assert exporter.export(spans) is SpanExportResult.FAILURE
+    assert len(waits.waits) == 2 and len(collector.headers) == 6
+
+
+def test_requests_carry_the_stock_exporters_user_agent(collector: Collector) -> None:
+    from opentelemetry.exporter.otlp.proto.http import _OTLP_HTTP_HEADERS
+
+    exporter = OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{collector.port}/x"})
+    assert exporter.export(recorded_spans()) is SpanExportResult.SUCCESS
+    assert collector.headers[0]["user-agent"] == _OTLP_HTTP_HEADERS["User-Agent"]
+    assert collector.headers[0]["user-agent"].startswith("OTel-OTLP-Exporter-Python/")
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE"])
+def test_a_missing_certificate_file_fails_the_exports_not_the_start(
+    collector: Collector, variable: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the stock exporter: it is made (the service starts), and each export fails with a logged error."""
+    missing = str(tmp_path / "nowhere.pem")
+    exporter = OtlpHttpSpanExporter(
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"https://127.0.0.1:{collector.port}/x", variable: missing}
+    )
+    exporter._shutdown = waits = CountedWaits()
+    with caplog.at_level(logging.ERROR, logger="booking_rpc.otlp"):
+        assert exporter.export(recorded_spans()) is SpanExportResult.FAILURE
+    assert [r.levelno for r in caplog.records] == [logging.ERROR] and missing in caplog.text
+    assert waits.waits == [] and collector.headers == []  # not retried: nothing could be sent
 
 
 class CountedWaits(threading.Event):
