@@ -39,10 +39,11 @@ ORDER BY d.slot_date, d.slot_start_time, d.id;
 -- the sort key of its last row when there is a next page. Instants are booking_iso_instant's (migrations
 -- 0011, 0017), as the models write them: UTC, microseconds when there are some ("2030-01-01T09:30:00Z",
 -- "...09:30:00.120000Z").
--- Each item is concatenated text, the very bytes json_agg(json_build_object(...)) wrote (`"key" : value`,
--- items joined by ", "), at a fraction of the cost: json_build_object looks up every value's type and
--- output function on every row, and the slot's fixed fields are stored already rendered (item_head,
--- migration 0045). Nothing else needs escaping: a status of three known words (the slots CHECK) and numbers.
+-- Each item is concatenated text: json_agg(json_build_object(...))'s values and key order, in the compact
+-- form JSON.stringify writes (no spaces, items joined by ","; migration 0049), at a fraction of the cost:
+-- json_build_object looks up every value's type and output function on every row, and the slot's fixed
+-- fields are stored already rendered (item_head, migrations 0045, 0049). Nothing else needs escaping: a
+-- status of three known words (the slots CHECK) and numbers.
 -- Only a slot with units taken (booked_count > 0: its pending holds are among them) can have lapsed holds,
 -- so only those look for them.
 WITH sv AS (
@@ -75,9 +76,9 @@ WITH sv AS (
     SELECT p.*, row_number() OVER (ORDER BY p.slot_date, p.slot_start_time, p.id) AS rn FROM page p
 )
 SELECT '[' || COALESCE(string_agg(
-           item_head || ', "status" : "' || status::text || '", "capacity" : ' || capacity::text
-           || ', "booked_count" : ' || booked_count::text || ', "remaining" : ' || remaining::text || '}',
-           ', ' ORDER BY rn) FILTER (WHERE rn <= $9::int), '') || ']' AS items,
+           item_head || ',"status":"' || status::text || '","capacity":' || capacity::text
+           || ',"booked_count":' || booked_count::text || ',"remaining":' || remaining::text || '}',
+           ',' ORDER BY rn) FILTER (WHERE rn <= $9::int), '') || ']' AS items,
        count(*) > $9::int AS has_more,
        max(slot_date) FILTER (WHERE rn = $9::int) AS last_date,
        max(slot_start_time) FILTER (WHERE rn = $9::int) AS last_time,

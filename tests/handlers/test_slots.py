@@ -269,7 +269,8 @@ async def test_find_writes_instants_as_the_models_do(app_ctx: Context, pool: Poo
 
 
 # What json_build_object writes for a page's items (typed values read back from the page itself): slots.find
-# concatenates its items' text, and the bytes must be what json_agg(json_build_object(...)) wrote.
+# concatenates its items' text, and the bytes must be json_agg(json_build_object(...))'s JSON as
+# JSON.stringify writes it (compact: NestJS's own form of the same page, migration 0049).
 JSON_BUILD_OBJECT_ITEMS = """
 SELECT COALESCE(json_agg(json_build_object(
            'id', (i->>'id')::uuid, 'service_id', (i->>'service_id')::uuid, 'staff_id', (i->>'staff_id')::uuid,
@@ -282,7 +283,7 @@ FROM json_array_elements($1::text::json) WITH ORDINALITY AS e(i, n)
 """
 
 
-async def test_find_items_are_the_text_json_build_object_writes(app_ctx: Context, pool: Pool) -> None:
+async def test_find_items_are_json_build_objects_values_in_compact_json(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
     free = await make_slot(pool, cat.service_id, capacity=3)
     blocked = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=2, hours=1), status="blocked")
@@ -309,14 +310,15 @@ async def test_find_items_are_the_text_json_build_object_writes(app_ctx: Context
         page = await conn.fetchrow(app_ctx.sql["slots.find"], *args, 100)
         short = await conn.fetchrow(app_ctx.sql["slots.find"], *args, 2)
         empty = await conn.fetchrow(app_ctx.sql["slots.find"], *args[:5], today + dt.timedelta(days=9), *args[6:], 9)
-        expected = [await conn.fetchval(JSON_BUILD_OBJECT_ITEMS, r["items"]) for r in (page, short, empty)]
+        built = [await conn.fetchval(JSON_BUILD_OBJECT_ITEMS, r["items"]) for r in (page, short, empty)]
+    expected = [jsonutil.dumps(jsonutil.loads(text)).decode() for text in built]
     assert [page["items"], short["items"], empty["items"]] == expected
     items = {uuid.UUID(i["id"]): i for i in jsonutil.loads(page["items"])}
     assert list(items) == [free, blocked, lapsed, fine] and empty["items"] == "[]"
     assert (items[lapsed]["status"], items[lapsed]["booked_count"], items[lapsed]["remaining"]) == ("available", 0, 1)
     assert (items[fine]["booked_count"], items[fine]["remaining"], items[fine]["staff_id"]) == (1, 1, str(vet))
     assert items[free]["staff_id"] is None and items[blocked]["status"] == "blocked"
-    assert items[fine]["starts_at"].endswith(".120000Z") and page["items"].startswith('[{"id" : "')
+    assert items[fine]["starts_at"].endswith(".120000Z") and page["items"].startswith('[{"id":"')
     assert (short["has_more"], short["last_id"]) == (True, blocked)
 
 
@@ -337,4 +339,4 @@ async def test_a_slot_written_with_an_empty_search_path_gets_its_item_head(app_c
         restored = await conn.fetchval("SELECT item_head FROM slots_restored WHERE id = $1", slot_id)
     async with pool.acquire() as conn:
         assert restored == await conn.fetchval("SELECT item_head FROM slots WHERE id = $1", slot_id)
-    assert restored.startswith(f'{{"id" : "{slot_id}"')
+    assert restored.startswith(f'{{"id":"{slot_id}"')
