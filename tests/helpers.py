@@ -135,6 +135,13 @@ async def make_service(ctx: Context, **fields: Any) -> Catalog:
     return Catalog(clinic_id=clinic, service_id=svc.id)
 
 
+def starts_in_at(days: int, at: dt.time) -> dt.timedelta:
+    """The `starts_in` of make_slot for a slot at `at` UTC, `days` days from today: away from midnight, so the
+    slot keeps its date and its 30 minutes whatever time of day the test runs."""
+    now = dt.datetime.now(dt.UTC)
+    return dt.datetime.combine(now.date() + dt.timedelta(days=days), at, dt.UTC) - now
+
+
 async def make_slot(
     pool: Pool,
     service_id: uuid.UUID,

@@ -25,6 +25,7 @@ from tests.helpers import (
     make_slot,
     slot_row,
     snapshot,
+    starts_in_at,
 )
 
 
@@ -246,7 +247,8 @@ async def test_find_writes_instants_as_the_models_do(app_ctx: Context, pool: Poo
     microseconds kept when there are some, none when there are none."""
     cat = await make_service(app_ctx)
     whole = await make_slot(pool, cat.service_id)
-    fine = await make_slot(pool, cat.service_id, starts_in=dt.timedelta(days=3))
+    # at 10:00: after 23:30 a slot 'now + 3 days' ended at midnight's last microsecond, and + 1 µs was 00:00
+    fine = await make_slot(pool, cat.service_id, starts_in=starts_in_at(3, dt.time(10)))
     async with pool.acquire() as conn:
         await conn.execute(
             "UPDATE slots SET starts_at = starts_at + interval '0.12 seconds',"

@@ -25,6 +25,7 @@ from tests.helpers import (
     make_slot,
     outbox,
     staff,
+    starts_in_at,
     user_actor,
     validate_outbox,
 )
@@ -205,9 +206,7 @@ async def test_nobody_jumps_the_queue_and_capacity_holds_under_concurrency(app_c
 
 async def test_two_slots_freeing_at_once_offer_each_date_waiter_once(app_ctx: Context, pool: Pool) -> None:
     cat = await make_service(app_ctx)
-    # 10:00 and 11:00 UTC on the day after tomorrow: two hours from "now + 2 days" cross midnight after 22:00
-    now = dt.datetime.now(dt.UTC)
-    start = dt.datetime.combine((now + dt.timedelta(days=2)).date(), dt.time(10), dt.UTC) - now
+    start = starts_in_at(2, dt.time(10))  # and 11:00: "now + 2 days" and an hour later fell on two dates after 23:00
     slots = [await make_slot(pool, cat.service_id, starts_in=start + dt.timedelta(minutes=60 * i)) for i in range(2)]
     day = (await fetchrow(pool, "SELECT slot_date FROM slots WHERE id = $1", slots[0]))["slot_date"]
     assert (await fetchrow(pool, "SELECT slot_date FROM slots WHERE id = $1", slots[1]))["slot_date"] == day
