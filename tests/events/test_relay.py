@@ -116,22 +116,29 @@ async def test_subscriber_down_gets_everything_when_back(relay_ctx: Context, mak
     assert [p["event_id"] for _, p in recorder.events] == ids
 
 
+async def hold_back(ctx: Context, aggregate: uuid.UUID, *, dead: bool) -> None:
+    """Record a failed delivery to 'rec' of `aggregate`'s oldest event: dead (after the most attempts), or
+    backing off for a minute after one."""
+    async with ctx.connection() as conn:
+        head = await conn.fetchval(
+            "SELECT id FROM booking_events_outbox WHERE aggregate_id = $1 ORDER BY seq LIMIT 1", aggregate
+        )
+        await conn.execute(
+            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, dead, next_attempt_at, last_error)"
+            " VALUES ($1, 'rec', $2, $3, now() + interval '1 minute', 'refused')",
+            head,
+            ctx.settings.outbox_max_attempts if dead else 1,
+            dead,
+        )
+
+
 async def test_dead_event_blocks_only_its_aggregate(relay_ctx: Context, make_server: MakeServer) -> None:
     recorder = Recorder(RECORDED)
     server = await make_server(recorder.router)
     poisoned, healthy = uuid.uuid4(), uuid.uuid4()
     await write_events(relay_ctx, poisoned, 2)
     healthy_ids = await write_events(relay_ctx, healthy, 2)
-    # the first event of `poisoned` has already failed the maximum number of times for this subscriber
-    async with relay_ctx.connection() as conn:
-        first = await conn.fetchval(
-            "SELECT id FROM booking_events_outbox WHERE aggregate_id = $1 ORDER BY seq LIMIT 1", poisoned
-        )
-        await conn.execute(
-            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, dead, last_error)"
-            " VALUES ($1, 'rec', 3, true, 'poison')",
-            first,
-        )
+    await hold_back(relay_ctx, poisoned, dead=True)  # its first event: parked as dead for 'rec'
     relay = OutboxRelay(relay_ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
     try:
         assert await relay.run_once() == 2
@@ -154,15 +161,7 @@ async def test_a_window_of_held_back_rows_does_not_hold_back_other_aggregates(
     poisoned, healthy = uuid.uuid4(), uuid.uuid4()
     await write_events(ctx, poisoned, 5)
     healthy_ids = await write_events(ctx, healthy, 1)
-    async with ctx.connection() as conn:
-        first = await conn.fetchval(
-            "SELECT id FROM booking_events_outbox WHERE aggregate_id = $1 ORDER BY seq LIMIT 1", poisoned
-        )
-        await conn.execute(
-            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, dead, last_error)"
-            " VALUES ($1, 'rec', 3, true, 'poison')",
-            first,
-        )
+    await hold_back(ctx, poisoned, dead=True)  # its first event: parked as dead for 'rec'
     relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
     try:
         assert await relay.run_once() == 1
@@ -171,20 +170,6 @@ async def test_a_window_of_held_back_rows_does_not_hold_back_other_aggregates(
         assert await relay.run_once() == 0  # the dead head still holds back its own aggregate
     finally:
         await relay.stop()
-
-
-async def hold_back(ctx: Context, aggregate: uuid.UUID, *, dead: bool) -> None:
-    """Record a failed delivery to 'rec' of `aggregate`'s oldest event: dead, or backing off for a minute."""
-    async with ctx.connection() as conn:
-        head = await conn.fetchval(
-            "SELECT id FROM booking_events_outbox WHERE aggregate_id = $1 ORDER BY seq LIMIT 1", aggregate
-        )
-        await conn.execute(
-            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, dead, next_attempt_at, last_error)"
-            " VALUES ($1, 'rec', 1, $2, now() + interval '1 minute', 'refused')",
-            head,
-            dead,
-        )
 
 
 async def test_a_batch_fills_with_due_rows_from_beyond_a_mostly_held_back_window(
