@@ -10,14 +10,18 @@ collector receives is the same message (tests decode it with opentelemetry-proto
 encoder it also fills the low 8 bits of `Span.flags` with the W3C trace flags, as trace.proto says.
 
 The transport is what the standard OTEL_EXPORTER_OTLP_[TRACES_]* variables describe (endpoint, headers,
-timeout in seconds as the Python SDK reads it, gzip compression, certificate files), POST with
-`Content-Type: application/x-protobuf`, retried with backoff on the codes the OTLP spec calls retryable.
+timeout in seconds as the Python SDK reads it, gzip or deflate compression, certificate files), POST with
+`Content-Type: application/x-protobuf`, retried with backoff on the codes the OTLP spec calls retryable, over
+one HTTP/1.1 connection kept from export to export (as the stock exporter's requests.Session keeps its own).
+Exports run where the SDK's BatchSpanProcessor runs them: its worker thread (and a force_flush or shutdown
+caller's), never the event loop.
 The stock exporters stay selectable: `OTEL_TRACES_EXPORTER=otlp_proto_http` (their entry point name) or
 `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import gzip
 import http.client
@@ -25,12 +29,15 @@ import logging
 import math
 import os
 import random
+import select
+import socket
 import ssl
 import struct
 import threading
 import time
-import urllib.error
+import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -47,6 +54,9 @@ DEFAULT_ENDPOINT = "http://localhost:4318/"
 TRACES_PATH = "v1/traces"
 DEFAULT_TIMEOUT = 10.0  # seconds
 RETRYABLE = frozenset({429, 502, 503, 504})
+# OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION values, each the Content-Encoding it sends (the stock exporter's
+# Compression enum: none, deflate, gzip)
+COMPRESSIONS = ("none", "deflate", "gzip")
 # the stock exporter's (its version is the SDK's): collectors and proxies that tell exporters apart see one
 USER_AGENT = f"OTel-OTLP-Exporter-Python/{sdk_version}"
 # Span.flags bits (trace.proto SpanFlags): the W3C trace flags in bits 0-7, then whether the parent's
@@ -306,16 +316,42 @@ class OtlpHttpSpanExporter(SpanExporter):
             _logger.warning("OTEL_EXPORTER_OTLP_TIMEOUT is not a number of seconds: using %s", DEFAULT_TIMEOUT)
             self.timeout = DEFAULT_TIMEOUT
         compression = _env("COMPRESSION", env).strip().lower() or "none"
-        if compression not in ("none", "gzip"):
-            _logger.warning("OTEL_EXPORTER_OTLP_COMPRESSION %r is not none or gzip: sending uncompressed", compression)
+        if compression not in COMPRESSIONS:
+            _logger.warning(
+                "OTEL_EXPORTER_OTLP_COMPRESSION %r is not none, deflate or gzip: sending uncompressed", compression
+            )
             compression = "none"
-        self.gzip = compression == "gzip"
+        self.compression = compression
         # the variable may set its own user-agent, as the stock exporter lets it
         self.headers = {"user-agent": USER_AGENT}
         self.headers.update((k.lower(), v) for k, v in parse_env_headers(_env("HEADERS", env), liberal=True).items())
         self.headers["content-type"] = "application/x-protobuf"
-        if self.gzip:
-            self.headers["content-encoding"] = "gzip"
+        if compression != "none":
+            self.headers["content-encoding"] = compression
+        # scheme, host, port and the request's target; or why the endpoint cannot be used (each export fails)
+        self._target: tuple[str, str, int | None] | None = None
+        self._target_path = "/"
+        self._target_error = ""
+        # the proxy http_proxy/https_proxy name (unless no_proxy covers the host), as urllib (what exported
+        # before) and the stock exporter's requests read them: its host, port and Proxy-Authorization
+        self._proxy: tuple[str, int | None, dict[str, str]] | None = None
+        try:
+            url = urllib.parse.urlsplit(self.endpoint)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ValueError("not an http:// or https:// URL with a host")
+            self._target = (url.scheme, url.hostname, url.port)
+            self._target_path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            self._proxy = _proxy_for(url.scheme, url.hostname)
+            if self._proxy is not None and url.scheme == "http":  # the absolute URL, to the proxy itself
+                self._target_path = urllib.parse.urlunsplit((url.scheme, url.netloc, url.path or "/", url.query, ""))
+                self.headers.update(self._proxy[2])
+        except ValueError as exc:  # also a port that is no number, the endpoint's or the proxy's
+            self._target_error = str(exc)
+        # the connection kept between exports (made at the first, again after the server closes it) and the
+        # lock that gives it to one export at a time
+        self._connection: http.client.HTTPConnection | None = None
+        self._connection_pid = os.getpid()  # a forked child must not write to its parent's connection
+        self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
         # certificate files are read at the first https export, not here: one missing fails the exports with a
         # logged error (as the stock exporter's do), not the service's start; and one put in place later works
@@ -331,11 +367,21 @@ class OtlpHttpSpanExporter(SpanExporter):
         except Exception:  # a value the SDK let through that OTLP cannot carry: this batch is lost, not the rest
             _logger.exception("OTLP: could not encode %d spans", len(spans))
             return SpanExportResult.FAILURE
-        if self.gzip:
+        if self.compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
-        if self.endpoint.startswith("https:") and self._tls is None and not self._load_tls():
+        elif self.compression == "deflate":
+            body = zlib.compress(body)  # the zlib format, as HTTP's deflate is (and the stock exporter sends)
+        if self._target is None:
+            _logger.warning("OTLP: export to %s failed (%s)", self.endpoint, self._target_error)
             return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS if self._post(body) else SpanExportResult.FAILURE
+        if self._target[0] == "https" and self._tls is None and not self._load_tls():
+            return SpanExportResult.FAILURE
+        with self._lock:
+            try:
+                return SpanExportResult.SUCCESS if self._post(body) else SpanExportResult.FAILURE
+            finally:
+                if self._shutdown.is_set():
+                    self._close()
 
     def _load_tls(self) -> bool:
         """The TLS context from the certificate variables; False (logged) when a file cannot be used."""
@@ -355,7 +401,7 @@ class OtlpHttpSpanExporter(SpanExporter):
 
     def _post(self, body: bytes) -> bool:
         """POST with jittered exponential backoff on the retryable codes and connection errors, within the
-        timeout (one connection per export: a batch holds up to 512 spans, so that is ~1 µs a span)."""
+        timeout."""
         deadline = time.monotonic() + self.timeout
         delay = 1.0
         while True:
@@ -363,25 +409,16 @@ class OtlpHttpSpanExporter(SpanExporter):
             retryable = True
             asked: float | None = None
             try:
-                request = urllib.request.Request(self.endpoint, data=body, headers=self.headers, method="POST")
-                with urllib.request.urlopen(
-                    request, timeout=max(deadline - time.monotonic(), 0.1), context=self._tls
-                ) as response:
-                    response.read()
-                return True
-            except urllib.error.HTTPError as exc:
-                status, reason = exc.code, str(exc.reason)
+                status, reason, retry_after_header = self._exchange(body, deadline)
+                if 200 <= status < 300:
+                    return True
                 retryable = status in RETRYABLE
                 # the endpoint's own wait (429, 503) instead of the backoff; past the deadline, the batch fails
-                asked = retry_after(exc.headers.get("Retry-After")) if retryable else None
-            except urllib.error.URLError as exc:
-                # a socket error (refused, reset, timed out, unknown host) may pass; "unknown url type" or "no
-                # host given" (an endpoint without http:// or https://, or without a host) never will
-                reason, retryable = str(exc), isinstance(exc.reason, OSError)
-            except (ValueError, http.client.InvalidURL) as exc:  # an endpoint that is no URL: export never raises
+                asked = retry_after(retry_after_header) if retryable else None
+            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, unknown host, bad reply
+                reason = str(exc) or type(exc).__name__
+            except ValueError as exc:  # a host IDNA cannot encode, a header value with a line break: never passes
                 reason, retryable = str(exc), False
-            except (OSError, http.client.HTTPException) as exc:  # reset or timed out mid-reply, bad reply
-                reason = str(exc)
             retry_in = delay * random.uniform(0.8, 1.2) if asked is None else asked
             if not retryable or time.monotonic() + retry_in >= deadline:
                 later = f", retry after {asked:g} s: past the export timeout" if asked is not None else ""
@@ -391,11 +428,101 @@ class OtlpHttpSpanExporter(SpanExporter):
                 return False
             delay *= 2
 
+    def _exchange(self, body: bytes, deadline: float) -> tuple[int, str, str | None]:
+        """One request and its whole response (status, reason, Retry-After) on the kept connection, or on a new
+        one when there is none or the server has closed it. A kept connection that fails as the request goes
+        out (the server closed it meanwhile: its idle timeout) is replaced at once, once, as the stock
+        exporter does, rather than after a backoff."""
+        connection, kept = self._open(deadline)
+        try:
+            return _send(connection, self._target_path, body, self.headers)
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            if not kept or isinstance(exc, TimeoutError):  # a server too slow to answer is not a closed one
+                raise
+        connection, _ = self._open(deadline)
+        try:
+            return _send(connection, self._target_path, body, self.headers)
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            raise
+
+    def _open(self, deadline: float) -> tuple[http.client.HTTPConnection, bool]:
+        """The connection for the next request, its timeout what is left of the export's; whether it is one
+        kept from an earlier request (else http.client connects at the request)."""
+        assert self._target is not None  # export checks it first
+        scheme, host, port = self._target
+        timeout = max(deadline - time.monotonic(), 0.1)
+        connection = self._connection
+        if connection is not None and self._connection_pid != os.getpid():
+            connection = None  # the parent process's (fork): this one makes its own
+        if connection is None:
+            self._connection_pid = os.getpid()
+            to_host, to_port = (host, port) if self._proxy is None else self._proxy[:2]
+            if scheme == "https":
+                connection = http.client.HTTPSConnection(to_host, to_port, timeout=timeout, context=self._tls)
+                if self._proxy is not None:  # CONNECT, then TLS to the endpoint through the tunnel
+                    connection.set_tunnel(host, port, headers=self._proxy[2])
+            else:
+                connection = http.client.HTTPConnection(to_host, to_port, timeout=timeout)
+            self._connection = connection
+        if connection.sock is not None and _closed_or_unasked(connection.sock):
+            connection.close()
+        if connection.sock is None:
+            connection.timeout = timeout
+            return connection, False
+        connection.sock.settimeout(timeout)
+        return connection, True
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
     def shutdown(self) -> None:
         self._shutdown.set()
+        # an export under way (the batch processor's thread, past its join timeout) closes it when it ends
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close()
+            finally:
+                self._lock.release()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True  # nothing is held here: the batch processor holds the spans
+
+
+def _proxy_for(scheme: str, host: str) -> tuple[str, int | None, dict[str, str]] | None:
+    """The host, port and Proxy-Authorization of the proxy the environment names for `scheme` URLs, None when
+    it names none or no_proxy covers `host` (urllib's reading of the variables)."""
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy or urllib.request.proxy_bypass(host):
+        return None
+    url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if not url.hostname:
+        raise ValueError(f"{scheme}_proxy {proxy!r} has no host")
+    headers = {}
+    if url.username is not None:
+        credentials = f"{urllib.parse.unquote(url.username)}:{urllib.parse.unquote(url.password or '')}"
+        headers["proxy-authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+    return url.hostname, url.port, headers
+
+
+def _send(
+    connection: http.client.HTTPConnection, target: str, body: bytes, headers: Mapping[str, str]
+) -> tuple[int, str, str | None]:
+    connection.request("POST", target, body, headers)
+    # http.client closes the connection itself when the response says it will (Connection: close, HTTP/1.0)
+    response = connection.getresponse()
+    response.read()
+    return response.status, response.reason, response.getheader("Retry-After")
+
+
+def _closed_or_unasked(sock: socket.socket) -> bool:
+    """Whether an idle kept connection has something to read: the server's EOF (it closed the connection) or
+    bytes no request asked for; either way it cannot carry the next request."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 __all__ = ["OtlpHttpSpanExporter", "SpanEncoder", "retry_after", "traces_endpoint"]

@@ -3,9 +3,13 @@ what it receives with opentelemetry-proto's classes (what a collector does)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
+import socket
 import threading
+import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,16 +37,36 @@ PARENT_ID = "b7ad6b7169203331"
 @dataclass
 class Collector:
     """What the endpoint received: each request's headers and decoded body; answers `statuses` in turn, then 200
-    (an error with the Retry-After header `retry_after` when it is set)."""
+    (an error with the Retry-After header `retry_after` when it is set; status 0: the connection closed with no
+    answer). HTTP/1.1, connections kept unless `close_after_each` (Connection: close); `connections` counts
+    those accepted."""
 
     port: int
     statuses: list[int] = field(default_factory=list)
     retry_after: str | None = None
+    close_after_each: bool = False
     headers: list[dict[str, str]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
     requests: list[ExportTraceServiceRequest] = field(default_factory=list)
+    connections: int = 0
+    open: list[socket.socket] = field(default_factory=list)
 
     def spans(self) -> list[Any]:
         return [s for r in self.requests for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+    def close_connections(self) -> None:
+        """Close every open connection from the server's side (as a collector's idle timeout does)."""
+        for connection in list(self.open):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self.wait_closed()
+
+    def wait_closed(self) -> None:
+        """Wait until no connection is open (their handlers have ended)."""
+        deadline = time.monotonic() + 5
+        while self.open and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not self.open, f"{len(self.open)} connections still open"
 
 
 @pytest.fixture
@@ -50,17 +74,36 @@ def collector() -> Iterator[Collector]:
     seen = Collector(0)
 
     class Endpoint(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            seen.connections += 1
+            seen.open.append(self.connection)
+
+        def finish(self) -> None:
+            super().finish()
+            seen.open.remove(self.connection)
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             seen.headers.append({k.lower(): v for k, v in self.headers.items()})
+            seen.paths.append(self.path)
             status = seen.statuses.pop(0) if seen.statuses else 200
+            if status == 0:
+                self.close_connection = True
+                return
             if status == 200:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                elif self.headers.get("Content-Encoding") == "deflate":
+                    body = zlib.decompress(body)  # the zlib format (RFC 9110's deflate), not a raw deflate stream
                 seen.requests.append(ExportTraceServiceRequest.FromString(body))
             self.send_response(status)
             if status != 200 and seen.retry_after is not None:
                 self.send_header("Retry-After", seen.retry_after)
+            if seen.close_after_each:
+                self.send_header("Connection", "close")
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -75,6 +118,7 @@ def collector() -> Iterator[Collector]:
         yield seen
     finally:
         server.shutdown()
+        seen.close_connections()
         server.server_close()
 
 
@@ -288,3 +332,98 @@ def test_otlp_selects_ours_and_the_stock_exporters_stay_selectable() -> None:
     )
     env = {"OTEL_TRACES_EXPORTER": "otlp_proto_http"}
     assert "the stock OTLP/HTTP protobuf exporter" in "\n".join(TracingConfig.from_env(env).describe(env))
+
+
+@pytest.mark.parametrize(
+    ("variable", "compression", "encoding"),
+    [
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "deflate", "deflate"),
+        ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", " Deflate ", "deflate"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", "gzip"),
+        ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none", None),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", None),  # unknown: uncompressed, as the stock exporter does
+    ],
+)
+def test_compression_is_the_stock_exporters(
+    collector: Collector, variable: str, compression: str, encoding: str | None
+) -> None:
+    """The variables and values the stock exporter reads, each sent with its Content-Encoding; what the
+    endpoint decompresses is the message uncompressed."""
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    spans = recorded_spans()
+    endpoint = f"http://127.0.0.1:{collector.port}/v1/traces"
+    exporter = OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint, variable: compression})
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert collector.headers[0].get("content-encoding") == encoding
+    assert collector.requests == [ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans))]
+    if encoding is not None:  # the stock exporter, told the same, sends the same header
+        stock = HttpExporter(endpoint=endpoint, compression=Compression(encoding))
+        assert stock.export(spans) is SpanExportResult.SUCCESS
+        stock.shutdown()
+        assert collector.headers[1]["content-encoding"] == encoding
+
+
+def test_exports_share_one_connection_until_the_server_closes_it(collector: Collector) -> None:
+    spans = recorded_spans()
+    exporter = OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{collector.port}/x"})
+    exporter._shutdown = waits = CountedWaits()
+    for _ in range(3):
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert collector.connections == 1 and len(collector.requests) == 3
+    collector.close_connections()  # idle: the collector's idle timeout
+    for _ in range(2):
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+    # a new connection, seen closed before the request went out: no request was lost on the closed one
+    assert collector.connections == 2 and len(collector.headers) == len(collector.requests) == 5
+    assert waits.waits == []
+    exporter.shutdown()
+    collector.wait_closed()  # the exporter closed it
+
+
+def test_a_connection_the_server_closes_as_the_request_goes_out_is_replaced_at_once(collector: Collector) -> None:
+    """The export is not lost: sent again on a new connection at once, not after a backoff; on a new
+    connection the same close is an error like any other (retried after the backoff)."""
+    spans = recorded_spans()
+    exporter = OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{collector.port}/x"})
+    exporter._shutdown = waits = CountedWaits()
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    collector.statuses = [0]  # the kept connection: read, then closed unanswered
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert collector.connections == 2 and len(collector.headers) == 3 and len(collector.requests) == 2
+    assert waits.waits == []
+    collector.close_connections()
+    collector.statuses = [0]  # now on a new connection
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert collector.connections == 4 and len(collector.headers) == 5 and len(collector.requests) == 3
+    assert len(waits.waits) == 1 and 0.8 <= waits.waits[0] <= 1.2
+
+
+def test_a_server_that_closes_after_each_answer_gets_a_new_connection_each_export(collector: Collector) -> None:
+    collector.close_after_each = True  # Connection: close
+    exporter = OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{collector.port}/x"})
+    exporter._shutdown = waits = CountedWaits()
+    for _ in range(3):
+        assert exporter.export(recorded_spans()) is SpanExportResult.SUCCESS
+    assert collector.connections == 3 and len(collector.headers) == 3 and waits.waits == []
+
+
+def test_the_proxy_variables_are_read_as_urllib_reads_them(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """http_proxy (the collector stands in for the proxy: a request to it names the whole URL), and no_proxy."""
+    monkeypatch.setenv("http_proxy", f"http://user:p%40ss@127.0.0.1:{collector.port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    exporter = OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector.invalid:4318/v1/traces"})
+    assert exporter.export(recorded_spans()) is SpanExportResult.SUCCESS
+    assert collector.paths == ["http://collector.invalid:4318/v1/traces"]
+    assert collector.headers[0]["host"] == "collector.invalid:4318"
+    assert collector.headers[0]["proxy-authorization"] == "Basic dXNlcjpwQHNz"  # user:p@ss
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")  # refused, if it were used
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    exporter = OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{collector.port}/x"})
+    assert exporter.export(recorded_spans()) is SpanExportResult.SUCCESS
+    assert collector.paths[1] == "/x" and "proxy-authorization" not in collector.headers[1]
