@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ BENCH_SQL = Queries.load(Path(__file__).with_name("sql"))
 
 ROOT = Path(__file__).resolve().parents[1]
 INTEROP = ROOT / "tests" / "interop"
+INSTALLED_LOCK_STAMP = ".booking-rpc-lock-sha256"  # in node_modules: the sha256 of the lock npm ci installed
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -203,13 +205,20 @@ def spawn_printing_port(cmd: list[str], *, cwd: Path | None = None, timeout: flo
 
 
 def ensure_node_modules(folder: Path = INTEROP) -> None:
-    """`npm ci` in a folder of node scripts (tests/interop, bench/nest_peer) unless its lock is installed."""
-    installed = folder / "node_modules" / ".package-lock.json"  # npm writes it on every install
+    """`npm ci` in a folder of node scripts (tests/interop, bench/nest_peer) unless its lock is installed.
+
+    The installed lock is known by its content, not by file times: a fresh checkout or git worktree has a lock
+    newer than any install, and `npm ci` there replaced a node_modules linked from another checkout with an
+    empty folder.
+    """
     lock = folder / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, check=True, timeout=600
-        )
+    stamp = folder / "node_modules" / INSTALLED_LOCK_STAMP
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, check=True, timeout=600)
+    stamp.parent.mkdir(exist_ok=True)  # npm makes no node_modules for a lock without packages
+    stamp.write_text(digest)
 
 
 @dataclass

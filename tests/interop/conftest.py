@@ -7,11 +7,12 @@ tests/interop/node_modules). Without them the tests fail with a clear message; t
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from bench.common import ensure_node_modules
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,10 +22,7 @@ def node_harness() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.fail("the interop tests need node and npm on PATH (Node.js >= 20)")
-    installed = HERE / "node_modules" / "@nestjs" / "microservices" / "package.json"
-    lock = HERE / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True, timeout=600)
+    ensure_node_modules(HERE)
     return HERE
 
 
