@@ -29,9 +29,9 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import itertools
 import random
 import secrets
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,7 +60,8 @@ NOTIFY_COALESCE = 0.05  # other replicas hear of this process's commits at most 
 BUSY_RETRY = 0.05  # another replica holds a subscriber's lock: look again this soon, not at the next poll
 BATCH_GATHER = 0.01  # woken by a commit, wait this long so one batch (one commit) carries the commits near it
 NOTIFY_TIMEOUT = 2.0
-FORGET_BATCHES = 10  # batches of stale delivery records one sweep deletes at most
+FORGET_BATCHES = 10  # steps (a batch of delivery records examined each) of one sweep, at most
+FORGET_START = ("", uuid.UUID(int=0))  # before every delivery record's key (no subscriber name is empty)
 
 
 class OutboxSignal:
@@ -296,6 +297,7 @@ class OutboxRelay:
         self._listener_lost = asyncio.Event()
         self._manager: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
+        self._forget_after = FORGET_START  # where this relay's pass over the delivery records goes on
 
     async def subscribers(self) -> list[Subscriber]:
         async with self.ctx.connection() as conn:
@@ -315,22 +317,44 @@ class OutboxRelay:
             await self.sync_loops(start_tasks=False)
         names, patterns = self.subscription_pairs()
         total = await self._in_batches("outbox.publish_done", names, patterns)
-        # a bounded share per sweep: a database from before 590436b may hold millions, and the sweep also
-        # refreshes the subscribers
-        await self._in_batches("outbox.forget_stale_deliveries", [s.name for s in self.loops], most=FORGET_BATCHES)
+        await self.forget_stale_deliveries()
         return total
 
-    async def _in_batches(self, statement: str, *args: Any, most: int | None = None) -> int:
+    async def _in_batches(self, statement: str, *args: Any) -> int:
         """Run `statement` (its last parameter the batch size), a transaction per batch, until a batch is not
-        full (or after `most` batches); the rows it changed in all."""
+        full; the rows it changed in all."""
         batch = self.ctx.settings.outbox_batch_size
         total = 0
-        for _ in itertools.repeat(None) if most is None else range(most):
+        while True:
             async with self.ctx.transaction() as conn:
                 status = await conn.execute(self.ctx.sql[statement], *args, batch)
             count = int(status.split()[-1])
             total += count
             if count < batch:
+                return total
+
+    async def forget_stale_deliveries(self) -> int:
+        """Delete the delivery records nothing reads (of removed subscribers, of published rows); the number
+        deleted. The sweeps make passes over the table in key order, each sweep going on from where the last
+        stopped, a batch of records per transaction, and a further batch (FORGET_BATCHES at most) only while
+        at least half the last one was stale: a sweep reads at most twice what it deletes plus one batch,
+        whatever the live delivery state (a delivered record per row and subscriber while another subscriber
+        is down), where a search of the whole table for stale records read all of it at every sweep."""
+        names = [s.name for s in self.loops]
+        batch = self.ctx.settings.outbox_batch_size
+        total = 0
+        for _ in range(FORGET_BATCHES):
+            async with self.ctx.transaction() as conn:
+                step = await conn.fetchrow(
+                    self.ctx.sql["outbox.forget_stale_deliveries"], names, *self._forget_after, batch
+                )
+            assert step is not None
+            total += step["forgotten"]
+            if step["examined"] < batch:
+                self._forget_after = FORGET_START  # the end of the table: the next sweep begins a new pass
+                break
+            self._forget_after = (step["last_subscriber"], step["last_event_id"])
+            if step["forgotten"] * 2 < step["examined"]:
                 break
         return total
 

@@ -161,20 +161,44 @@ WHERE o.id = c.id;
 -- Sweep: delete delivery records nothing reads any more: those of subscribers no longer configured ($1, the
 -- current subscribers' names) and those whose outbox row is published or gone (published rows' records are
 -- deleted as they are published since 590436b; older ones, and a row published while another subscriber's
--- record of it was being written, stay otherwise). $2 batch size. A record of a current subscriber for an
--- unpublished row is its delivery state (failed, dead, or delivered while others await the row), never
--- deleted. SKIP LOCKED: replicas sweeping at once take different records, and none waits on a batch.
-WITH stale AS (
-    SELECT d.subscriber, d.event_id
+-- record of it was being written, stay otherwise). A record of a current subscriber for an unpublished row is
+-- its delivery state (failed, dead, or delivered while others await the row), never deleted.
+-- One step of a pass over the table: the $4 records after ($2, $3) in primary-key order (an index range scan
+-- and an outbox primary-key lookup each), the stale among them deleted; returns how many were examined and
+-- deleted, and the last key examined, where the next step starts. Looking for stale records anywhere (LIMIT over
+-- a filter) read every record there is whenever fewer were stale than the limit, which is every sweep of a
+-- clean table: all the live state (a delivered record per row and subscriber while another subscriber is
+-- down), in every replica, every few seconds. SKIP LOCKED on the stale ones only: replicas sweeping at once
+-- delete different records, and none waits on a batch or holds a live record a delivery is updating.
+WITH examined AS (
+    -- an index range scan of the primary key, and a primary-key lookup of the row of each record
+    -- (LATERAL ... LIMIT 1: as a NOT EXISTS it was planned as a hash of every unpublished row)
+    SELECT d.ctid, d.subscriber, d.event_id, d.subscriber <> ALL ($1::text[]) OR u.id IS NULL AS stale
     FROM outbox_deliveries d
-    WHERE d.subscriber <> ALL ($1::text[])
-       OR NOT EXISTS (SELECT 1 FROM booking_events_outbox o WHERE o.id = d.event_id AND NOT o.published)
-    LIMIT $2
-    FOR UPDATE OF d SKIP LOCKED
+    LEFT JOIN LATERAL (
+        SELECT o.id FROM booking_events_outbox o WHERE o.id = d.event_id AND NOT o.published LIMIT 1
+    ) u ON TRUE
+    WHERE (d.subscriber, d.event_id) > ($2::text, $3::uuid)
+    ORDER BY d.subscriber, d.event_id
+    LIMIT $4
+), stale AS (
+    -- by the examined rows' own tuples (a TID scan; joined by key, each was a hash of every record); a record
+    -- updated since (so live) is skipped
+    SELECT d.ctid
+    FROM outbox_deliveries d
+    WHERE d.ctid = ANY (ARRAY(SELECT ctid FROM examined WHERE stale))
+    FOR UPDATE SKIP LOCKED
+), forgotten AS (
+    DELETE FROM outbox_deliveries d
+    WHERE d.ctid = ANY (ARRAY(SELECT ctid FROM stale))
+    RETURNING 1
+), last AS (
+    SELECT subscriber, event_id FROM examined ORDER BY subscriber DESC, event_id DESC LIMIT 1
 )
-DELETE FROM outbox_deliveries d
-USING stale s
-WHERE d.subscriber = s.subscriber AND d.event_id = s.event_id;
+SELECT (SELECT count(*) FROM examined) AS examined,
+       (SELECT count(*) FROM forgotten) AS forgotten,
+       (SELECT subscriber FROM last) AS last_subscriber,
+       (SELECT event_id FROM last) AS last_event_id;
 
 -- name: outbox.retry_dead
 -- `booking-rpc outbox retry`: re-drive every dead delivery (and the rows they held back).

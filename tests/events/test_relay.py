@@ -672,3 +672,44 @@ async def test_a_delivered_batch_forgets_its_records_without_reading_the_deliver
     # at most one index page more per row of the batch (a level more of the index): without the index, a pass
     # over the primary key's pages per batch (hash join, 202 -> 1192 buffers) or per row (nested loop)
     assert after - before <= len(batch), (before, after)
+
+
+async def test_a_sweep_reads_what_it_deletes_not_every_delivery_record(relay_ctx: Context, db_url: str) -> None:
+    """The live delivery state (here 'rec''s records of 6,000 rows 'waiting' still awaits) is never deleted, and no
+    sweep may read all of it: the search for stale records anywhere read every record at every sweep, in every
+    replica. Sweeps go on from where the last stopped, so stale records anywhere are still found."""
+    awaited = await write_rows(relay_ctx, 6000, delivered=False)
+    async with relay_ctx.connection() as conn:
+        await conn.execute(
+            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
+            " SELECT unnest($1::uuid[]), 'rec', 1, now()",
+            awaited,
+        )
+        # two removed subscribers' records: one's first in key order, the other's last
+        for removed in ("a-removed", "z-removed"):
+            await conn.execute(
+                "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
+                " SELECT unnest($1::uuid[]), $2, 1, now()",
+                awaited[:100],
+                removed,
+            )
+    relay_pool = await create_pool(db_url, min_size=1, max_size=1)  # all the sweep reads, on one backend
+    ctx = build_context(relay_ctx.settings, relay_pool)  # batch 500
+    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", 1, ("*",)), Subscriber("waiting", "127.0.0.1", 1, ("*",))])
+    try:
+        await relay.sync_loops(start_tasks=False)
+        before = await rows_read(ctx)
+        first = await relay.forget_stale_deliveries()
+        read = await rows_read(ctx) - before
+        later = [await relay.forget_stale_deliveries() for _ in range(14)]  # a pass: 6,200 records, 500 a step
+    finally:
+        await relay.stop()
+        await relay_pool.close()
+    async with relay_ctx.connection() as conn:
+        left = await conn.fetch("SELECT subscriber, count(*) FROM outbox_deliveries GROUP BY subscriber")
+    # one step: the first 500 records in key order (100 stale, 400 live) and each one's outbox row, 1,000 rows;
+    # 4be3cf6's search for stale records anywhere read 18,400 (every record, and the live ones' rows)
+    assert read < 2000, read
+    assert {r["subscriber"]: r["count"] for r in left} == {"rec": 6000}
+    # a step per sweep while it finds mostly live records; the pass reaches the last ones
+    assert first == 100 and sum(later) == 100, (first, later)
