@@ -136,10 +136,13 @@ class _SubscriberLoop:
         self.relay = relay
         self.subscriber = subscriber
         self.jetstream = relay.jetstream if subscriber.codec == JETSTREAM else None
+        # no reconnect backoff of the client's own: the loop spaces its attempts (backoff, the retry wait), and
+        # the client's, up to 5 s before a connect, took an attempt's whole DELIVERY_TIMEOUT after 7 failed
+        # connects: a subscriber down that long was never reached again, and its heads went dead
         self.client = (
             None
             if self.jetstream is not None
-            else Client(subscriber.host, subscriber.port, codec=subscriber.codec, reconnect=True, connect_timeout=2.0)
+            else Client(subscriber.host, subscriber.port, codec=subscriber.codec, connect_timeout=2.0)
         )
         self.wake = asyncio.Event()
         self.busy = False  # the last batch found another replica serving this subscriber

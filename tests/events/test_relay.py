@@ -116,6 +116,31 @@ async def test_subscriber_down_gets_everything_when_back(relay_ctx: Context, mak
     assert [p["event_id"] for _, p in recorder.events] == ids
 
 
+async def test_a_subscriber_down_for_many_attempts_is_reached_as_soon_as_it_is_back(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    ctx = build_context(relay_ctx.settings.model_copy(update={"outbox_max_attempts": 20}), relay_ctx.pool)
+    recorder = Recorder(RECORDED)
+    probe = await make_server(recorder.router)
+    port = probe.port
+    await probe.shutdown(0.1)  # the port is free again: the subscriber is down
+    ids = await write_events(ctx, uuid.uuid4(), 1)
+    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", port, ("*",))])
+    try:
+        await relay.sync_loops(start_tasks=False)
+        (loop,) = relay.loops.values()
+        while relay.stats.failed["rec"] < 8:  # 8 failed attempts, each after the last one's backoff (<= 50 ms)
+            await loop.deliver_batch()
+            await asyncio.sleep(0.02)
+        await make_server(recorder.router, port=port)
+        await asyncio.sleep(0.06)  # past the backoff
+        assert await loop.deliver_batch() == 1  # with the client's own backoff: TimeoutError after 5 s
+        await wait_for(lambda: len(recorder.events) == 1)
+    finally:
+        await relay.stop()
+    assert [p["event_id"] for _, p in recorder.events] == ids
+
+
 async def hold_back(ctx: Context, aggregate: uuid.UUID, *, dead: bool) -> None:
     """Record a failed delivery to 'rec' of `aggregate`'s oldest event: dead (after the most attempts), or
     backing off for a minute after one."""
