@@ -13,6 +13,10 @@ Wake-ups: writers do not NOTIFY (every committing transaction that has NOTIFYed 
 database-wide lock; bench/flows.py measured it). After a commit, `Context.transaction` calls the
 `OutboxSignal`, which wakes this process's loops at once and sends other processes (replicas) one coalesced
 NOTIFY of its own, at most every NOTIFY_COALESCE seconds; a slow poll is the fallback for anything else.
+A loop whose whole batch failed (its subscriber is down) ignores those until its failed head is due; what
+says the subscriber is back ends that wait and makes its backing-off deliveries due at once: a subscription
+written (booking.subscriptions.create re-registering it, or moving it: migration 0050's NOTIFY, which also
+has every relay re-read the subscriptions now) and, for the JetStream sink, NATS reconnecting.
 
 The LISTEN connection heals itself: it is watched (its termination, and a `SELECT 1` every
 LISTEN_CHECK_INTERVAL for losses no socket reports, e.g. a partition) and opened again, with backoff, after
@@ -62,6 +66,8 @@ BATCH_GATHER = 0.01  # woken by a commit, wait this long so one batch (one commi
 NOTIFY_TIMEOUT = 2.0
 FORGET_BATCHES = 10  # steps (a batch of delivery records examined each) of one sweep, at most
 FORGET_START = ("", uuid.UUID(int=0))  # before every delivery record's key (no subscriber name is empty)
+# NOTIFY payload of a subscription written (migration 0050): that subscriber is back, or has moved
+SUBSCRIPTION_CHANGED = "subscription:"
 
 
 class OutboxSignal:
@@ -145,6 +151,9 @@ class _SubscriberLoop:
             else Client(subscriber.host, subscriber.port, codec=subscriber.codec, connect_timeout=2.0)
         )
         self.wake = asyncio.Event()
+        # the subscriber is back (re-registered, moved; NATS reconnected): ends a retry wait, and its failed
+        # deliveries are due at once instead of after their backoff
+        self.back = asyncio.Event()
         self.busy = False  # the last batch found another replica serving this subscriber
         self.more = False  # the last batch's window held more undelivered rows than it claimed
         self.retry_at: float | None = None  # loop time before which an unreachable subscriber is not tried
@@ -157,6 +166,9 @@ class _SubscriberLoop:
             self.wake.clear()
             self.busy = False
             try:
+                if self.back.is_set():
+                    self.back.clear()
+                    await self.retry_now()
                 # again at once only while a batch may have left some behind (a full batch, later events of
                 # its aggregates): an empty claim after every batch cost as much as the batch's own claim
                 while await self.deliver_batch() > 0 and self.more:
@@ -167,8 +179,12 @@ class _SubscriberLoop:
                 log.exception("outbox relay batch failed", subscriber=self.subscriber.name)
             if self.retry_at is not None:
                 # nothing of the batch went through (the subscriber is down): try again when its head is due,
-                # not at every commit or NOTIFY meanwhile, each of which would claim a batch only to fail it
-                await asyncio.sleep(max(0.0, self.retry_at - asyncio.get_running_loop().time()))
+                # not at every commit or NOTIFY meanwhile, each of which would claim a batch only to fail it;
+                # only word that the subscriber is back (resume) ends the wait sooner
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.back.wait(), max(0.0, self.retry_at - asyncio.get_running_loop().time())
+                    )
                 self.retry_at = None
                 continue
             try:
@@ -176,6 +192,16 @@ class _SubscriberLoop:
             except TimeoutError:
                 continue
             await asyncio.sleep(BATCH_GATHER)
+
+    def resume(self) -> None:
+        """The subscriber is back: deliver to it now, its failed deliveries' backoff and a retry wait ended."""
+        self.back.set()
+        self.wake.set()
+
+    async def retry_now(self) -> None:
+        """Make the subscriber's failed deliveries that are backing off due now (dead ones stay dead)."""
+        async with self.relay.ctx.connection() as conn:
+            await conn.execute(self.relay.ctx.sql["outbox.retry_now"], self.subscriber.name)
 
     def backoff(self, attempts: int) -> float:
         settings = self.relay.ctx.settings
@@ -290,7 +316,7 @@ class OutboxRelay:
                 settings.nats_servers(),
                 settings.nats_stream,
                 duplicate_window=settings.nats_duplicate_window,
-                on_ready=self.wake_all,
+                on_ready=self._jetstream_back,
                 credentials=settings.nats_credentials(),
             )
             self.static = [*self.static, jetstream_subscriber(settings.nats_stream)]
@@ -300,6 +326,8 @@ class OutboxRelay:
         self._listener_lost = asyncio.Event()
         self._manager: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
+        self._refresh = asyncio.Event()  # a subscription was written: re-read them now, not at the next refresh
+        self._subscribers_back: set[str] = set()  # names of the subscriptions written since the last refresh
         self._forget_after = FORGET_START  # where this relay's pass over the delivery records goes on
 
     async def subscribers(self) -> list[Subscriber]:
@@ -378,14 +406,31 @@ class OutboxRelay:
             loop.wake.set()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        if payload != self.signal.token:  # this process's own commits woke it already
+        if isinstance(payload, str) and payload.startswith(SUBSCRIPTION_CHANGED):
+            self._subscribers_back.add(payload.removeprefix(SUBSCRIPTION_CHANGED))
+            self._refresh.set()
+        elif payload != self.signal.token:  # this process's own commits woke it already
             self.wake_all()
+
+    def _jetstream_back(self) -> None:
+        """The JetStream sink can publish again (connected, reconnected, its stream made again)."""
+        for loop in self.loops.values():
+            if loop.jetstream is not None:
+                loop.resume()
 
     async def _manage(self) -> None:
         while True:
-            await asyncio.sleep(SUBSCRIPTIONS_REFRESH)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh.wait(), SUBSCRIPTIONS_REFRESH)
+            self._refresh.clear()
+            back, self._subscribers_back = self._subscribers_back, set()
             try:
                 await self.sync_loops()
+                # a subscriber that re-registers is back (or moved: a loop of its own, just made): it gets its
+                # events now, not after its failed head's backoff
+                for loop in self.loops.values():
+                    if loop.subscriber.name in back:
+                        loop.resume()
                 await self.publish_done()
             except asyncio.CancelledError:
                 raise

@@ -122,6 +122,14 @@ SET attempts = outbox_deliveries.attempts + 1,
     dead = outbox_deliveries.attempts + 1 >= $5
 RETURNING attempts, dead;
 
+-- name: outbox.retry_now
+-- The subscriber is back (re-registered, moved, NATS reconnected): its failed deliveries backing off are due
+-- now; dead ones stay dead (`booking-rpc outbox retry`). $1 subscriber. Its undelivered records only
+-- (idx_outbox_deliveries_pending).
+UPDATE outbox_deliveries
+SET next_attempt_at = now()
+WHERE subscriber = $1 AND delivered_at IS NULL AND NOT dead AND next_attempt_at > now();
+
 -- name: outbox.note_failure
 -- Keep the row-level counters of the seed's outbox meaningful for operators.
 UPDATE booking_events_outbox

@@ -153,6 +153,32 @@ async def test_nats_down_spends_no_attempt_and_everything_goes_once_it_is_up(
     assert_once_each_in_aggregate_order(await read_stream(server.url, "BOOKING_EVENTS"), await outbox_rows(pool))
 
 
+async def test_a_loop_waiting_out_a_failed_batch_publishes_as_soon_as_the_sink_is_ready_again(
+    pool: Pool, nats_url: str, jetstream_stream: str
+) -> None:
+    """The stream is gone: the batch fails, and its loop waits for the head's retry (15-30 s here), heedless of
+    commits; the sink making the stream again (as after a reconnect) ends that wait and the backoff at once."""
+    settings = relay_settings(nats_url, jetstream_stream).model_copy(
+        update={"outbox_poll_interval": 30.0, "outbox_backoff_base": 30.0, "outbox_backoff_max": 60.0}
+    )
+    ctx = Context(pool=pool, sql=Queries.load(), settings=settings)
+    relay = OutboxRelay(ctx, [])
+    await relay.start()
+    try:
+        await wait_for(lambda: relay.jetstream is not None and relay.jetstream.ready)
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream(jetstream_stream)
+        finally:
+            await nc.close()
+        await write_events(ctx, uuid.uuid4(), 2)
+        await all_published(pool, 3.0)
+    finally:
+        await relay.stop()
+    assert relay.stats.failed[f"jetstream:{jetstream_stream}"] == 1
+    assert_once_each_in_aggregate_order(await read_stream(nats_url, jetstream_stream), await outbox_rows(pool))
+
+
 def start_service(db_url: str, nats_url: str) -> subprocess.Popen[str]:
     return spawn_service(
         db_url,

@@ -18,7 +18,7 @@ from booking_rpc.events.relay import OutboxRelay, OutboxSignal, retry_dead
 from booking_rpc.events.subscribers import Subscriber, parse_subscribers
 from booking_rpc.server.server import Server
 from tests.fixtures.server import MakeServer
-from tests.helpers import Recorder, cancelled, wait_for, write_events
+from tests.helpers import Recorder, admin, call, cancelled, wait_for, write_events
 
 EVENT_TYPES = ["reservation.cancelled"]
 RECORDED = [*EVENT_TYPES, "booking.created", "booking.confirmed"]
@@ -136,6 +136,36 @@ async def test_a_subscriber_down_for_many_attempts_is_reached_as_soon_as_it_is_b
         await asyncio.sleep(0.06)  # past the backoff
         assert await loop.deliver_batch() == 1  # with the client's own backoff: TimeoutError after 5 s
         await wait_for(lambda: len(recorder.events) == 1)
+    finally:
+        await relay.stop()
+    assert [p["event_id"] for _, p in recorder.events] == ids
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["same-address", "moved"])
+async def test_a_subscriber_that_registers_again_gets_its_events_at_once(
+    relay_ctx: Context, make_server: MakeServer, moved: bool
+) -> None:
+    """A loop whose batch failed waits for its head's retry (here 15-30 s), heedless of commits; a subscriber that
+    comes back and registers again (booking.subscriptions.create, at its old address or a new one) ends that
+    wait and its backoff: it gets its events at once, not after the retry wait or the 30 s poll."""
+    settings = relay_ctx.settings.model_copy(
+        update={"outbox_poll_interval": 30.0, "outbox_backoff_base": 30.0, "outbox_backoff_max": 60.0}
+    )
+    ctx = build_context(settings, relay_ctx.pool)
+    recorder = Recorder(RECORDED)
+    probe = await make_server(recorder.router)
+    port = probe.port
+    await probe.shutdown(0.1)  # the port is free again: the subscriber is down
+    registration = {"actor": admin(), "name": "rec", "host": "127.0.0.1", "port": port, "patterns": ["*"]}
+    await call(ctx, "booking.subscriptions.create", registration)
+    relay = OutboxRelay(ctx, [])
+    await relay.start()
+    try:
+        ids = await write_events(ctx, uuid.uuid4(), 2)
+        await wait_for(lambda: relay.stats.failed["rec"] == 1)
+        back = await make_server(recorder.router, port=0 if moved else port)
+        await call(ctx, "booking.subscriptions.create", {**registration, "port": back.port})
+        await wait_for(lambda: len(recorder.events) == 2, timeout=3.0)
     finally:
         await relay.stop()
     assert [p["event_id"] for _, p in recorder.events] == ids
