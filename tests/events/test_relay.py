@@ -768,3 +768,68 @@ async def test_a_sweep_reads_what_it_deletes_not_every_delivery_record(relay_ctx
     assert {r["subscriber"]: r["count"] for r in left} == {"rec": 6000}
     # a step per sweep while it finds mostly live records; the pass reaches the last ones
     assert first == 100 and sum(later) == 100, (first, later)
+
+
+async def write_aggregate(ctx: Context, aggregate: uuid.UUID, count: int) -> None:
+    """`count` undelivered events of one aggregate, in one statement."""
+    async with ctx.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO booking_events_outbox (aggregate_type, aggregate_id, event_type, payload)"
+            " SELECT 'reservation', $1, 'reservation.cancelled', '{}' FROM generate_series(1, $2)",
+            aggregate,
+            count,
+        )
+
+
+async def test_a_claim_does_not_read_the_events_queued_behind_a_dead_head(relay_ctx: Context, db_url: str) -> None:
+    """A dead head with thousands of events behind it, older than every due event (those before them were
+    delivered): skipped one by one, they cost every claim a read each before its window."""
+    dead = uuid.uuid4()
+    await write_aggregate(relay_ctx, dead, 5)
+    await hold_back(relay_ctx, dead, dead=True)
+    queued = 5000
+    await write_aggregate(relay_ctx, dead, queued)  # queued behind the dead head
+    await write_rows(relay_ctx, 2000, delivered=False)  # due events of other aggregates, after them
+    relay_pool = await create_pool(db_url, min_size=1, max_size=1)  # all the claims read, on one backend
+    ctx = build_context(relay_ctx.settings, relay_pool)
+    window = 1000
+
+    async def claim() -> int:
+        """Rows one claim reads (batch 500, window 1,000)."""
+        before = await rows_read(ctx)
+        async with ctx.transaction() as conn:
+            await conn.fetchval(ctx.sql["outbox.batch_start"], "rec")
+            claimed = await conn.fetch(ctx.sql["outbox.claim_for_subscriber"], "rec", ["%"], 500, window)
+        assert len(claimed) == 500
+        return await rows_read(ctx) - before
+
+    try:
+        first = await claim()  # the first claim since they were queued reads them once
+        later = [await claim() for _ in range(3)]
+    finally:
+        await relay_pool.close()
+    # its window, a lookup of each row's delivery and the 500 rows claimed; the claim of 19d5a7b also read the
+    # 5,005 rows held back at every claim
+    assert max(later) < 2 * window, (first, later)
+
+
+async def test_events_queued_behind_a_head_go_in_order_once_it_is_due(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    recorder = Recorder(RECORDED)
+    server = await make_server(recorder.router)
+    aggregate = uuid.uuid4()
+    ids = await write_events(relay_ctx, aggregate, 3)
+    other = await write_events(relay_ctx, uuid.uuid4(), 1)
+    await hold_back(relay_ctx, aggregate, dead=True)
+    relay = OutboxRelay(relay_ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    try:
+        assert await relay.run_once() == 1  # the other aggregate's; the claims marked the three held back
+        ids += await write_events(relay_ctx, aggregate, 2)  # queued behind the dead head after it was marked
+        assert await relay.run_once() == 0
+        assert await retry_dead(relay_ctx) == 1
+        assert await relay.run_once() == 5
+        await wait_for(lambda: len(recorder.events) == 6)
+    finally:
+        await relay.stop()
+    assert [p["event_id"] for _, p in recorder.events] == other + ids
