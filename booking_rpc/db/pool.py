@@ -72,8 +72,20 @@ def _decode_json(text: str) -> Any:
 record_uuid_text: Callable[[Any], str] = asyncpg.pgproto.pgproto.UUID.__str__
 
 
+def _encode_raw_text(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+# The type a statement casts a text value to when it is UTF-8 to hand on as it came (slots.find's page of
+# JSON): asyncpg then gives bytes, no str decoded from them and encoded again on the way out. bpchar
+# (unconstrained `char`) because a cast from text to it costs PostgreSQL nothing (binary coercible) and
+# other clients (pgbench, node-postgres) still read text; no column of the schema has that type
+# (tests/db/test_pool.py keeps it so), so no other value comes back as bytes.
+RAW_TEXT_TYPE = "bpchar"
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """Codecs for one connection: json/jsonb <-> Python objects via orjson.
+    """Codecs for one connection: json/jsonb <-> Python objects via orjson, and RAW_TEXT_TYPE as bytes.
 
     asyncpg already gives numeric as Decimal, uuid as UUID and timestamptz as aware UTC datetimes; only
     JSON needs a codec (asyncpg's default hands JSON over as text).
@@ -82,6 +94,10 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             typename, encoder=_encode_json, decoder=_decode_json, schema="pg_catalog", format="text"
         )
+    # binary format: the value's UTF-8 bytes as PostgreSQL sent them (`bytes` of bytes is the same object)
+    await conn.set_type_codec(
+        RAW_TEXT_TYPE, encoder=_encode_raw_text, decoder=bytes, schema="pg_catalog", format="binary"
+    )
 
 
 class Pool:
@@ -462,6 +478,7 @@ def database_unavailable(exc: BaseException, route: str) -> RpcError | None:
 
 __all__ = [
     "CONNECTION_LOSS_TYPES",
+    "RAW_TEXT_TYPE",
     "DatabaseUnavailable",
     "Pool",
     "create_pool",

@@ -45,7 +45,9 @@ ORDER BY d.slot_date, d.slot_start_time, d.id;
 -- fields are stored already rendered (item_head, migrations 0045, 0049). Nothing else needs escaping: a
 -- status of three known words (the slots CHECK) and numbers.
 -- Only a slot with units taken (booked_count > 0: its pending holds are among them) can have lapsed holds,
--- so only those look for them.
+-- so only those look for them. The page is cast to bpchar (free: binary coercible), which the service's
+-- connections read as bytes (db/pool.py RAW_TEXT_TYPE), handed on into the reply as they came; other
+-- clients read it as text.
 WITH sv AS (
     SELECT v.min_notice_minutes, v.max_advance_days,
            (SELECT c.timezone FROM clinics c WHERE c.id = v.clinic_id) AS tz
@@ -75,10 +77,10 @@ WITH sv AS (
 ), numbered AS (
     SELECT p.*, row_number() OVER (ORDER BY p.slot_date, p.slot_start_time, p.id) AS rn FROM page p
 )
-SELECT '[' || COALESCE(string_agg(
+SELECT ('[' || COALESCE(string_agg(
            item_head || ',"status":"' || status::text || '","capacity":' || capacity::text
            || ',"booked_count":' || booked_count::text || ',"remaining":' || remaining::text || '}',
-           ',' ORDER BY rn) FILTER (WHERE rn <= $9::int), '') || ']' AS items,
+           ',' ORDER BY rn) FILTER (WHERE rn <= $9::int), '') || ']')::bpchar AS items,
        count(*) > $9::int AS has_more,
        max(slot_date) FILTER (WHERE rn = $9::int) AS last_date,
        max(slot_start_time) FILTER (WHERE rn = $9::int) AS last_time,

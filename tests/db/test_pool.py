@@ -13,7 +13,15 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from booking_rpc.db.pool import DatabaseUnavailable, Pool, create_pool, is_connection_error, redact, with_database
+from booking_rpc.db.pool import (
+    RAW_TEXT_TYPE,
+    DatabaseUnavailable,
+    Pool,
+    create_pool,
+    is_connection_error,
+    redact,
+    with_database,
+)
 from booking_rpc.deadline import current_deadline
 
 
@@ -39,6 +47,26 @@ async def test_json_numeric_uuid_timestamptz_codecs(pool: Pool) -> None:
     when = await pool.fetchval("SELECT '2025-03-30 01:30:00+01'::timestamptz")
     assert when.tzinfo is not None
     assert when == dt.datetime(2025, 3, 30, 0, 30, tzinfo=dt.UTC)
+
+
+async def test_raw_text_comes_back_as_its_utf8_bytes_and_text_stays_str(pool: Pool) -> None:
+    """A value cast to RAW_TEXT_TYPE (slots.find's page) is handed over as the bytes PostgreSQL sent."""
+    assert await pool.fetchval(f"SELECT '[{{\"ü\":1}}]'::text::{RAW_TEXT_TYPE}") == '[{"ü":1}]'.encode()
+    assert await pool.fetchval(f"SELECT $1::{RAW_TEXT_TYPE}", "a b") == b"a b"
+    assert await pool.fetchval("SELECT 'x'::text") == "x"
+    assert await pool.fetchval("SELECT 'x'::varchar(5)") == "x"
+
+
+async def test_no_column_of_the_schema_has_the_raw_text_type(pool: Pool) -> None:
+    """Only a statement's own cast may give bytes: a column of that type would reach handlers as bytes."""
+    columns = await pool.fetchval(
+        "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND a.atttypid = $1::regtype",
+        RAW_TEXT_TYPE,
+    )
+    assert columns == 0
 
 
 async def test_jsonb_column_round_trip(pool: Pool) -> None:
