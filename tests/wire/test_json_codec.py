@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -291,6 +293,133 @@ def test_any_length_over_the_limit_is_refused_at_the_hash(length: int) -> None:
     with pytest.raises(FrameError) as info:
         JsonFrameDecoder(max_frame_units=1000).feed(b"%d#{" % length)
     assert info.value.kind == "frame_too_large"
+
+
+# --- decoding: one prefix parser, both ways a frame is read ---------------------------------------------
+# A read of bytes with nothing buffered cuts its whole ASCII frames itself (the fast path); everything else (a
+# bytearray or memoryview, a read after a partial one) goes the buffered way. Both read a prefix with the same
+# parser: the same bytes must come out the same whichever way, and however they are split.
+
+PREFIX_LIMIT = 1000  # max_frame_units of these decoders: an oversize length is a short prefix
+
+
+@dataclass(frozen=True)
+class Outcome:
+    messages: list[Any]  # every message out, those riding on the error included
+    error: tuple[str, str] | None  # the FrameError's kind and text
+    buffered: int  # bytes held for a frame still incomplete
+
+
+def decode_outcome(chunks: Sequence[bytes | bytearray]) -> Outcome:
+    decoder = JsonFrameDecoder(max_frame_units=PREFIX_LIMIT)
+    messages: list[Any] = []
+    for chunk in chunks:
+        try:
+            messages += decoder.feed(chunk)
+        except FrameError as exc:
+            messages += exc.messages
+            with pytest.raises(FrameError) as again:  # dead, whichever way it broke
+                decoder.feed(b"2#{}")
+            assert again.value is exc and again.value.messages == []
+            return Outcome(messages, (exc.kind, exc.message), decoder.buffered_bytes)
+    return Outcome(messages, None, decoder.buffered_bytes)
+
+
+def every_way(stream: bytes, cuts: Sequence[int]) -> dict[str, Outcome]:
+    """`stream` decoded: in one read of bytes (the fast path where it can), in one bytearray read (only ever
+    the buffered way), split at `cuts` as bytes (the fast path for each read that finds nothing buffered) and
+    as bytearrays, and one byte a read (a prefix split across reads)."""
+    bounds = sorted({cut for cut in cuts if 0 < cut < len(stream)})
+    pieces = [stream[a:b] for a, b in zip([0, *bounds], [*bounds, len(stream)], strict=True)]
+    return {
+        "whole read, fast path": decode_outcome([stream]),
+        "whole read, buffered way": decode_outcome([bytearray(stream)]),
+        "split, fast path first": decode_outcome(pieces),
+        "split, buffered way": decode_outcome([bytearray(piece) for piece in pieces]),
+        "byte by byte": decode_outcome([stream[i : i + 1] for i in range(len(stream))]),
+    }
+
+
+def assert_one_outcome(stream: bytes, cuts: Sequence[int]) -> Outcome:
+    outcomes = every_way(stream, cuts)
+    reference = outcomes["whole read, buffered way"]
+    assert {way: got for way, got in outcomes.items() if got != reference} == {}, reference
+    return reference
+
+
+@pytest.mark.parametrize(
+    ("prefix", "outcome"),
+    [
+        (b"2", [{}]),
+        (b"002", [{}]),  # leading zeros: a plain decimal
+        (b"0" * (MAX_PREFIX_BYTES - 1) + b"2", [{}]),  # the longest prefix taken
+        (b"0" * MAX_PREFIX_BYTES + b"2", "corrupted_length"),  # one byte longer, with its '#'
+        (b"+2", [{}]),  # sign, whitespace, trailing junk: as parseInt reads them
+        (b" 2", [{}]),
+        (b"\t\n2", [{}]),
+        (b"\xc2\xa02", [{}]),
+        (b"2 ", [{}]),
+        (b"2.9", [{}]),
+        (b"2e3", [{}]),
+        (b"2_0", [{}]),  # Python's int() takes "2_0" as 20; parseInt stops at the underscore
+        (b"-2", "invalid_json"),
+        (b"-0", "invalid_json"),
+        (b"0", "invalid_json"),
+        (b"000", "invalid_json"),
+        (b"", "corrupted_length"),
+        (b"+", "corrupted_length"),
+        (b" ", "corrupted_length"),
+        (b"x2", "corrupted_length"),
+        (b"\xd9\xa3", "corrupted_length"),  # an Arabic-Indic digit: not a digit to parseInt
+        (b"%d" % (PREFIX_LIMIT + 1), "frame_too_large"),
+        (b"0%d" % (PREFIX_LIMIT + 1), "frame_too_large"),
+        (b"9" * MAX_PREFIX_BYTES, "frame_too_large"),
+    ],
+)
+def test_a_prefix_reads_the_same_on_the_fast_path_and_the_buffered_way(prefix: bytes, outcome: Any) -> None:
+    # frames after it: a prefix misread as longer than it is (2_0 as 20) would cut them otherwise
+    got = assert_one_outcome(prefix + b"#{}" + b'7#{"a":1}' * 3, cuts=[1, len(prefix), len(prefix) + 1])
+    if isinstance(outcome, list):
+        assert (got.messages, got.error) == ([*outcome, {"a": 1}, {"a": 1}, {"a": 1}], None)
+    else:
+        assert got.error is not None and got.error[0] == outcome
+        # the same error after whole frames in the same read: they ride on it, whichever way
+        after = assert_one_outcome(b'2#{}7#{"a":1}' + prefix + b"#{}", cuts=[1, 4, 13, 14])
+        assert (after.messages, after.error) == ([{}, {"a": 1}], got.error)
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"1" * MAX_PREFIX_BYTES,  # no '#' yet, at the bound: waits
+        b"1" * (MAX_PREFIX_BYTES + 1),  # beyond it: refused without a '#'
+        b" " * MAX_PREFIX_BYTES,
+        b'2#{}7#{"a":',  # a whole frame, then a partial one
+        b"2#{}" + b"9" * 4,  # a whole frame, then a partial prefix
+        b"#",
+        b"##",
+    ],
+)
+def test_a_prefix_without_its_hash_reads_the_same_both_ways(stream: bytes) -> None:
+    assert_one_outcome(stream, cuts=[1, 4, 5])
+
+
+_prefix_bytes = st.lists(
+    st.sampled_from([*(b"%d" % d for d in range(10)), b" ", b"\t", b"+", b"-", b".", b"e", b"_", b"x", b"#"]),
+    max_size=MAX_PREFIX_BYTES + 3,
+).map(b"".join)
+_lengths = st.integers(min_value=0, max_value=PREFIX_LIMIT + 2).map(b"%d".__mod__)
+_bodies = st.sampled_from([b"{}", b'{"a":1}', b"null", b"[1,2,3]", b"{x}", '"é"'.encode(), b'"\xf0\x9f\x98\x80"'])
+
+
+@PROPERTY
+@given(
+    st.lists(st.tuples(st.one_of(_lengths, _prefix_bytes), _bodies), min_size=1, max_size=3),
+    st.lists(st.integers(min_value=1, max_value=60), max_size=4),
+)
+def test_any_prefix_reads_the_same_both_ways_however_split(frames: list[tuple[bytes, bytes]], cuts: list[int]) -> None:
+    # declared lengths that miss their body's too: a frame then ends early, overreads or waits, alike
+    assert_one_outcome(b"".join(prefix + b"#" + body for prefix, body in frames), cuts)
 
 
 # --- decoding: where frames end in UTF-16 units ---------------------------------------------------------
