@@ -1,12 +1,13 @@
 """The test toolkit: every helper a test file needs, defined once (test files never import each other).
 
 Calling patterns in-process, actors, catalogue/slot/hold/booking builders, direct reads of the tables, the
-outbox checks and the capacity invariant. Fixtures (databases, servers, the app) are in tests/fixtures/.
+outbox checks and the capacity invariant, a TCP relay in front of a NATS server. Fixtures (databases, servers, the app) are in tests/fixtures/.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import inspect
@@ -16,6 +17,7 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from booking_rpc import jsonutil
 from booking_rpc.app import service_router
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
+from booking_rpc.devnats import NatsServer
 from booking_rpc.domain.booking_states import ACTIVE
 from booking_rpc.errors import RpcError
 from booking_rpc.events.outbox import enqueue
@@ -463,6 +466,68 @@ class Recorder:
             self.events.append((pattern, payload))
 
         return handler
+
+
+# --- NATS ------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def relay(
+    server: NatsServer,
+    *,
+    hold: Callable[[bytes], bool],
+    cut: Callable[[bytes], bool] = lambda written: False,
+    deaf: asyncio.Event | None = None,
+) -> AsyncIterator[str]:
+    """The URL of a TCP relay to `server`. The client's bytes pass at once; the server's are held while
+    `hold(held)` and then go in one write (one read for the client); an EOF follows as soon as `cut` says so
+    of a write, else with the server's own, in the same callback as the last write (both reach the
+    client's socket together). Once `deaf` is set the relay reads nothing more of what clients send (a
+    server that stopped reading, a dead link: their bytes pile up in the sockets) and turns new ones away."""
+    connections: list[asyncio.StreamWriter] = []
+    pipes: list[asyncio.Task[None]] = []
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            sink.write(data)
+
+    async def stop_reading(deaf: asyncio.Event) -> None:
+        await deaf.wait()
+        for task in pipes:
+            task.cancel()
+
+    async def serve(client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        connections.append(client_out)
+        if deaf is not None and deaf.is_set():
+            client_out.close()
+            return
+        try:
+            server_in, server_out = await asyncio.open_connection("127.0.0.1", server.port)
+        except OSError:
+            client_out.close()  # the server is down: the client's reconnect fails at once
+            return
+        connections.append(server_out)
+        pipes.append(asyncio.create_task(pipe(client_in, server_out)))
+        held, cut_off = b"", False
+        while not cut_off and (data := await server_in.read(65536)):
+            held += data
+            if not hold(held):
+                client_out.write(held)
+                held, cut_off = b"", cut(held)
+        client_out.write(held)
+        client_out.write_eof()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    if deaf is not None:
+        pipes.append(asyncio.create_task(stop_reading(deaf)))
+    try:
+        yield f"nats://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    finally:
+        listener.close()
+        for task in pipes:
+            task.cancel()
+        for writer in connections:
+            writer.close()
 
 
 # --- service processes --------------------------------------------------------------------------------

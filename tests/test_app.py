@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nats
+import orjson
 import pytest
 
 from booking_rpc.client import Client
 from booking_rpc.devnats import NatsServer
 from tests.fixtures.service import ServiceProcess, http_get, start_service
+from tests.helpers import relay, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,6 +84,45 @@ async def test_serves_over_nats_beside_tcp_and_shows_the_nats_state(
         assert "booking_rpc_nats_connected 1.0" in metrics and "booking_rpc_jetstream_connected 1.0" in metrics
         service.process.send_signal(signal.SIGTERM)
         assert service.process.wait(15) == 0
+
+
+async def test_sigterm_while_nats_reconnects_to_a_server_gone_deaf_still_stops_everything(
+    db_url: str, nats_server_factory: Callable[..., NatsServer]
+) -> None:
+    """NATS stops reading what the service writes, then goes (an EOF): the service's NATS client reconnects
+    with the old socket's bytes unsent. SIGTERM must still stop the whole service (TCP drain, relay, pool),
+    promptly and with exit status 0: the NATS transport's close may not raise nats-py's CancelledError."""
+    server = nats_server_factory()
+    deaf = asyncio.Event()
+    echo_ok = 'booking_rpc_requests_total{kind="message",outcome="ok",pattern="echo",transport="nats"}'
+    async with relay(server, hold=lambda held: False, cut=lambda written: b"gone" in written, deaf=deaf) as url:
+        env = {"DATABASE_URL": db_url, "BOOKING_RPC_SHUTDOWN_TIMEOUT": "5", "BOOKING_RPC_NATS_URL": url}
+        service = await asyncio.to_thread(start_service, env)  # the relay runs on this loop meanwhile
+        peer = await nats.connect(server.url)
+        try:
+            async with asyncio.timeout(15):
+                while (await asyncio.to_thread(http_get, service.metrics_port, "/readyz"))[1] != (
+                    "ready\nnats: connected\n"
+                ):
+                    await asyncio.sleep(0.05)
+            deaf.set()
+            for i in range(40):  # 40 MB of replies: more than the sockets on the way hold
+                body = orjson.dumps({"pattern": "echo", "data": "x" * 1_000_000, "id": i})
+                await peer.publish("echo", body, reply=peer.new_inbox())
+            async with asyncio.timeout(30):
+                while await asyncio.to_thread(service.metric, echo_ok) != 40:
+                    await asyncio.sleep(0.1)
+            await peer.publish(
+                "echo", orjson.dumps({"pattern": "echo", "data": "gone", "id": "last"}), reply="_INBOX.x"
+            )
+            await peer.flush()
+            await asyncio.sleep(1.0)  # the relay's EOF reaches the service: it reconnects
+            service.process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(service.process.wait, 20) == 0, service.log[-3:]
+            await wait_for(lambda: any(entry.get("event") == "stopped" for entry in service.log))
+        finally:
+            await peer.close()
+            service.stop()
 
 
 async def test_nats_login_right_serves_wrong_stops_the_start(

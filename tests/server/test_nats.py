@@ -23,7 +23,7 @@ from booking_rpc.errors import RpcError
 from booking_rpc.router import Call, Route, Router
 from booking_rpc.server.nats import NatsRefused, NatsTransport, shown_url
 from booking_rpc.server.nats_client import DirectClient
-from tests.helpers import wait_for
+from tests.helpers import relay, wait_for
 
 # How long a test waits for a reply or for the subscriptions: generous, since a loaded machine (the whole
 # suite beside other work) can stall a process for seconds; a passing test never waits that long.
@@ -292,50 +292,6 @@ async def test_queue_group_answers_each_request_once(make_transport: Any, peer: 
     assert first.stats.requests_total > 0 and second.stats.requests_total > 0
 
 
-@contextlib.asynccontextmanager
-async def relay(
-    server: NatsServer, *, hold: Callable[[bytes], bool], cut: Callable[[bytes], bool] = lambda written: False
-) -> AsyncIterator[str]:
-    """The URL of a TCP relay to `server`. The client's bytes pass at once; the server's are held while
-    `hold(held)` and then go in one write (one read for the client); an EOF follows as soon as `cut` says so
-    of a write, else with the server's own, in the same callback as the last write (both reach the
-    client's socket together)."""
-    connections: list[asyncio.StreamWriter] = []
-    pipes: list[asyncio.Task[None]] = []
-
-    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        while data := await source.read(65536):
-            sink.write(data)
-
-    async def serve(client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
-        connections.append(client_out)
-        try:
-            server_in, server_out = await asyncio.open_connection("127.0.0.1", server.port)
-        except OSError:
-            client_out.close()  # the server is down: the client's reconnect fails at once
-            return
-        connections.append(server_out)
-        pipes.append(asyncio.create_task(pipe(client_in, server_out)))
-        held, cut_off = b"", False
-        while not cut_off and (data := await server_in.read(65536)):
-            held += data
-            if not hold(held):
-                client_out.write(held)
-                held, cut_off = b"", cut(held)
-        client_out.write(held)
-        client_out.write_eof()
-
-    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield f"nats://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-    finally:
-        listener.close()
-        for task in pipes:
-            task.cancel()
-        for writer in connections:
-            writer.close()
-
-
 async def subscribe_direct_and_stuck(nc: DirectClient, got: list[bytes], released: asyncio.Event) -> None:
     """`direct.in` delivered straight into `got`; `slow.in` to a callback stuck until `released`, with room for
     one more in its queue, so its third message is a slow consumer's (nats-py's parser awaits the error
@@ -469,6 +425,52 @@ async def test_an_end_met_before_the_read_path_starts_is_not_missed(
             assert any(isinstance(exc, nats.errors.UnexpectedEOF) for exc in errors)
         finally:
             await nc.close()
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["nothing queued", "a reply queued meanwhile"])
+async def test_shutdown_while_reconnecting_to_a_server_gone_deaf_is_prompt_quiet_and_complete(
+    nats_server_factory: Callable[..., NatsServer], make_transport: Any, seen: dict[str, Any], queued: bool
+) -> None:
+    """The server stops reading what the transport writes and then goes (an EOF), so nats-py reconnects with
+    the old socket's bytes unsent: its reconnect Task waits for that socket to close (for ever, here). A
+    shutdown then must neither take nats-py's close() down with it (that cancels the wait, which cancels the
+    stream's close future, which close() awaits next: CancelledError) nor hang in it (it drains the replies
+    queued meanwhile into that socket), and must leave none of the client's Tasks behind."""
+    server = nats_server_factory()
+    deaf = asyncio.Event()
+    peer = await nats.connect(server.url)
+    before = asyncio.all_tasks()
+    try:
+        async with relay(server, hold=lambda held: False, cut=lambda written: b"gone" in written, deaf=deaf) as url:
+            transport = await make_transport(url)
+            if queued:
+                await peer.publish("slow", request("slow", None, "s0"), reply=peer.new_inbox())
+                await wait_for(lambda: transport.stats.in_flight == 1, REPLY_WAIT)
+            deaf.set()
+            connection = transport.nc._transport._io_writer.transport  # type: ignore[union-attr]
+
+            async def reply_big(request_id: str) -> None:
+                writes = transport.stats.writes
+                await peer.publish("big", request("big", 1_000_000, request_id), reply=peer.new_inbox())
+                await wait_for(lambda: transport.stats.writes > writes, REPLY_WAIT)
+
+            for i in range(100):  # replies of 1 MB, until the sockets hold no more and asyncio buffers them
+                await reply_big(f"b{i}")
+                if connection.get_write_buffer_size():
+                    break
+            assert connection.get_write_buffer_size()
+            await peer.publish("user.updated", orjson.dumps({"pattern": "user.updated", "data": "gone"}))
+            await wait_for(lambda: transport.nc.is_reconnecting, REPLY_WAIT)  # the relay's EOF reached it
+            if queued:
+                seen["release"].set()  # its reply waits for a connection, in nats-py's pending buffer
+                await wait_for(lambda: transport.stats.in_flight == 0, REPLY_WAIT)
+            async with asyncio.timeout(10):
+                await transport.shutdown(1.0)
+            assert transport.stats.state == "closed" and transport.nc.is_closed
+            await asyncio.sleep(0)  # what was cancelled last has run its end
+            assert {task for task in asyncio.all_tasks() - before if not task.done()} == set()
+    finally:
+        await peer.close()
 
 
 async def test_nats_down_at_start_then_up_then_restarted(
