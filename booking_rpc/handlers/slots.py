@@ -72,7 +72,7 @@ async def find_slots(payload: SlotsFindRequest, ctx: Context) -> dict[str, Any]:
     assert row is not None
     next_cursor = None
     if row["has_more"]:
-        next_cursor = encode_cursor([row["last_date"].isoformat(), row["last_time"].isoformat(), str(row["last_id"])])
+        next_cursor = encode_cursor([row["last_date"], row["last_time"], str(row["last_id"])])
     return {"items": orjson.Fragment(row["items"]), "next_cursor": next_cursor}
 
 

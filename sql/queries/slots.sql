@@ -36,7 +36,9 @@ ORDER BY d.slot_date, d.slot_start_time, d.id;
 -- date, $7 time, $8 id; the first page passes ($2, 00:00, nil uuid)), at most $9 rows. Expired-but-
 -- unreleased holds don't count against `remaining` (unless someone waits: booking_free_stale). The page
 -- leaves as one JSON array text (the reply's `items`, built here so the service never touches each row) plus
--- the sort key of its last row when there is a next page. Instants are booking_iso_instant's (migrations
+-- the sort key of its last row when there is a next page, its date and time as text (ISO whatever the
+-- DateStyle, as item_head writes them): the cursor's values as they are, with no date and time objects made
+-- and formatted again. Instants are booking_iso_instant's (migrations
 -- 0011, 0017), as the models write them: UTC, microseconds when there are some ("2030-01-01T09:30:00Z",
 -- "...09:30:00.120000Z").
 -- Each item is concatenated text: json_agg(json_build_object(...))'s values and key order, in the compact
@@ -82,8 +84,8 @@ SELECT ('[' || COALESCE(string_agg(
            || ',"booked_count":' || booked_count::text || ',"remaining":' || remaining::text || '}',
            ',' ORDER BY rn) FILTER (WHERE rn <= $9::int), '') || ']')::bpchar AS items,
        count(*) > $9::int AS has_more,
-       max(slot_date) FILTER (WHERE rn = $9::int) AS last_date,
-       max(slot_start_time) FILTER (WHERE rn = $9::int) AS last_time,
+       to_json(max(slot_date) FILTER (WHERE rn = $9::int)) #>> '{}' AS last_date,
+       (max(slot_start_time) FILTER (WHERE rn = $9::int))::text AS last_time,
        (array_agg(id) FILTER (WHERE rn = $9::int))[1] AS last_id
 FROM numbered;
 

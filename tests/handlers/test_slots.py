@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import itertools
 import uuid
@@ -186,6 +187,23 @@ async def test_find_pages_in_order_with_remaining(app_ctx: Context, pool: Pool) 
     )
     assert {s.slot_date for s in one_day.items} == {dt.date(2030, 3, 2)} and len(one_day.items) == 6
     assert one_day.next_cursor is None
+
+
+async def test_find_cursor_holds_the_last_rows_key_as_postgresql_writes_it(app_ctx: Context, pool: Pool) -> None:
+    """The cursor's date and time are the statement's text (what the NestJS peer's cursor holds too): a start at
+    a fraction of a second is "09:00:00.12", not Python's "09:00:00.120000", and the next page follows it."""
+    cat = await make_service(app_ctx)
+    await generate_slots(app_ctx, cat, "2030-03-01", "2030-03-01", "09:00", "10:00", capacity=3)
+    first, second = await stored(pool, cat.service_id)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE slots SET slot_start_time = '09:00:00.12' WHERE id = $1", first["id"])
+    body = {"service_id": str(cat.service_id), "date_from": "2030-03-01", "date_to": "2030-03-01", "limit": 1}
+    page = await find_slots(app_ctx, body)
+    assert page.next_cursor is not None
+    padded = page.next_cursor + "=" * (-len(page.next_cursor) % 4)
+    assert base64.urlsafe_b64decode(padded) == f'["2030-03-01","09:00:00.12","{first["id"]}"]'.encode()
+    rest = await find_slots(app_ctx, {**body, "cursor": page.next_cursor})
+    assert [s.id for s in page.items + rest.items] == [first["id"], second["id"]] and rest.next_cursor is None
 
 
 async def test_find_validation_and_staff_filter(app_ctx: Context, pool: Pool) -> None:
