@@ -273,7 +273,8 @@ class ReservationsService {
           dto.user_id, dto.pet_id, dto.service_id, dto.slot_id, randomBytes(24).toString('base64url'),
           HOLD_TTL_SECONDS, key, fp, MAX_HOLDS_PER_USER, MAX_HOLDS_PER_PET, null, // null: no trace context
         ]));
-        if (row) return reservationOut(row); // no NOTIFY: booking-rpc signals after transactions, not holds
+        if (row) return JSON.parse(row.reservation); // the reply as the statement wrote it; no NOTIFY: booking-rpc
+        // signals after transactions, not holds
         if (key !== null) { // a racing twin with this key may have taken the last unit
           const { rows: [first] } = await client.query(q('reservations.get_by_idempotency', [dto.user_id, key]));
           if (first) return replay(first, fp);

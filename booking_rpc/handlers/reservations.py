@@ -130,7 +130,7 @@ async def create_reservation(payload: ReservationCreateRequest, ctx: Context) ->
                 None,  # the events' trace context: the traced connection's, when tracing is on
             )
             if row is not None:
-                return reservation_out(row)
+                return orjson.Fragment(row["reservation"])  # the reply as the statement wrote it
             if key is not None:  # a racing twin with this key may have taken the last unit
                 first = await conn.fetchrow(ctx.sql["reservations.get_by_idempotency"], payload.user_id, key)
                 if first is not None:

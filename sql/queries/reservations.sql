@@ -21,10 +21,16 @@
 --      (payload = the models in booking_rpc/models/events.py, plus event_type, event_id = the outbox row
 --      id, occurred_at; instants as booking_iso_instant writes them, the models' own JSON form;
 --      reservation.expired and the envelope are migration 0013's functions, shared with expire_batch).
--- Returns the new reservation, or no row and no change when nothing was taken (gone, wrong service,
--- blocked, full, in the past on the database clock, service unavailable, an availability exception on the
--- slot's date, outside the service's booking window: migration 0015); slots.diagnose tells which. Unique violations roll it all back:
--- uq_reservations_user_idempotency (a racing retry), uq_reservations_pending_user_slot (already held).
+-- Returns the new reservation's id and `reservation`, its ReservationOut JSON (the reply, built here so the
+-- service never decodes or re-encodes the row: three timestamptz values cost asyncpg's decoder more than
+-- the rest of the row, and rendering it again costs the service as much), or no row and no change when
+-- nothing was taken (gone, wrong service, blocked, full, in the past on the database clock, service
+-- unavailable, an availability exception on the slot's date, outside the service's booking window:
+-- migration 0015); slots.diagnose tells which. The JSON is the model's as the service writes it: its key
+-- order, the compact form JSON.stringify writes, instants booking_iso_instant's (migrations 0011, 0017),
+-- strings as to_json escapes them (as orjson does; tests/handlers/test_reservations.py holds the two equal).
+-- Unique violations roll it all back: uq_reservations_user_idempotency (a racing retry),
+-- uq_reservations_pending_user_slot (already held).
 WITH stale AS (
     SELECT id
     FROM reservations
@@ -68,7 +74,7 @@ WITH stale AS (
     -- reading `expired` here runs it first: the user's own lapsed hold on this slot no longer counts as held
     FROM taken t, (SELECT count(*) FROM expired) AS done
     RETURNING id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at, idempotency_key,
-              request_fingerprint, created_at, updated_at
+              created_at, updated_at
 ), events AS MATERIALIZED (
     SELECT gen_random_uuid() AS id, e.id AS aggregate_id, 'reservation.expired' AS event_type,
            booking_reservation_expired(e.id, e.user_id, e.pet_id, e.service_id, e.slot_id, e.expires_at) AS body
@@ -84,8 +90,15 @@ WITH stale AS (
            nullif(coalesce($11::text, current_setting('booking.trace_context', true)), '')::jsonb
     FROM events
 )
-SELECT id, user_id, pet_id, service_id, slot_id, lock_id, status, expires_at, idempotency_key,
-       request_fingerprint, created_at, updated_at
+SELECT id,
+       '{"id":"' || id::text || '","user_id":"' || user_id::text || '","pet_id":"' || pet_id::text
+           || '","service_id":"' || service_id::text || '","slot_id":"' || slot_id::text
+           || '","lock_id":' || to_json(lock_id)::text || ',"status":' || COALESCE(to_json(status)::text, 'null')
+           || ',"expires_at":"' || booking_iso_instant(expires_at)
+           || '","idempotency_key":' || COALESCE(to_json(idempotency_key)::text, 'null')
+           || ',"created_at":' || COALESCE('"' || booking_iso_instant(created_at) || '"', 'null')
+           || ',"updated_at":' || COALESCE('"' || booking_iso_instant(updated_at) || '"', 'null') || '}'
+           AS reservation
 FROM inserted;
 
 -- name: reservations.get_by_idempotency

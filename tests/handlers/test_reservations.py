@@ -7,17 +7,23 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 
+from booking_rpc import jsonutil
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.errors import RpcError
+from booking_rpc.handlers.reservations import reservation_out
 from booking_rpc.jobs.expiry import expire_holds
+from booking_rpc.models.reservations import ReservationOut
 from tests.helpers import (
     admin,
+    app_router,
     assert_invariant,
     assert_models_own_json,
+    assert_reply_published,
     call,
     call_err,
     expire_now,
@@ -95,6 +101,32 @@ async def test_idempotent_replay_and_conflict(app_ctx: Context, pool: Pool) -> N
     other_user = hold_body(cat, slot, idempotency_key="retry-1")
     assert (await call(app_ctx, "booking.reservation.create", other_user)).id != first.id
     await assert_invariant(pool)
+
+
+async def test_the_hold_writes_the_reply_as_the_service_writes_the_row(app_ctx: Context, pool: Pool) -> None:
+    """reservations.hold renders the create's reply itself (`reservation`): byte for byte what the service
+    writes for the stored row (row_json, orjson: what a replay of the key answers), with a key that needs
+    every kind of escape JSON has, and with none (null)."""
+    cat = await make_service(app_ctx)
+    slot = await make_slot(pool, cat.service_id, capacity=5)
+    route = app_router().lookup("booking.reservation.create")
+    assert route is not None
+    awkward = 'k "\\/' + "".join(map(chr, range(1, 32))) + "\x7f é ☃ 😀 \u2028"
+    hold = app_ctx.sql["reservations.hold"]
+    async with pool.acquire() as conn:
+        for key in (awkward, None):
+            row = await conn.fetchrow(
+                hold, uuid.uuid4(), uuid.uuid4(), cat.service_id, slot, "l", 60, key, None, 5, 5, None
+            )
+            assert row is not None
+            stored = await conn.fetchrow(app_ctx.sql["reservations.get"], row["id"])
+            assert row["reservation"].encode() == jsonutil.dumps(reservation_out(stored))
+    # over the route: the create's reply is the statement's, and the replay's (rendered in Python) the same
+    body = hold_body(cat, slot, idempotency_key=awkward)
+    created = jsonutil.dumps(await route.invoke(body, app_ctx))
+    assert_reply_published(route.route, orjson.Fragment(created))
+    assert ReservationOut.model_validate_json(created).idempotency_key == awkward
+    assert jsonutil.dumps(await route.invoke(body, app_ctx)) == created
 
 
 async def test_idempotent_racing_retries_take_one_unit(app_ctx: Context, pool: Pool) -> None:
