@@ -44,6 +44,7 @@ from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from booking_rpc import jsonutil
+from booking_rpc.db.pool import ServiceConnection
 from booking_rpc.errors import RpcError
 from booking_rpc.router import NO_RESPONSE, Call, Middleware, Next, Route, Router, map_exception
 
@@ -246,8 +247,8 @@ def instrument(router: Router, settings: Settings, tracing: Tracing | None) -> N
 
 
 def connection_class(tracing: Tracing | None, sql: Queries) -> type[asyncpg.Connection]:
-    """The pool's connection class: traced when tracing is on, else asyncpg's own."""
-    return tracing.connection_class(sql) if tracing is not None else asyncpg.Connection
+    """The pool's connection class: traced when tracing is on, else the pool's own."""
+    return tracing.connection_class(sql) if tracing is not None else ServiceConnection
 
 
 def strip_field_middleware(field: str) -> Middleware:
@@ -425,7 +426,7 @@ class Tracing:
             finally:
                 span.end()
 
-        class TracedConnection(asyncpg.Connection):
+        class TracedConnection(ServiceConnection):
             # the span whose context the session setting holds, and that setting's text ("" = none)
             _bound_span: trace.Span = trace.INVALID_SPAN
             _bound_text = ""

@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.config import Settings
 from booking_rpc.context import Context
+from booking_rpc.db.pool import ServiceConnection
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.handlers.system import router as system_router
 from booking_rpc.jobs.runner import JobRunner
@@ -79,7 +80,7 @@ def test_off_installs_no_middleware(app_ctx: Context) -> None:
     router.include(system_router)
     instrument(router, app_ctx.settings, None)
     assert router.middleware == []
-    assert connection_class(None, app_ctx.sql) is asyncpg.Connection
+    assert connection_class(None, app_ctx.sql) is ServiceConnection  # the pool's own, untraced
 
 
 async def test_off_with_a_data_field_only_removes_it(app_ctx: Context) -> None:

@@ -17,6 +17,7 @@ from booking_rpc.db.pool import (
     RAW_TEXT_TYPE,
     DatabaseUnavailable,
     Pool,
+    ServiceConnection,
     create_pool,
     is_connection_error,
     redact,
@@ -106,6 +107,53 @@ async def test_query_errors_are_not_connection_errors(pool: Pool) -> None:
     assert not is_connection_error(ValueError("x"))
     assert is_connection_error(ConnectionRefusedError())
     assert is_connection_error(TimeoutError())
+
+
+async def test_a_prepared_fetchrow_goes_straight_to_the_protocol_as_asyncpg_would_run_it(db_url: str) -> None:
+    """ServiceConnection.fetchrow of a statement it has run before skips asyncpg's layers, not what they do:
+    the same rows and errors, command_timeout, a statement a schema change made stale prepared anew (and
+    refused inside a transaction, as asyncpg refuses it), and a cancel that leaves no half-used connection."""
+    pool = await create_pool(db_url, min_size=1, max_size=1, command_timeout=0.3)
+    try:
+        async with pool.acquire() as conn:
+            assert isinstance(conn, ServiceConnection)
+            await conn.execute("CREATE TABLE t (a int PRIMARY KEY)")
+            insert, read = "INSERT INTO t VALUES ($1) RETURNING a", "SELECT * FROM t WHERE a = $1"
+            assert (await conn.fetchrow(insert, 1))["a"] == 1
+            assert insert in conn._prepared  # the next one takes the short way
+            assert (await conn.fetchrow(insert, 2))["a"] == 2
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.fetchrow(insert, 2)
+            with pytest.raises(asyncpg.DataError):
+                await conn.fetchrow(insert, 2**40)
+            assert await conn.fetchrow(read, 1) == await conn.fetchrow(read, 1) and read in conn._prepared
+            assert await conn.fetchrow(read, 3) is None
+            await conn.execute("ALTER TABLE t ADD COLUMN b int DEFAULT 7")
+            async with conn.transaction():
+                with pytest.raises(asyncpg.InvalidCachedStatementError):
+                    await conn.fetchrow(read, 1)
+            assert dict(await conn.fetchrow(read, 1)) == {"a": 1, "b": 7}  # prepared anew, outside a transaction
+            assert dict(await conn.fetchrow(read, 1)) == {"a": 1, "b": 7} and read in conn._prepared
+            sleep = "SELECT pg_sleep($1)::text"
+            await conn.fetchrow(sleep, 0.0)
+            with pytest.raises(TimeoutError):  # command_timeout bounds it as before
+                await conn.fetchrow(sleep, 1.0)
+
+        async def slow() -> None:
+            async with pool.acquire() as conn:
+                await conn.fetchrow(sleep, 0.0)
+                await conn.fetchrow(sleep, 0.25)
+
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.15)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.get_size() == 0  # cancelled mid-query: terminated
+        async with pool.acquire() as conn:
+            assert (await conn.fetchrow("SELECT count(*) FROM t"))[0] == 2
+    finally:
+        await pool.close()
 
 
 def free_port() -> int:
