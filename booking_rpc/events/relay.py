@@ -66,6 +66,7 @@ BATCH_GATHER = 0.01  # woken by a commit, wait this long so one batch (one commi
 NOTIFY_TIMEOUT = 2.0
 FORGET_BATCHES = 10  # steps (a batch of delivery records examined each) of one sweep, at most
 FORGET_START = ("", uuid.UUID(int=0))  # before every delivery record's key (no subscriber name is empty)
+PUBLISH_START = 0  # before every outbox row's seq (a BIGSERIAL, from 1)
 # NOTIFY payload of a subscription written (migration 0050): that subscriber is back, or has moved
 SUBSCRIPTION_CHANGED = "subscription:"
 
@@ -329,6 +330,7 @@ class OutboxRelay:
         self._refresh = asyncio.Event()  # a subscription was written: re-read them now, not at the next refresh
         self._subscribers_back: set[str] = set()  # names of the subscriptions written since the last refresh
         self._forget_after = FORGET_START  # where this relay's pass over the delivery records goes on
+        self._publish_after = PUBLISH_START  # where its pass over the unpublished rows goes on
 
     async def subscribers(self) -> list[Subscriber]:
         async with self.ctx.connection() as conn:
@@ -342,26 +344,37 @@ class OutboxRelay:
         return [s.name for s in subs for _ in s.like_patterns()], [p for s in subs for p in s.like_patterns()]
 
     async def publish_done(self) -> int:
-        """Sweep: mark published every row all its subscribers have; rows nobody subscribes to go at once. Then
-        delete the delivery records nothing reads (of removed subscribers, of published rows)."""
+        """Sweep: mark published the rows all their subscribers have (and those nobody subscribes to); the number
+        published. Then delete the delivery records nothing reads (of removed subscribers, of published rows)."""
         if not self.loops:
             await self.sync_loops(start_tasks=False)
-        names, patterns = self.subscription_pairs()
-        total = await self._in_batches("outbox.publish_done", names, patterns)
+        total = await self.publish_complete()
         await self.forget_stale_deliveries()
         return total
 
-    async def _in_batches(self, statement: str, *args: Any) -> int:
-        """Run `statement` (its last parameter the batch size), a transaction per batch, until a batch is not
-        full; the rows it changed in all."""
+    async def publish_complete(self) -> int:
+        """Mark published the unpublished rows every matching subscriber has; the number published. As
+        forget_stale_deliveries, the sweeps make passes over the unpublished rows in seq order, each going on
+        from where the last stopped, a batch per transaction, and a further batch only while at least half the
+        last one was published: a sweep examines at most twice the rows it publishes plus one batch, where a search of
+        the whole backlog read every row a subscriber still awaits (and the others' records of them) at every
+        sweep. A row committed late behind the pass (a lower seq) is found by the next pass."""
+        names, patterns = self.subscription_pairs()
         batch = self.ctx.settings.outbox_batch_size
         total = 0
         while True:
             async with self.ctx.transaction() as conn:
-                status = await conn.execute(self.ctx.sql[statement], *args, batch)
-            count = int(status.split()[-1])
-            total += count
-            if count < batch:
+                await conn.execute(self.ctx.sql["outbox.sweep_start"])
+                step = await conn.fetchrow(
+                    self.ctx.sql["outbox.publish_done"], names, patterns, self._publish_after, batch
+                )
+            assert step is not None
+            total += int(step["published"])
+            if step["examined"] < batch:
+                self._publish_after = PUBLISH_START  # the end of the backlog: the next sweep begins a new pass
+                return total
+            self._publish_after = step["last_seq"]
+            if step["published"] * 2 < step["examined"]:
                 return total
 
     async def forget_stale_deliveries(self) -> int:

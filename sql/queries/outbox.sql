@@ -193,33 +193,54 @@ SET attempts = attempts + 1, last_error = $2, dead = dead OR $3
 WHERE id = $1;
 
 -- name: outbox.publish_done
--- Mark published the rows every matching subscriber has received; rows no subscriber wants are
--- published at once. A dead delivery keeps its row unpublished, so it keeps holding back its aggregate; a
--- published row's delivery records go (as in mark_delivered). $1 subscriber names, $2 their LIKE patterns
--- (pairs), $3 batch size.
-WITH candidates AS (
-    SELECT o.id
-    FROM booking_events_outbox o
-    WHERE NOT o.published
-      AND NOT EXISTS (
+-- Sweep: mark published the rows every matching subscriber has received (those mark_delivered could not: two
+-- subscribers' batches of a row committed at once, each seeing no record of the other's; a subscriber removed
+-- or its patterns narrowed); rows no subscriber wants are published too. A dead delivery keeps its row
+-- unpublished, so it keeps holding back its aggregate; a published row's delivery records go (as in
+-- mark_delivered). $1 subscriber names, $2 their LIKE patterns (pairs).
+-- One step of a pass over the unpublished rows in seq order: the $4 rows after seq $3 (an index range scan of
+-- idx_booking_events_outbox_backlog, a primary-key lookup of a record per row and matching subscriber), the
+-- complete among them published; returns how many were examined and published, and the last seq examined,
+-- where the next step starts. Looking for complete rows anywhere (LIMIT over a filter) read the whole backlog
+-- whenever fewer were complete than the limit, which is every sweep while a subscriber is down: every row it
+-- awaits and the others' records of them (a sweep read 12,999 rows, its forget step's 1,000 among them, with
+-- 6,000 awaited), in every replica, every few seconds. SKIP LOCKED on the complete ones only: replicas sweeping at once publish different rows, and
+-- none waits on a batch marking its rows.
+WITH examined AS (
+    SELECT o.id, o.seq, NOT EXISTS (
         SELECT 1
         FROM unnest($1::text[], $2::text[]) AS s(name, pattern)
-        WHERE o.event_type LIKE s.pattern
-          AND NOT EXISTS (
-            SELECT 1 FROM outbox_deliveries d
-            WHERE d.event_id = o.id AND d.subscriber = s.name AND d.delivered_at IS NOT NULL
-          )
-      )
+        -- LATERAL ... LIMIT 1: as a NOT EXISTS it was planned as a hash of every delivered record
+        LEFT JOIN LATERAL (
+            SELECT 1 AS received
+            FROM outbox_deliveries d
+            WHERE d.subscriber = s.name AND d.event_id = o.id AND d.delivered_at IS NOT NULL
+            LIMIT 1
+        ) r ON TRUE
+        WHERE o.event_type LIKE s.pattern AND r.received IS NULL
+    ) AS complete
+    FROM booking_events_outbox o
+    WHERE NOT o.published AND o.seq > $3
     ORDER BY o.seq
-    LIMIT $3
+    LIMIT $4
+), candidates AS (
+    -- a primary-key lookup each; a row published since (by a batch) is skipped
+    SELECT o.id
+    FROM booking_events_outbox o
+    WHERE o.id = ANY (ARRAY(SELECT id FROM examined WHERE complete))
+      AND NOT o.published
     FOR UPDATE SKIP LOCKED
 ), forgotten AS (
-    DELETE FROM outbox_deliveries d USING candidates c WHERE d.event_id = c.id
+    DELETE FROM outbox_deliveries d WHERE d.event_id = ANY (ARRAY(SELECT id FROM candidates))
+), marked AS (
+    UPDATE booking_events_outbox o
+    SET published = TRUE, published_at = statement_timestamp()
+    WHERE o.id = ANY (ARRAY(SELECT id FROM candidates))
+    RETURNING 1
 )
-UPDATE booking_events_outbox o
-SET published = TRUE, published_at = statement_timestamp()
-FROM candidates c
-WHERE o.id = c.id;
+SELECT (SELECT count(*) FROM examined) AS examined,
+       (SELECT count(*) FROM marked) AS published,
+       (SELECT max(seq) FROM examined) AS last_seq;
 
 -- name: outbox.forget_stale_deliveries
 -- Sweep: delete delivery records nothing reads any more: those of subscribers no longer configured ($1, the
@@ -305,6 +326,14 @@ SELECT pg_try_advisory_xact_lock(hashtext('booking_outbox:' || $1)) AS locked,
        set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode,
        set_config('synchronous_commit', 'off', true) AS synchronous_commit,
        set_config('enable_seqscan', 'off', true) AS enable_seqscan,
+       set_config('enable_bitmapscan', 'off', true) AS enable_bitmapscan;
+
+-- name: outbox.sweep_start
+-- A sweep step's first statement: plain index scans only, as in outbox.batch_start. On a table that grew since
+-- its last ANALYZE the planner took the outbox for small, and publish_done's step read every unpublished row
+-- (a scan and sort of the table) instead of its batch's range of idx_booking_events_outbox_backlog: 7,500 rows
+-- a sweep instead of 2,000 with 6,000 awaited, until autovacuum analyzed the table.
+SELECT set_config('enable_seqscan', 'off', true) AS enable_seqscan,
        set_config('enable_bitmapscan', 'off', true) AS enable_bitmapscan;
 
 -- name: outbox.listener_alive

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 
 from booking_rpc.app import build_context
@@ -441,6 +442,16 @@ def plan_work(node: dict[str, Any]) -> int:
     return own + sum(plan_work(child) for child in node.get("Plans", []))
 
 
+async def record_delivered(conn: asyncpg.Connection, subscriber: str, ids: list[uuid.UUID]) -> None:
+    """`subscriber`'s delivered records of the rows `ids` (what its batches would have written)."""
+    await conn.execute(
+        "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
+        " SELECT unnest($1::uuid[]), $2, 1, now()",
+        ids,
+        subscriber,
+    )
+
+
 async def write_rows(ctx: Context, count: int, *, delivered: bool) -> list[uuid.UUID]:
     """`count` outbox rows of their own aggregates; `delivered`: published, each with the delivery record of
     subscriber 'rec' (the history of what it already has). Their ids, in seq order."""
@@ -453,11 +464,7 @@ async def write_rows(ctx: Context, count: int, *, delivered: bool) -> list[uuid.
             delivered,
         )
         if delivered:
-            await conn.execute(
-                "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
-                " SELECT unnest($1::uuid[]), 'rec', 1, now()",
-                ids,
-            )
+            await record_delivered(conn, "rec", ids)
     return ids
 
 
@@ -658,11 +665,7 @@ async def test_the_sweep_deletes_the_records_of_removed_subscribers_and_of_publi
     async with relay_ctx.connection() as conn:
         # 'gone' was removed: its records of published and of unpublished rows; 'rec' is configured: its
         # delivered record of a row 'waiting' still awaits, and a failed delivery backing off
-        await conn.execute(
-            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
-            " SELECT unnest($1::uuid[]), 'gone', 1, now()",
-            [history[0], *awaited],
-        )
+        await record_delivered(conn, "gone", [history[0], *awaited])
         await conn.execute(
             "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at) VALUES ($1, 'rec', 1, now())",
             awaited[0],
@@ -735,19 +738,10 @@ async def test_a_sweep_reads_what_it_deletes_not_every_delivery_record(relay_ctx
     replica. Sweeps go on from where the last stopped, so stale records anywhere are still found."""
     awaited = await write_rows(relay_ctx, 6000, delivered=False)
     async with relay_ctx.connection() as conn:
-        await conn.execute(
-            "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
-            " SELECT unnest($1::uuid[]), 'rec', 1, now()",
-            awaited,
-        )
+        await record_delivered(conn, "rec", awaited)
         # two removed subscribers' records: one's first in key order, the other's last
         for removed in ("a-removed", "z-removed"):
-            await conn.execute(
-                "INSERT INTO outbox_deliveries (event_id, subscriber, attempts, delivered_at)"
-                " SELECT unnest($1::uuid[]), $2, 1, now()",
-                awaited[:100],
-                removed,
-            )
+            await record_delivered(conn, removed, awaited[:100])
     relay_pool = await create_pool(db_url, min_size=1, max_size=1)  # all the sweep reads, on one backend
     ctx = build_context(relay_ctx.settings, relay_pool)  # batch 500
     relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", 1, ("*",)), Subscriber("waiting", "127.0.0.1", 1, ("*",))])
@@ -833,3 +827,37 @@ async def test_events_queued_behind_a_head_go_in_order_once_it_is_due(
     finally:
         await relay.stop()
     assert [p["event_id"] for _, p in recorder.events] == other + ids
+
+
+async def test_a_sweep_reads_what_it_publishes_not_the_backlog_a_subscriber_awaits(
+    relay_ctx: Context, db_url: str
+) -> None:
+    """'rec' has 6,000 rows that 'waiting' (down) still awaits: none is complete, and no sweep may read them all
+    to find that out (the search for complete rows anywhere read the whole backlog, and 'rec''s records of it, at
+    every sweep, in every replica). Sweeps go on from where the last stopped, so a complete row anywhere in the
+    backlog is still published."""
+    awaited = await write_rows(relay_ctx, 6000, delivered=False)
+    async with relay_ctx.connection() as conn:
+        await record_delivered(conn, "rec", awaited)
+        # the last row 'waiting' has too: its batch and 'rec''s committed at once, each saw no record of the
+        # other's, and neither published it
+        await record_delivered(conn, "waiting", awaited[-1:])
+    relay_pool = await create_pool(db_url, min_size=1, max_size=1)  # all the sweep reads, on one backend
+    ctx = build_context(relay_ctx.settings, relay_pool)  # batch 500
+    relay = OutboxRelay(ctx, [Subscriber("rec", "127.0.0.1", 1, ("*",)), Subscriber("waiting", "127.0.0.1", 1, ("*",))])
+    try:
+        await relay.sync_loops(start_tasks=False)
+        reads, marked = [], []
+        for _ in range(13):  # a pass: 6,000 rows, 500 a step
+            before = await rows_read(ctx)
+            marked.append(await relay.publish_done())
+            reads.append(await rows_read(ctx) - before)
+    finally:
+        await relay.stop()
+        await relay_pool.close()
+    print(f"rows read by each sweep: {[int(r) for r in reads]}; rows published: {marked}")
+    # a step of each half a sweep: 500 rows and 'rec''s record of each, and 500 records and the row of each,
+    # 2,000 rows; the search for complete rows anywhere read 12,999 every sweep (25,002 the one that published)
+    assert max(reads) < 2500, reads
+    # the pass reaches the complete row, and only that one is published
+    assert sum(marked) == 1 and await published(relay_ctx, awaited[0], awaited[-1]) == [False, True], marked
