@@ -25,13 +25,13 @@ from typing import Any
 
 import orjson
 import structlog
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import Header, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from booking_rpc.models.events import PUBLISHED_EVENTS
+from booking_rpc.nats_close import SafeCloseClient
 from booking_rpc.tracing import nats_headers
 from booking_rpc.wire.json_codec import encode_json
 from booking_rpc.wire.messages import event_message
@@ -67,7 +67,7 @@ class JetStreamSink:
         self.stream = stream
         self.duplicate_window = duplicate_window
         self.on_ready = on_ready
-        self.nc = NatsClient()
+        self.nc = SafeCloseClient()  # closes even with NATS gone deaf mid-reconnect
         self.js: JetStreamContext | None = None
         self.state = "connecting"  # connecting | connected | reconnecting | closed
         self.stream_ready = False
@@ -242,5 +242,4 @@ class JetStreamSink:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+        await self.nc.close()  # bounded and raising nothing, reconnecting or not (SafeCloseClient.close)

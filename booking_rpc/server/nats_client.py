@@ -20,7 +20,7 @@ write at its end (`after_read`). Only over a TCP (or TLS) connection; a WebSocke
 This leans on internals of nats-py 2.x (`_process_msg`, `_read_loop`, `_ps`, `_process_op_err`, `_pending`/
 `_pending_data_size`, `_flush_queue`, `_transport` and TcpTransport's `_io_reader`/`_io_writer`, a
 subscription's `_id` and `_pending_queue`), pinned below 3 in pyproject.toml; tests/server/test_nats.py
-exercises each.
+exercises each. Its close() is booking_rpc/nats_close.py's, which the JetStream sink's client shares.
 """
 
 from __future__ import annotations
@@ -31,18 +31,16 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from nats import errors
-from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats.aio.transport import TcpTransport
 
+from booking_rpc.nats_close import SafeCloseClient
 from booking_rpc.server.dispatch import start_call
 
 _log = logging.getLogger(__name__)
 
 # (reply subject, body, headers or None) of one message of a direct subscription
 Deliver = Callable[[bytes, bytes, dict[str, str] | None], None]
-
-CLOSE_TIMEOUT = 2.0  # seconds nats-py's close() gets; then the connection is dropped as it stands
 
 
 def pub_command(subject: bytes, payload: bytes) -> bytes:
@@ -77,7 +75,7 @@ class _ParserFeed(asyncio.Protocol):
         self.stream.resume_writing()
 
 
-class DirectClient(Client):
+class DirectClient(SafeCloseClient):
     def __init__(self) -> None:
         super().__init__()
         self._direct: dict[int, Deliver] = {}
@@ -189,48 +187,8 @@ class DirectClient(Client):
             (reason,), self._ends_after_parse = self._ends_after_parse, None
             self._end_read(reason)
 
-    async def close(self) -> None:
-        """nats-py's close(), whatever state the connection is in: over within CLOSE_TIMEOUT, raising nothing of
-        nats-py's (a cancellation of the caller still propagates), with the socket closed and no Task of the
-        client's left pending.
-
-        While reconnecting, nats-py's close() cancels its reconnect Task, which may be waiting for the old
-        socket to close (StreamWriter.wait_closed: as long as a peer that stopped reading leaves bytes unsent);
-        that cancels the stream's close future, which close() then awaits itself: CancelledError. It also writes
-        the commands queued meanwhile to the old socket and drains it, which on such a peer waits for ever. So
-        when not connected the old socket is aborted first (what it and the queue hold can go nowhere now), and
-        close() runs in a Task of its own, bounded: what it raises stays there."""
-        if not self.is_connected:
-            self._drop_connection()
-        closing = asyncio.get_running_loop().create_task(super().close(), name="nats-close")
-        try:
-            await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT)
-            if not closing.done():
-                _log.warning("nats: close() did not finish in %s s; the connection is dropped", CLOSE_TIMEOUT)
-        finally:
-            self._status = Client.CLOSED  # also when close() never ran (the caller cancelled at once)
-            self._drop_connection()
-            await self._end_tasks(closing)
-
-    def _drop_connection(self) -> None:
-        """Abort the socket (its unsent bytes are dropped) and the commands queued for it."""
-        self._pending.clear()
-        self._pending_data_size = 0
-        transport = self._transport
-        if type(transport) is TcpTransport and transport._io_writer is not None:
-            transport._io_writer.transport.abort()
-
-    async def _end_tasks(self, closing: asyncio.Task[None]) -> None:
-        """Cancel and await the client's Tasks that close() left running (it may have stopped half way)."""
-        subscriptions = [sub._wait_for_msgs_task for sub in self._subs.values()]
-        tasks = [closing, self._reading_task, self._ping_interval_task, self._flusher_task, self._reconnection_task]
-        running = {task for task in [*tasks, *subscriptions, self._parsing] if task is not None and not task.done()}
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.wait(running, timeout=CLOSE_TIMEOUT)
-        if closing.done() and not closing.cancelled() and closing.exception() is not None:
-            _log.debug("nats: close() failed: %r", closing.exception())
+    def _own_tasks(self) -> list[asyncio.Task[None] | None]:
+        return [*super()._own_tasks(), self._parsing]
 
     async def flush_all(self) -> None:
         """Return once the server has every command given before this call, SUBs and PUBs included.

@@ -1,6 +1,7 @@
 """The outbox relay's JetStream sink on a real nats-server: every committed event reaches the stream once per
 event id, in per-aggregate order, with the NestJS event envelope; duplicates acked by the stream count as
-delivered; NATS down spends no attempt; a relay killed mid-delivery and a NATS restart lose nothing."""
+delivered; NATS down spends no attempt; a relay killed mid-delivery and a NATS restart lose nothing; the
+sink closes promptly and quietly with NATS gone deaf."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ from booking_rpc.context import Context
 from booking_rpc.db.pool import Pool
 from booking_rpc.db.queries import Queries
 from booking_rpc.devnats import NatsServer
-from booking_rpc.events.jetstream import event_body, stream_subjects
+from booking_rpc.events.jetstream import JetStreamSink, event_body, stream_subjects
 from booking_rpc.events.outbox import event_body as outbox_event_body
 from booking_rpc.events.relay import OutboxRelay
 from booking_rpc.models.events import PUBLISHED_EVENTS
 from tests.fixtures.nats import StreamMessage, read_stream
-from tests.helpers import cancelled, fetch, spawn_service, wait_for, write_events
+from tests.helpers import cancelled, fetch, relay, spawn_service, wait_for, write_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,6 +73,37 @@ def test_stream_subjects_cover_every_published_event() -> None:
     for event in PUBLISHED_EVENTS:
         assert f"{event.event_type.split('.')[0]}.>" in subjects
     assert subjects == ["booking.>", "payment.>", "reservation.>", "review.>", "waitlist.>"]
+
+
+async def test_closing_while_nats_is_deaf_and_gone_is_prompt_quiet_and_complete(
+    nats_server_factory: Callable[..., NatsServer],
+) -> None:
+    """NATS stops reading what the sink writes, then goes (an EOF): the sink's client reconnects with the old
+    socket's bytes unsent, its reconnect Task waiting for that socket to close (for ever, here). The sink's
+    close (the relay's stop) must then neither raise nats-py's CancelledError nor hang, and must leave none of
+    the client's Tasks behind."""
+    server = nats_server_factory()
+    deaf = asyncio.Event()
+    before = asyncio.all_tasks()
+    async with relay(server, hold=lambda held: False, deaf=deaf) as url:
+        sink = JetStreamSink([url], "TEST_DEAF")
+        sink.start()
+        await wait_for(lambda: sink.ready, 10)
+        deaf.set()
+        connection = sink.nc._transport._io_writer.transport  # type: ignore[union-attr]
+        for _ in range(100):  # messages of 1 MB, until the sockets hold no more and asyncio buffers them
+            await sink.nc.publish("deaf.filler", b"x" * 1_000_000)
+            await asyncio.sleep(0.02)  # the flusher's turn
+            if connection.get_write_buffer_size():
+                break
+        assert connection.get_write_buffer_size()
+        await asyncio.to_thread(server.stop)  # the relay passes its EOF on
+        await wait_for(lambda: sink.nc.is_reconnecting, 10)
+        async with asyncio.timeout(10):
+            await sink.close()
+        assert sink.nc.is_closed
+        await asyncio.sleep(0)  # what was cancelled last has run its end
+        assert {task for task in asyncio.all_tasks() - before if not task.done()} == set()
 
 
 async def test_every_event_reaches_the_stream_once_in_order_as_a_nest_event(
