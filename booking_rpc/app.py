@@ -9,11 +9,10 @@ background work, close the pool, stop the embedded PostgreSQL. A second signal e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,9 +328,7 @@ async def running_service(settings: Settings, migrate_first: bool, tracing: Trac
             try:
                 await nats_transport.check_credentials()  # ...but credentials it refuses never heal: stop
             except NatsRefused as exc:
-                await asyncio.gather(server.shutdown(0), nats_transport.shutdown(0))
-                if health is not None:
-                    await health.stop()
+                await run_shutdown_steps(shutdown_stages(server, nats_transport, health, [], 0), STEP_GRACE)
                 raise StartupError(
                     f"{exc}; check BOOKING_RPC_NATS_USER/_PASSWORD, BOOKING_RPC_NATS_TOKEN or the credentials in "
                     "BOOKING_RPC_NATS_URL"
@@ -343,15 +340,61 @@ async def running_service(settings: Settings, migrate_first: bool, tracing: Trac
             yield app
         finally:
             app.ready = False  # /readyz answers 503 while we drain
-            drains = [server.shutdown(settings.shutdown_timeout)]
-            if nats_transport is not None:
-                drains.append(nats_transport.shutdown(settings.shutdown_timeout))
-            await asyncio.gather(*drains)
-            if health is not None:
-                await health.stop()
-            for component in reversed(app.background):
-                with contextlib.suppress(Exception):
-                    await component.stop()
+            stages = shutdown_stages(server, nats_transport, health, app.background, settings.shutdown_timeout)
+            await run_shutdown_steps(stages, settings.shutdown_timeout + STEP_GRACE)
+
+
+STEP_GRACE = 10.0  # seconds a shutdown step gets beyond the drain deadline (a flush, a close) before it is left
+
+ShutdownStep = tuple[str, Callable[[], Awaitable[None]]]
+
+
+def shutdown_stages(
+    server: Server,
+    nats_transport: NatsTransport | None,
+    health: HealthServer | None,
+    background: Sequence[Any],
+    deadline: float,
+) -> list[list[ShutdownStep]]:
+    """The service's stop, in stages: both transports drain at once (up to `deadline`), then health stops,
+    then the background components, last started first."""
+    drains: list[ShutdownStep] = [("TCP drain", lambda: server.shutdown(deadline))]
+    if nats_transport is not None:
+        drains.append(("NATS drain", lambda: nats_transport.shutdown(deadline)))
+    stages = [drains]
+    if health is not None:
+        stages.append([("health stop", health.stop)])
+    stages += [[(f"{type(component).__name__} stop", component.stop)] for component in reversed(background)]
+    return stages
+
+
+async def run_shutdown_steps(stages: Sequence[Sequence[ShutdownStep]], bound: float) -> None:
+    """Every step of every stage, whatever another raised: the stages in turn, a stage's steps at once, each
+    stage within `bound` s. A step that raises (a CancelledError of its own too: nats-py's close() raised
+    one) or is still running at `bound` (then cancelled) is logged by name, and the next stage runs.
+
+    A cancellation of the caller (an embedder's timeout; signals cancel nothing: the first one sets serve's
+    `stop`, a second exits at once with os._exit) cuts the stage under way short; the later stages still run,
+    and the cancellation is raised after them."""
+    task = asyncio.current_task()
+    assert task is not None
+    cancelled_before = task.cancelling()  # under way already (the body was cancelled): it propagates by itself
+    for stage in stages:
+        names = [name for name, _ in stage]
+        try:
+            async with asyncio.timeout(bound):
+                outcomes = await asyncio.gather(*(step() for _, step in stage), return_exceptions=True)
+        except TimeoutError:
+            log.error("shutdown steps did not finish in time; left behind", steps=names, timeout_s=bound)
+            continue
+        except asyncio.CancelledError:  # the caller's (gather returns the steps' own)
+            log.warning("shutdown cancelled: steps cut short, the later ones run", steps=names)
+            continue
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("shutdown step failed", step=name, error=f"{type(outcome).__name__}: {outcome}")
+    if task.cancelling() > cancelled_before:
+        raise asyncio.CancelledError
 
 
 def freeze_startup_heap() -> None:

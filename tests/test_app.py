@@ -1,4 +1,5 @@
-"""The whole service as an operator runs it: real process, real sockets, real HTTP, graceful stop."""
+"""The whole service as an operator runs it: real process, real sockets, real HTTP, graceful stop (and
+`running_app` in-process, as an embedder runs it)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,22 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import nats
 import orjson
 import pytest
+from pydantic import SecretStr
 
+from booking_rpc.app import running_app
 from booking_rpc.client import Client
+from booking_rpc.config import Settings
 from booking_rpc.devnats import NatsServer
 from tests.fixtures.service import ServiceProcess, http_get, start_service
-from tests.helpers import relay, wait_for
+from tests.helpers import admin, relay, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,6 +129,38 @@ async def test_sigterm_while_nats_reconnects_to_a_server_gone_deaf_still_stops_e
         finally:
             await peer.close()
             service.stop()
+
+
+async def test_a_cancelled_drain_still_stops_health_the_jobs_and_the_relay(db_url: str) -> None:
+    """An embedder's timeout (a bench's, a test's) cancels the app while its TCP drain waits for a request (held
+    behind a table lock): the drain is cut short, and health, the jobs and the relay still stop before the
+    cancellation goes on (it had skipped all three, their listener and Tasks left running)."""
+    settings = Settings(port=0, metrics_port=0, database_url=SecretStr(db_url), shutdown_timeout=30)
+    locker = await asyncpg.connect(db_url)
+    lock = locker.transaction()
+    await lock.start()
+    await locker.execute("LOCK TABLE services IN ACCESS EXCLUSIVE MODE")
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(None) as deadline, running_app(settings, migrate_first=False) as app:
+                health, relay, jobs = app.ctx.extras["health"], app.ctx.extras["relay"], app.ctx.extras["jobs"]
+                health_port = health.port
+                client = await Client.connect("127.0.0.1", app.server.port)
+                finding = asyncio.create_task(
+                    client.send("booking.services.find", {"actor": admin(), "clinic_id": str(uuid.uuid4())})
+                )
+                await wait_for(lambda: app.server.in_flight() == 1, 10)
+                deadline.reschedule(asyncio.get_running_loop().time() + 0.5)  # in the drain
+        assert jobs.tasks == []
+        assert relay._manager.done() and relay._keeper.done() and not relay.loops
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", health_port)
+    finally:
+        await lock.rollback()
+        await locker.close()
+    with contextlib.suppress(Exception):
+        await finding
+    await client.close()
 
 
 async def test_nats_login_right_serves_wrong_stops_the_start(
