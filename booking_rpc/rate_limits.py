@@ -9,6 +9,7 @@ with `details.retry_after_ms`; the per-pattern request metric counts it under th
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from booking_rpc.config import Settings
@@ -61,7 +62,9 @@ def caller_key(data: Any, call: Call) -> str | None:
 
 
 def hold_rate_middleware(buckets: TokenBuckets) -> Middleware:
-    async def limit(route: Route, data: Any, call: Call, call_next: Next) -> Any:
+    # Not `async def`: it refuses before the route runs and does nothing after, so it hands back the route's
+    # awaitable itself (one coroutine fewer per request); its refusal raises where an awaited one would.
+    def limit(route: Route, data: Any, call: Call, call_next: Next) -> Awaitable[Any]:
         if route.route in LIMITED_ROUTES:
             key = caller_key(data, call)
             if key is not None:
@@ -72,7 +75,7 @@ def hold_rate_middleware(buckets: TokenBuckets) -> Middleware:
                         "Too many reservation requests: try again shortly",
                         {"retry_after_ms": max(1, round(wait * 1000))},
                     )
-        return await call_next(data)
+        return call_next(data)
 
     return limit
 

@@ -66,7 +66,8 @@ CALLER = "caller"
 # (a middleware may hand on other data, e.g. without a field it consumed).
 Next = Callable[[Any], Awaitable[Any]]
 # `async def middleware(route, data, call, call_next) -> value`: runs around every message and event of the
-# router it is added to (Router.use), outermost first. It may refuse by raising RpcError.
+# router it is added to (Router.use), outermost first. It may refuse by raising RpcError. One with nothing
+# to do after the route may be a plain function returning `call_next(data)` (a coroutine fewer per request).
 Middleware = Callable[["Route", Any, Call, Next], Awaitable[Any]]
 
 
@@ -183,9 +184,8 @@ class Route:
 
     def parse(self, data: Any) -> Any:
         if self.model is not None:
-            if isinstance(data, dict):
-                return self.model.model_validate(data)
-            return self.model.model_validate(data if data is not None else {})
+            # the model's validator itself: model_validate is a Python frame around it that passes it defaults
+            return self.model.__pydantic_validator__.validate_python(data if data is not None else {})
         if self.adapter is not None:
             return self.adapter.validate_python(data)
         return data
@@ -230,17 +230,25 @@ class Route:
             async for _ in result:
                 pass
 
-    async def _run(self, data: Any, ctx: Any) -> Any:
+    def _run(self, data: Any, ctx: Any) -> Awaitable[Any]:
+        """The handler's coroutine on the validated payload. Not a coroutine of its own (one frame fewer on
+        every request, each time it suspends and resumes): a payload that fails validation raises here, at
+        once, and every caller awaits what this returns straight away, so it raises where it did."""
         payload = self.parse(data)
         if self.streaming:
-            return _guard_stream(self.handler(payload, ctx), self.route, self.error_mappers)
-        return await self.handler(payload, ctx)
+            return _value(_guard_stream(self.handler(payload, ctx), self.route, self.error_mappers))
+        awaitable: Awaitable[Any] = self.handler(payload, ctx)
+        return awaitable
 
     def _through(self, index: int, data: Any, ctx: Any, call: Call) -> Awaitable[Any]:
         if index == len(self.middleware):
             return self._run(data, ctx)
         middleware = self.middleware[index]
         return middleware(self, data, call, lambda handed_on: self._through(index + 1, handed_on, ctx, call))
+
+
+async def _value(value: Any) -> Any:
+    return value
 
 
 async def _guard_stream(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
+from typing import Any
 
 import pytest
 
@@ -10,7 +13,9 @@ from booking_rpc.app import build_context
 from booking_rpc.client import Client, RemoteError
 from booking_rpc.config import Settings
 from booking_rpc.db.pool import Pool
-from booking_rpc.rate_limits import MAX_BUCKETS, TokenBuckets
+from booking_rpc.deadline import deadline_middleware
+from booking_rpc.rate_limits import MAX_BUCKETS, TokenBuckets, install
+from booking_rpc.router import Call, Router
 from tests.fixtures.app import serving
 from tests.helpers import hold_body, make_service, make_slot
 
@@ -55,3 +60,25 @@ async def test_over_the_socket_a_user_past_the_burst_is_rate_limited(pool: Pool)
         assert (await client.send("booking.reservation.create", hold_body(cat, slot)))["status"] == "pending"
         route = server.router.lookup("booking.reservation.create")
         assert route is not None and route.stats.outcomes["RATE_LIMITED"] == 1
+
+
+async def test_the_limit_and_the_route_add_no_coroutine_to_a_request() -> None:
+    """Neither the limit nor the route's validation step is a coroutine of its own: the handler runs with
+    only invoke's frame and the deadline's (the middleware that works after the route) above it."""
+    router = Router()
+    stack: list[str] = []
+
+    @router.message("booking.reservation.create")
+    async def create(payload: dict[str, Any], ctx: Any) -> str:
+        frame = sys._getframe()
+        while frame is not None and frame.f_code.co_name != "invoke":
+            stack.append(frame.f_code.co_name)
+            frame = frame.f_back
+        return "held"
+
+    install(router, Settings(hold_rate_per_minute=60.0))
+    router.use(deadline_middleware(5.0))
+    route = router.lookup("booking.reservation.create")
+    assert route is not None
+    assert await asyncio.create_task(route.invoke({"user_id": "u"}, None, Call("tcp"))) == "held"
+    assert stack == ["create", "deadline"]

@@ -44,8 +44,7 @@ class JsonCodec:
     def new_decoder(self, max_frame: int | None = None) -> FrameDecoder:
         return JsonFrameDecoder(self.max_frame if max_frame is None else max_frame)
 
-    def encode(self, message: Any) -> bytes:
-        return encode_frame(message)
+    encode = staticmethod(encode_frame)  # every reply is encoded here: no method frame around it
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,8 +47,10 @@ def encode_json(message: Any) -> bytes:
 
 
 def encode_frame(message: Any) -> bytes:
-    """One frame carrying `message`, byte for byte what JSON.stringify + JsonSocket would write."""
-    return frame_json(encode_json(message))
+    """One frame carrying `message`, byte for byte what JSON.stringify + JsonSocket would write (frame_json's
+    prefix written here: one call fewer for every reply)."""
+    payload = encode_json(message)
+    return b"%d#%b" % (len(payload) if payload.isascii() else utf16_units(payload), payload)
 
 
 def frame_json(payload: bytes) -> bytes:
@@ -260,6 +262,8 @@ def parse_json(body: bytes | bytearray | memoryview) -> Any:
 
 def _parse_body(body: bytes | bytearray) -> Any:
     value = parse_json(body)
+    if type(value) is dict:  # every message of a NestJS client: none of the falsy values below
+        return value
     # JsonSocket: `JSON.parse(message) || {}`, so a falsy body (null, false, 0, "") becomes {}.
     if value is None or value is False or value == "" or (type(value) in (int, float) and value == 0):
         return {}
