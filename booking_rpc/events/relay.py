@@ -158,6 +158,16 @@ class _SubscriberLoop:
         self.busy = False  # the last batch found another replica serving this subscriber
         self.more = False  # the last batch's window held more undelivered rows than it claimed
         self.retry_at: float | None = None  # loop time before which an unreachable subscriber is not tried
+        # every unmarked row up to this seq that the subscriber wants, it has: its claims scan after it. From
+        # 0, each claim read every row it has that another subscriber still awaits (unpublished), so a
+        # subscriber down cost every healthy one's claim its whole backlog. Each replica keeps its own: it
+        # rests on the delivery records alone, and no replica undoes a delivered one; marked rows (held_back)
+        # are found by aggregate, never by this scan; a new subscriber, or new patterns, is a new loop, from 0
+        # (so is a restarted relay: its first batches read the backlog once).
+        self.delivered_to = PUBLISH_START
+        self.settled = PUBLISH_START  # no open transaction can still commit a row up to this seq
+        self._seq_read: int | None = None  # the sequence's last seq, read by the last batch_start
+        self._fence: tuple[int, int] | None = None  # (a seq read, the xmax of a snapshot taken after the read)
         self.task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -204,6 +214,19 @@ class _SubscriberLoop:
         async with self.relay.ctx.connection() as conn:
             await conn.execute(self.relay.ctx.sql["outbox.retry_now"], self.subscriber.name)
 
+    def settle(self, last_seq: int, xmin: int, xmax: int) -> None:
+        """Learn from a batch_start (the sequence's last seq, its snapshot's xmin and xmax) which seqs no
+        open transaction can still commit (`settled`). A row takes its seq after its transaction's xid
+        (migration 0052), so every holder of a seq up to one read had an xid below the xmax of any snapshot
+        taken after the read; once a later snapshot's xmin is past that xmax, each of them has ended. Until
+        then the claim's mark stays below rows committed late (a lower seq than rows already delivered)."""
+        if self._fence is not None and xmin >= self._fence[1]:
+            self.settled = max(self.settled, self._fence[0])
+            self._fence = None
+        if self._fence is None and self._seq_read is not None:
+            self._fence = (self._seq_read, xmax)
+        self._seq_read = last_seq
+
     def backoff(self, attempts: int) -> float:
         settings = self.relay.ctx.settings
         delay: float = min(settings.outbox_backoff_max, settings.outbox_backoff_base * 2.0 ** max(0, attempts))
@@ -216,17 +239,23 @@ class _SubscriberLoop:
         if self.jetstream is not None and not self.jetstream.ready:
             return 0  # NATS down: claim nothing and spend no attempt; its reconnect wakes this loop
         async with ctx.transaction() as conn:
-            if not await conn.fetchval(ctx.sql["outbox.batch_start"], sub.name):
+            start = await conn.fetchrow(ctx.sql["outbox.batch_start"], sub.name)
+            assert start is not None
+            self.settle(start["last_seq"], start["xmin"], start["xmax"])
+            if not start["locked"]:
                 self.busy = True
                 return 0
             batch = ctx.settings.outbox_batch_size
             claim, patterns = ctx.sql["outbox.claim_for_subscriber"], sub.like_patterns()
             # the window skips the aggregates held back (dead or backing off), so it is never empty while
             # anything is due, and a batch fills from beyond the held-back rows
-            rows = await conn.fetch(claim, sub.name, patterns, batch, batch * SCAN_WINDOW)
+            scanned_after = self.delivered_to
+            rows = await conn.fetch(claim, sub.name, patterns, batch, batch * SCAN_WINDOW, scanned_after)
             self.more = bool(rows) and rows[0]["backlog"] > len(rows)
             if not rows:
                 return 0
+            lacking = rows[0]["lacking"]
+            self.delivered_to = max(scanned_after, self.settled if lacking is None else min(self.settled, lacking - 1))
             self.relay.stats.batches += 1
             tracing: Tracing | None = ctx.extras.get("tracing")
             with contextlib.ExitStack() as traced:
@@ -240,9 +269,9 @@ class _SubscriberLoop:
                             tracing.links_to(row["trace_context"] for row in rows),
                         )
                     )
-                return await self._send_batch(conn, rows)
+                return await self._send_batch(conn, rows, scanned_after)
 
-    async def _send_batch(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> int:
+    async def _send_batch(self, conn: asyncpg.Connection, rows: list[asyncpg.Record], scanned_after: int) -> int:
         """Send claimed rows and record the outcome in the batch's transaction; the number delivered."""
         ctx = self.relay.ctx
         sub = self.subscriber
@@ -252,7 +281,9 @@ class _SubscriberLoop:
         if delivered:
             names, patterns = self.relay.subscription_pairs()
             last = max(row["seq"] for row in sent)
-            await conn.execute(ctx.sql["outbox.mark_delivered"], sub.name, delivered, names, patterns, last)
+            await conn.execute(
+                ctx.sql["outbox.mark_delivered"], sub.name, delivered, names, patterns, last, scanned_after
+            )
             self.relay.stats.delivered[sub.name] += len(delivered)
         for row, error in failures:
             delays.append(self.backoff(row["attempts"]))

@@ -7,10 +7,13 @@ VALUES ($1, $2, $3, $4, $5);
 -- The next events a subscriber should get: per aggregate only the oldest it has not received (a failed
 -- or dead one holds back the later events of its own aggregate only), due for (re)delivery, in seq order;
 -- each row also says how many undelivered rows the claim looked at (`backlog`).
--- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size, $4 scan window. The window is the oldest
--- $4 undelivered rows (an index scan on seq) of the aggregates not held back: an aggregate is held back while
--- its head's delivery (its oldest undelivered row's record, the only undelivered rows with one) is dead or
--- backing off, and all its rows are skipped, so the window's heads are all due and a batch fills even when the
+-- $1 subscriber, $2 LIKE patterns of its event types, $3 batch size, $4 scan window, $5 the subscriber's
+-- mark: every unmarked row up to that seq it wants, it has (relay.py, _SubscriberLoop.delivered_to). The window
+-- is the oldest $4 undelivered rows after $5 (an index scan on seq) of the aggregates not held back; from 0,
+-- it also read every row the subscriber has that another one still awaits (unpublished), at every claim: with
+-- 6,000 awaited by a subscriber down, each claim of a healthy one read 20,001 rows and more after each batch.
+-- An aggregate is held back while its head's delivery (its oldest undelivered row's record, the only
+-- undelivered rows with one) is dead or backing off, and all its rows are skipped, so the window's heads are all due and a batch fills even when the
 -- oldest rows are mostly held back. Heads found in the window are true heads: an aggregate's oldest undelivered
 -- event is always older than its later ones, and both are skipped or both are not.
 -- Rows queued behind a held-back head are marked (held_back, migration 0051), once, and the window scans only
@@ -47,11 +50,23 @@ WITH RECURSIVE held AS (
     ) d ON TRUE
     WHERE NOT o.published
       AND NOT o.held_back
+      AND o.seq > $5
       AND o.event_type LIKE ANY ($2::text[])
       AND o.aggregate_id <> ALL ((SELECT aggregates FROM held)::uuid[])
       AND d.delivered IS NOT TRUE
     ORDER BY o.seq
     LIMIT $4
+), held_low AS (
+    -- the oldest unmarked row of each aggregate held back (the marking below may skip some): the subscriber's
+    -- mark stays below them (idx_booking_events_outbox_free_aggregate, one descent each)
+    SELECT min(f.seq) AS seq
+    FROM unnest((SELECT aggregates FROM held)::uuid[]) AS h(aggregate_id)
+    CROSS JOIN LATERAL (
+        SELECT q.seq FROM booking_events_outbox q
+        WHERE q.aggregate_id = h.aggregate_id AND NOT q.published AND NOT q.held_back AND q.seq > $5
+        ORDER BY q.seq
+        LIMIT 1
+    ) f
 ), marked (aggregate_id) AS (
     -- the aggregates with marked rows, one index descent each (idx_booking_events_outbox_held_back)
     (SELECT o.aggregate_id FROM booking_events_outbox o
@@ -114,20 +129,25 @@ WITH RECURSIVE held AS (
     LIMIT $3
 )
 SELECT o.id, o.aggregate_id, o.event_type, o.payload, o.trace_context, o.seq, coalesce(h.attempts, 0) AS attempts,
-       (SELECT count(*) FROM candidates) AS backlog  -- more than the rows claimed: another batch may find some
+       (SELECT count(*) FROM candidates) AS backlog,  -- more than the rows claimed: another batch may find some
+       -- the lowest seq after $5 of an unmarked row it lacks (NULL: none); the loop's mark stays below it
+       least((SELECT min(seq) FROM backlog), (SELECT seq FROM held_low)) AS lacking
 FROM due h
 JOIN booking_events_outbox o ON o.id = h.id
 ORDER BY h.seq;
 
 -- name: outbox.mark_delivered
 -- Record a batch's deliveries, in one statement (one round trip per batch). $1 subscriber, $2 event ids
--- delivered to it, $3 every subscriber's names and $4 their LIKE patterns (pairs), $5 the highest seq delivered.
+-- delivered to it, $3 every subscriber's names and $4 their LIKE patterns (pairs), $5 the highest seq delivered,
+-- $6 the seq after which the batch's claim scanned (the subscriber's mark).
 -- A row every matching subscriber now has (`complete`; the NOT EXISTS cannot see this statement's own
 -- inserts, so the subscriber itself counts as having it) is marked published and its delivery records go:
 -- the claim reads only unpublished rows, so they would only make its lookups (and the table) grow with the
--- history. Only a row another subscriber still awaits gets this subscriber's record. And the rows up to $5 that
--- no subscriber wants are published now (publish_done would, seconds later): left unpublished, every claim
--- until then scanned them again. The rows are found by $2, one primary-key lookup each (joined to an insert's
+-- history. Only a row another subscriber still awaits gets this subscriber's record. And the rows after $6 up
+-- to $5 that no subscriber wants are published now (publish_done would, seconds later): left unpublished, every
+-- claim until then scanned them again. From seq 0, that range held every row another subscriber (down) still
+-- awaits, read at every batch (6,000 and more); those before $6 no claim scans, and the sweep publishes them.
+-- The rows are found by $2, one primary-key lookup each (joined to an insert's
 -- RETURNING, the update was planned as a hash of the whole unpublished backlog).
 WITH delivered AS (
     SELECT o.id, NOT EXISTS (
@@ -155,6 +175,7 @@ WITH delivered AS (
     SELECT o.id
     FROM booking_events_outbox o
     WHERE NOT o.published
+      AND o.seq > $6
       AND o.seq <= $5
       AND NOT EXISTS (SELECT 1 FROM unnest($4::text[]) AS s(pattern) WHERE o.event_type LIKE s.pattern)
     FOR UPDATE SKIP LOCKED
@@ -311,7 +332,9 @@ SELECT name, host, port, patterns, codec FROM event_subscriptions ORDER BY name;
 
 -- name: outbox.batch_start
 -- A batch's first statement (one round trip): one relay at a time serves a subscriber (replicas take the
--- others), the lock held until the batch commits; and this transaction's settings. The claim's best plan
+-- others), the lock held until the batch commits; the sequence's last seq and this statement's snapshot's
+-- xmin and xmax, from which the loop learns the seqs no open transaction can still commit (relay.py,
+-- _SubscriberLoop.settle); and this transaction's settings. The claim's best plan
 -- depends on its parameters (window size, patterns): a cached generic plan sorted the whole backlog and made
 -- every batch slower as the backlog grew, so it is planned per execution. And the batch's commit does not
 -- wait for its WAL flush: a crash can lose only the record of deliveries just made, and those events are
@@ -323,6 +346,9 @@ SELECT name, host, port, patterns, codec FROM event_subscriptions ORDER BY name;
 -- last VACUUM it then visited again every batch (an index scan marks them dead once, and skips them after):
 -- costs growing with the delivery history (bench/flows.py, EXPLAIN ANALYZE).
 SELECT pg_try_advisory_xact_lock(hashtext('booking_outbox:' || $1)) AS locked,
+       (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM booking_events_outbox_seq_seq) AS last_seq,
+       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
        set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_cache_mode,
        set_config('synchronous_commit', 'off', true) AS synchronous_commit,
        set_config('enable_seqscan', 'off', true) AS enable_seqscan,

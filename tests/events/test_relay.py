@@ -481,7 +481,7 @@ async def test_a_claim_costs_its_window_not_the_delivery_history(relay_ctx: Cont
     async def work() -> int:
         async with ctx.transaction() as conn:
             await conn.fetchval(ctx.sql["outbox.batch_start"], "rec")  # the batch's own planner settings
-            plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {claim}", "rec", ["%"], 500, 2000)
+            plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {claim}", "rec", ["%"], 500, 2000, 0)
         return plan_work(plan[0]["Plan"])  # the pool decodes json
 
     await write_rows(ctx, 3000, delivered=False)
@@ -719,6 +719,7 @@ async def test_a_delivered_batch_forgets_its_records_without_reading_the_deliver
                     ["rec"],
                     ["%"],
                     2**62,
+                    0,
                 )
             finally:
                 await tx.rollback()  # the same batch, delivered again below
@@ -793,7 +794,7 @@ async def test_a_claim_does_not_read_the_events_queued_behind_a_dead_head(relay_
         before = await rows_read(ctx)
         async with ctx.transaction() as conn:
             await conn.fetchval(ctx.sql["outbox.batch_start"], "rec")
-            claimed = await conn.fetch(ctx.sql["outbox.claim_for_subscriber"], "rec", ["%"], 500, window)
+            claimed = await conn.fetch(ctx.sql["outbox.claim_for_subscriber"], "rec", ["%"], 500, window, 0)
         assert len(claimed) == 500
         return await rows_read(ctx) - before
 
@@ -861,3 +862,82 @@ async def test_a_sweep_reads_what_it_publishes_not_the_backlog_a_subscriber_awai
     assert max(reads) < 2500, reads
     # the pass reaches the complete row, and only that one is published
     assert sum(marked) == 1 and await published(relay_ctx, awaited[0], awaited[-1]) == [False, True], marked
+
+
+async def test_a_healthy_subscribers_claim_does_not_read_the_backlog_another_one_awaits(
+    relay_ctx: Context, make_server: MakeServer, db_url: str
+) -> None:
+    """'down' awaits 6,000 rows that 'up' already has (unpublished until 'down' has them too); then rows for
+    both arrive, a batch at a time. Once its first claims have passed them, each batch of 'up' costs what it
+    claims, not a read of the 6,000 rows it already has and of those it got since."""
+    recorder = Recorder(RECORDED)
+    server = await make_server(recorder.router)
+    awaited = await write_rows(relay_ctx, 6000, delivered=False)
+    async with relay_ctx.connection() as conn:
+        await record_delivered(conn, "up", awaited)
+    relay_pool = await create_pool(db_url, min_size=1, max_size=1)  # all the batches read, on one backend
+    ctx = build_context(relay_ctx.settings, relay_pool)  # batch 500, window 1,000
+    up = Subscriber("up", "127.0.0.1", server.port, ("*",))
+    relay = OutboxRelay(ctx, [up, Subscriber("down", "127.0.0.1", 1, ("*",))])
+    try:
+        await relay.sync_loops(start_tasks=False)
+        loop = relay.loops[up]
+        reads, delivered = [], []
+        for _ in range(6):
+            await write_rows(ctx, 500, delivered=False)  # new rows, for both
+            before = await rows_read(ctx)
+            delivered.append(await loop.deliver_batch())
+            reads.append(int(await rows_read(ctx) - before))
+        await write_rows(ctx, 500, delivered=False)
+        async with ctx.transaction() as conn:
+            await conn.fetchval(ctx.sql["outbox.batch_start"], "up")
+            claim = f"EXPLAIN (ANALYZE, BUFFERS) {ctx.sql['outbox.claim_for_subscriber']}"
+            plan = await conn.fetch(claim, "up", ["%"], 500, 1000, loop.delivered_to)
+    finally:
+        await relay.stop()
+        await relay_pool.close()
+    print(f"rows read by each batch of 'up': {reads}; delivered: {delivered}")
+    print("\n".join(row[0] for row in plan))
+    assert delivered == [500] * 6, delivered
+    await wait_for(lambda: len(recorder.events) == 3000)
+    # the first batches scan from seq 0 (a relay's loop starts there) until the seqs they read are settled;
+    # then each reads its window from the loop's mark (the last two batches' rows and its 500, and a lookup of
+    # each one's record), the rows read back, its records written and the range its unwanted rows are looked
+    # for in: 5,000 rows a batch, whatever the backlog; scanning from seq 0, a batch read the 6,000 rows 'up'
+    # has, and the records of them, again and 1,500 more after each batch (20,001, 21,501, 23,001, 24,501, 26,000, 27,500)
+    assert max(reads[3:]) < 6000 and reads[-1] <= reads[3], reads
+
+
+async def test_a_row_committed_late_behind_the_rows_a_subscriber_has_is_still_delivered(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    """An open transaction holds a seq below rows committed and delivered after it, batch after batch: the
+    loop's mark (its claims scan after it) must not pass that seq before the transaction ends."""
+    recorder = Recorder(RECORDED)
+    server = await make_server(recorder.router)
+    up = Subscriber("up", "127.0.0.1", server.port, ("*",))
+    relay = OutboxRelay(relay_ctx, [up])
+    early = uuid.uuid4()
+    try:
+        await relay.sync_loops(start_tasks=False)
+        loop = relay.loops[up]
+        async with relay_ctx.transaction() as slow:  # takes the lower seq, commits last
+            await enqueue(slow, relay_ctx.sql, early, cancelled(early))
+            for _ in range(5):
+                await write_events(relay_ctx, uuid.uuid4(), 1)
+                assert await loop.deliver_batch() == 1
+        first = loop.delivered_to
+        delivered = []
+        for _ in range(5):
+            await write_events(relay_ctx, uuid.uuid4(), 1)
+            delivered.append(await loop.deliver_batch())
+        await wait_for(lambda: len(recorder.events) == 11)
+    finally:
+        await relay.stop()
+    async with relay_ctx.connection() as conn:
+        early_seq = await conn.fetchval("SELECT seq FROM booking_events_outbox WHERE aggregate_id = $1", early)
+    # committed at last, it goes with the next batch: the mark stayed below it while it was open (a mark moved
+    # to the sequence's last seq at each batch passed it, and it was never delivered), and moves past it after
+    assert delivered == [2, 1, 1, 1, 1], delivered
+    assert recorder.events[5][1]["reservation_id"] == str(early)
+    assert first < early_seq < loop.delivered_to, (first, early_seq, loop.delivered_to)
