@@ -376,7 +376,7 @@ def tracing_target_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             "tracing off costs nothing: no tracing middleware "
             f"(the router's: {', '.join(off_path['middleware']) or 'none'}), "
-            f"{'asyncpg' if off_path['plain_connections'] else 'TRACED'} connections: "
+            f"{'untraced (db.pool.ServiceConnection)' if off_path['plain_connections'] else 'TRACED'} connections: "
             f"{'met' if costs_nothing else 'NOT MET'}"
         )
     default = report.get("column_default")

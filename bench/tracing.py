@@ -3,7 +3,7 @@
     python -m bench.tracing --concurrency 1 --duration 5 --rounds 3 [--json out.json]
 
 Five booking-rpc processes on one database, served by the same code: two with tracing off (no OTEL_*
-variables: no tracing middleware, plain asyncpg connections; the request path is the one from before tracing
+variables: no tracing middleware, the pool's own untraced connections; the request path is the one from before tracing
 existed), one with tracing on (OTEL_TRACES_EXPORTER=otlp over http/protobuf, the SDK's
 BatchSpanProcessor, to an OTLP sink in this process that answers 200), one the same but sampling
 `--sampled` of the traces (parentbased_traceidratio) and one sampling none (what tracing costs before any
@@ -21,8 +21,8 @@ it). Then what the outbox column default (migration 0035, which reads the sessio
 booking.trace_context) costs PostgreSQL when tracing is off: inserts into two copies of the outbox, with
 and without the default, interleaved.
 
-Targets (issue 19): off installs no tracing middleware and keeps asyncpg's own connections (checked on what
-the service builds with the "off" environment) and equals the A/A noise; on costs at most 20% more
+Targets (issue 19): off installs no tracing middleware and keeps the pool's own untraced connection class,
+db.pool.ServiceConnection (checked on what the service builds with the "off" environment) and equals the A/A noise; on costs at most 20% more
 service CPU per request, met or not per pattern and concurrency.
 """
 
@@ -60,6 +60,7 @@ from bench.reservations import (
 )
 from booking_rpc.config import Settings
 from booking_rpc.db import scratch
+from booking_rpc.db.pool import ServiceConnection
 from booking_rpc.db.queries import Queries
 
 
@@ -261,7 +262,7 @@ def sdk_costs(sink_port: int, spans: int = 20_000) -> dict[str, float]:
 
 def off_path(sql: Queries) -> dict[str, Any]:
     """What the service builds with the "off" processes' environment: whether tracing is on, the router's
-    middleware, and the pool's connection class (off costs nothing: no tracing middleware, asyncpg's own)."""
+    middleware, and the pool's connection class (off costs nothing: no tracing middleware, the pool's own)."""
     from booking_rpc.app import service_router
     from booking_rpc.tracing import Tracing, TracingConfig, connection_class
 
@@ -271,7 +272,7 @@ def off_path(sql: Queries) -> dict[str, Any]:
         "tracing_enabled": TracingConfig.from_env(env).enabled,
         "middleware": [getattr(m, "__qualname__", type(m).__name__) for m in router.middleware],
         "tracing_middleware": any(isinstance(getattr(m, "__self__", None), Tracing) for m in router.middleware),
-        "plain_connections": connection_class(None, sql) is asyncpg.Connection,
+        "plain_connections": connection_class(None, sql) is ServiceConnection,
     }
 
 

@@ -214,7 +214,10 @@ def test_tracing_figures_say_met_or_not_met() -> None:
     )
     assert "2.01 µs per row with the trace_context default, 2.00 without" in table
     assert "2.0 spans per request x (5.0 µs to start and end + 2.0 µs to export) = 14.0 µs, +13.8% over off" in table
-    assert "tracing off costs nothing: no tracing middleware (the router's: authenticate, deadline), asyncpg" in table
+    assert (
+        "tracing off costs nothing: no tracing middleware (the router's: authenticate, deadline), untraced (db.pool.ServiceConnection) connections: met"
+        in table
+    )
     assert "40 spans, 1,000 bytes; spans per trace: booking.slots.find 2.0 (slots.find)" in table
     # the floor uses the export the "on" services ran: booking_rpc.otlp's when measured
     tracing["sdk"] |= {"http_export_us": 4.0, "own_encode_us": 0.5, "own_http_export_us": 1.0}
