@@ -329,17 +329,18 @@ class OtlpHttpSpanExporter(SpanExporter):
         if compression != "none":
             self.headers["content-encoding"] = compression
         # scheme, host, port and the request's target; or why the endpoint cannot be used (each export fails)
-        self._target: tuple[str, str, int | None] | None = None
+        self._target: tuple[str, str, int] | None = None
         self._target_path = "/"
         self._target_error = ""
         # the proxy http_proxy/https_proxy name (unless no_proxy covers the host), as urllib (what exported
         # before) and the stock exporter's requests read them: its host, port and Proxy-Authorization
-        self._proxy: tuple[str, int | None, dict[str, str]] | None = None
+        self._proxy: tuple[str, int, dict[str, str]] | None = None
         try:
             url = urllib.parse.urlsplit(self.endpoint)
             if url.scheme not in ("http", "https") or not url.hostname:
                 raise ValueError("not an http:// or https:// URL with a host")
-            self._target = (url.scheme, url.hostname, url.port)
+            # the port always given: http.client reads a bare IPv6 host's last ':' as a port separator
+            self._target = (url.scheme, url.hostname, url.port or (443 if url.scheme == "https" else 80))
             self._target_path = (url.path or "/") + (f"?{url.query}" if url.query else "")
             self._proxy = _proxy_for(url.scheme, url.hostname)
             if self._proxy is not None and url.scheme == "http":  # the absolute URL, to the proxy itself
@@ -419,7 +420,9 @@ class OtlpHttpSpanExporter(SpanExporter):
                 reason = str(exc) or type(exc).__name__
             except ValueError as exc:  # a host IDNA cannot encode, a header value with a line break: never passes
                 reason, retryable = str(exc), False
-            retry_in = delay * random.uniform(0.8, 1.2) if asked is None else asked
+            # at least the backoff: a Retry-After of 0 (or a past date) would re-POST without pause
+            backoff = delay * random.uniform(0.8, 1.2)
+            retry_in = backoff if asked is None else max(asked, backoff)
             if not retryable or time.monotonic() + retry_in >= deadline:
                 later = f", retry after {asked:g} s: past the export timeout" if asked is not None else ""
                 _logger.warning("OTLP: export to %s failed (%s %s%s)", self.endpoint, status or "", reason, later)
@@ -491,7 +494,7 @@ class OtlpHttpSpanExporter(SpanExporter):
         return True  # nothing is held here: the batch processor holds the spans
 
 
-def _proxy_for(scheme: str, host: str) -> tuple[str, int | None, dict[str, str]] | None:
+def _proxy_for(scheme: str, host: str) -> tuple[str, int, dict[str, str]] | None:
     """The host, port and Proxy-Authorization of the proxy the environment names for `scheme` URLs, None when
     it names none or no_proxy covers `host` (urllib's reading of the variables)."""
     proxy = urllib.request.getproxies().get(scheme)
@@ -504,7 +507,7 @@ def _proxy_for(scheme: str, host: str) -> tuple[str, int | None, dict[str, str]]
     if url.username is not None:
         credentials = f"{urllib.parse.unquote(url.username)}:{urllib.parse.unquote(url.password or '')}"
         headers["proxy-authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
-    return url.hostname, url.port, headers
+    return url.hostname, url.port or 80, headers
 
 
 def _send(

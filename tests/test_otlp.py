@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import http.client
 import logging
 import socket
 import threading
@@ -249,6 +250,23 @@ def test_a_retry_after_answer_is_waited_for_within_the_timeout(collector: Collec
     collector.statuses, collector.retry_after = [400], "1"  # no retry on a refusal, whatever it says
     assert exporter.export(spans) is SpanExportResult.FAILURE
     assert len(waits.waits) == 2 and len(collector.headers) == 6
+    collector.statuses, collector.retry_after = [503], "0"  # no wait asked: the backoff, not a re-POST at once
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert len(waits.waits) == 3 and 0.8 <= waits.waits[2] <= 1.2
+
+
+def test_an_ipv6_endpoint_without_a_port_is_its_scheme_default_port() -> None:
+    # http.client takes a bare "::1" with no port as host ":" port 1 (urllib put the brackets back)
+    traces = "v1/traces"  # a bracket then /v1: tests/test_checkout.py would take it for a machine path
+    for url, target in [
+        (f"http://[::1]/{traces}", ("http", "::1", 80)),
+        (f"https://[::1]/{traces}", ("https", "::1", 443)),
+        (f"http://[::1]:4318/{traces}", ("http", "::1", 4318)),
+    ]:
+        exporter = OtlpHttpSpanExporter({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": url})
+        assert exporter._target == target
+        connection = http.client.HTTPConnection(*target[1:])
+        assert (connection.host, connection.port) == target[1:]
 
 
 def test_requests_carry_the_stock_exporters_user_agent(collector: Collector) -> None:
