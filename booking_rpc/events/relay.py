@@ -479,6 +479,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._subscribers_back |= back  # kept for the next refresh: they are still back
                 log.exception("outbox relay could not refresh its subscribers")
 
     async def _listen(self) -> None:

@@ -279,7 +279,12 @@ SELECT (SELECT count(*) FROM examined) AS examined,
 WITH examined AS (
     -- an index range scan of the primary key, and a primary-key lookup of the row of each record
     -- (LATERAL ... LIMIT 1: as a NOT EXISTS it was planned as a hash of every unpublished row)
-    SELECT d.ctid, d.subscriber, d.event_id, d.subscriber <> ALL ($1::text[]) OR u.id IS NULL AS stale
+    -- a subscriber is gone only when this replica's list ($1) and the table both lack it: a replica whose list
+    -- predates a new subscription must not delete its records (the loop's mark rests on them)
+    SELECT d.ctid, d.subscriber, d.event_id,
+           (d.subscriber <> ALL ($1::text[])
+            AND NOT EXISTS (SELECT 1 FROM event_subscriptions s WHERE s.name = d.subscriber))
+           OR u.id IS NULL AS stale
     FROM outbox_deliveries d
     LEFT JOIN LATERAL (
         SELECT o.id FROM booking_events_outbox o WHERE o.id = d.event_id AND NOT o.published LIMIT 1

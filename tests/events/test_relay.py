@@ -693,6 +693,32 @@ async def test_the_sweep_deletes_the_records_of_removed_subscribers_and_of_publi
     )
 
 
+async def test_a_sweep_keeps_the_records_of_a_subscription_newer_than_its_replicas_list(
+    relay_ctx: Context, make_server: MakeServer
+) -> None:
+    """A replica whose subscriber list predates a subscription (its NOTIFY not handled yet) must not take that
+    subscriber's delivery records for a removed one's: its loops' marks rest on them."""
+    recorder = Recorder(RECORDED)
+    server = await make_server(recorder.router)
+    awaited = await write_rows(relay_ctx, 2, delivered=False)
+    async with relay_ctx.connection() as conn:
+        await conn.execute(
+            "INSERT INTO event_subscriptions (name, host, port, patterns) VALUES ('newer', '127.0.0.1', 1, '{*}')"
+        )
+        await record_delivered(conn, "newer", awaited)
+        await record_delivered(conn, "gone", awaited)
+    relay = OutboxRelay(relay_ctx, [Subscriber("rec", "127.0.0.1", server.port, ("*",))])
+    try:
+        await relay.forget_stale_deliveries()
+    finally:
+        await relay.stop()
+    async with relay_ctx.connection() as conn:
+        left = await conn.fetch("SELECT subscriber, event_id FROM outbox_deliveries")
+    assert sorted((r["subscriber"], str(r["event_id"])) for r in left) == sorted(
+        ("newer", str(event_id)) for event_id in awaited
+    )
+
+
 def deletes_buffers(node: dict[str, Any]) -> int:
     """Buffers the DELETE nodes of an EXPLAIN (ANALYZE, BUFFERS) plan touched (theirs include their inputs')."""
     if node["Node Type"] == "ModifyTable" and node["Operation"] == "Delete":
