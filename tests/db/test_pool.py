@@ -156,6 +156,26 @@ async def test_a_prepared_fetchrow_goes_straight_to_the_protocol_as_asyncpg_woul
         await pool.close()
 
 
+async def test_a_cancelled_prepared_fetchrow_leaves_its_connection_usable(db_url: str) -> None:
+    """Outside the pool (which terminates a connection cancelled mid-query): the fast path's cancel leaves the
+    protocol and asyncpg's one-operation section as asyncpg's own fetchrow leaves them, so the connection
+    runs the next statements, fast path and asyncpg's both."""
+    conn = await asyncpg.connect(db_url, connection_class=ServiceConnection)
+    try:
+        sleep = "SELECT pg_sleep($1)::text"
+        await conn.fetchrow(sleep, 0.0)
+        assert sleep in conn._prepared  # the next one takes the short way
+        task = asyncio.create_task(conn.fetchrow(sleep, 5.0))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await conn.fetchrow(sleep, 0.0))[0] == ""
+        assert await conn.fetchval("SELECT 41 + 1") == 42
+    finally:
+        await conn.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
